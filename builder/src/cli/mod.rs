@@ -1,0 +1,7 @@
+//! Command-line interface: one file per subcommand.
+
+use std::process::ExitCode;
+
+pub fn main() -> ExitCode {
+    ExitCode::SUCCESS
+}

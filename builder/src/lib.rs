@@ -1,0 +1,15 @@
+//! habuild: builds flashable, immutable OS images for a kubeadm HA control
+//! plane on Raspberry Pi 4 boards and the LVS director in front of them.
+//!
+//! The pipeline flows one way; each stage is a module with typed input and
+//! output: `config` → `plan` → `rootfs` → `fs` → `disk` → `artifact`.
+
+pub mod artifact;
+pub mod cli;
+pub mod config;
+pub mod disk;
+pub mod fs;
+pub mod host;
+pub mod plan;
+pub mod rootfs;
+pub mod util;

@@ -1,0 +1,103 @@
+//! The one way habuild runs external tools: every command is logged, and a
+//! failure carries the tail of the tool's stderr so the user sees why.
+
+use std::ffi::OsStr;
+use std::process::{Command, Output, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+/// How many trailing stderr lines go into an error message.
+const STDERR_TAIL_LINES: usize = 20;
+
+/// Runs external tools with logging and readable failures.
+pub trait CommandExt {
+    /// Runs the command to completion, inheriting stdout, capturing stderr.
+    fn run_checked(&mut self) -> Result<()>;
+    /// Runs the command and returns its stdout as UTF-8 (lossy).
+    fn output_checked(&mut self) -> Result<String>;
+    /// A shell-like rendering of the command line, for logs and errors.
+    fn display(&self) -> String;
+}
+
+impl CommandExt for Command {
+    fn run_checked(&mut self) -> Result<()> {
+        self.stdout(Stdio::null());
+        run(self).map(|_| ())
+    }
+
+    fn output_checked(&mut self) -> Result<String> {
+        self.stdout(Stdio::piped());
+        let out = run(self)?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn display(&self) -> String {
+        let mut parts = vec![quote(self.get_program())];
+        parts.extend(self.get_args().map(quote));
+        parts.join(" ")
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<Output> {
+    let shown = cmd.display();
+    log::debug!("running: {shown}");
+    cmd.stderr(Stdio::piped());
+    let out = cmd
+        .output()
+        .with_context(|| format!("could not start `{shown}` (is the tool installed? try `habuild doctor`)"))?;
+    if !out.status.success() {
+        let tail = stderr_tail(&out.stderr, STDERR_TAIL_LINES);
+        bail!("`{shown}` failed ({}){}", out.status, if tail.is_empty() { String::new() } else { format!(":\n{tail}") });
+    }
+    Ok(out)
+}
+
+/// The last `lines` lines of a tool's stderr, trimmed.
+pub fn stderr_tail(stderr: &[u8], lines: usize) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn quote(s: &OsStr) -> String {
+    let s = s.to_string_lossy();
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c)) {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_carries_stderr_tail() {
+        let err = Command::new("sh")
+            .args(["-c", "echo one >&2; echo two >&2; exit 3"])
+            .run_checked()
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("two"), "{msg}");
+        assert!(msg.contains("exit status: 3"), "{msg}");
+    }
+
+    #[test]
+    fn missing_tool_names_doctor() {
+        let err = Command::new("habuild-no-such-tool").run_checked().unwrap_err();
+        assert!(format!("{err:#}").contains("habuild doctor"));
+    }
+
+    #[test]
+    fn display_quotes_spaces() {
+        let mut c = Command::new("echo");
+        c.args(["a b", "c"]);
+        assert_eq!(c.display(), "echo 'a b' c");
+    }
+
+    #[test]
+    fn tail_keeps_last_lines() {
+        assert_eq!(stderr_tail(b"a\nb\n\nc\n", 2), "b\nc");
+    }
+}
