@@ -10,6 +10,8 @@ pub mod config;
 pub mod disk;
 pub mod fs;
 pub mod host;
+pub mod pipeline;
 pub mod plan;
 pub mod rootfs;
+pub mod testdoubles;
 pub mod util;

@@ -1,7 +1,65 @@
-//! Command-line interface: one file per subcommand.
+//! Command-line interface: one file per subcommand; `main` only parses,
+//! sets up logging and maps errors to exit codes.
+
+pub mod doctor;
+pub mod image;
 
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+
+use crate::config::ConfigErrors;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "habuild",
+    version,
+    about = "Builds and proves flashable images for a kubeadm HA control plane on Raspberry Pi 4 boards and its LVS director"
+)]
+pub struct Cli {
+    /// Show every external command habuild runs (-vv: and their output).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build node images from the cluster manifest.
+    Image(Box<image::ImageArgs>),
+    /// Check (and with --install, set up) the host tools the build needs.
+    Doctor(doctor::DoctorArgs),
+}
+
+/// Exit codes: 0 success, 1 failure, 2 invalid configuration or usage.
 pub fn main() -> ExitCode {
-    ExitCode::SUCCESS
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => log::LevelFilter::Info,
+        1 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    env_logger::Builder::new()
+        .filter_level(level)
+        .format_timestamp(None)
+        .format_target(false)
+        .parse_env("HABUILD_LOG")
+        .init();
+    crate::util::cleanup::install_interrupt_handler();
+    let result = match &cli.command {
+        Command::Image(a) => image::run(a),
+        Command::Doctor(a) => doctor::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if let Some(cfg) = err.downcast_ref::<ConfigErrors>() {
+                eprintln!("error: {cfg}");
+                return ExitCode::from(2);
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -35,7 +35,7 @@ pub const GPT_NAME_MAX_UNITS: usize = 36;
 /// Minimum headroom for ext4 metadata and journal on the root partition.
 const ROOT_MIN_HEADROOM: u64 = 256 * MIB;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PartitionTable {
     Mbr,
@@ -43,16 +43,26 @@ pub enum PartitionTable {
 }
 
 /// Target CPU architecture; it picks the GPT root partition type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     Arm64,
     Amd64,
 }
 
+impl Arch {
+    /// The architecture's name in Debian and Ubuntu (dpkg, mmdebstrap).
+    pub fn debian_name(self) -> &'static str {
+        match self {
+            Arch::Arm64 => "arm64",
+            Arch::Amd64 => "amd64",
+        }
+    }
+}
+
 /// What a partition is for; it determines the partition type and which
 /// filesystem `disk::assemble` puts into it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PartitionRole {
     /// FAT32 firmware partition (Raspberry Pi): MBR 0x0c with the boot

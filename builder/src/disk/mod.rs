@@ -30,7 +30,7 @@ pub struct AssembleRequest<'a> {
     pub root_label: &'a str,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PartitionReport {
     pub label: String,
     pub role: PartitionRole,
@@ -42,7 +42,7 @@ pub struct PartitionReport {
     pub fs_id: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AssembleReport {
     /// GPT disk GUID, or MBR signature as `0x1234abcd`.
     pub disk_id: String,

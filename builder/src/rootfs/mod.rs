@@ -1,1 +1,8 @@
-//! (work in progress)
+//! Root filesystem stages: the cached base from the bootstrapper, then the
+//! layer habuild adds on top (overlays, rendered templates, node identity).
+
+pub mod base;
+pub mod layer;
+pub mod packages;
+pub mod reach;
+pub mod render;

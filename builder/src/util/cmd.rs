@@ -38,16 +38,55 @@ impl CommandExt for Command {
     }
 }
 
+/// Runs a long command, handing each stderr line to `on_line` as it comes
+/// (for progress), and keeping the tail for the error if it fails.
+pub fn run_streaming(cmd: &mut Command, mut on_line: impl FnMut(&str)) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let shown = cmd.display();
+    log::debug!("running: {shown}");
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().with_context(|| {
+        format!("could not start `{shown}` (is the tool installed? try `habuild doctor`)")
+    })?;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.with_context(|| format!("reading the output of `{shown}`"))?;
+        log::debug!("  {line}");
+        on_line(&line);
+        if tail.len() == STDERR_TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for `{shown}`"))?;
+    if !status.success() {
+        let tail: Vec<String> = tail.into_iter().collect();
+        bail!("`{shown}` failed ({status}):\n{}", tail.join("\n"));
+    }
+    Ok(())
+}
+
 fn run(cmd: &mut Command) -> Result<Output> {
     let shown = cmd.display();
     log::debug!("running: {shown}");
     cmd.stderr(Stdio::piped());
-    let out = cmd
-        .output()
-        .with_context(|| format!("could not start `{shown}` (is the tool installed? try `habuild doctor`)"))?;
+    let out = cmd.output().with_context(|| {
+        format!("could not start `{shown}` (is the tool installed? try `habuild doctor`)")
+    })?;
     if !out.status.success() {
         let tail = stderr_tail(&out.stderr, STDERR_TAIL_LINES);
-        bail!("`{shown}` failed ({}){}", out.status, if tail.is_empty() { String::new() } else { format!(":\n{tail}") });
+        bail!(
+            "`{shown}` failed ({}){}",
+            out.status,
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!(":\n{tail}")
+            }
+        );
     }
     Ok(out)
 }
@@ -61,7 +100,10 @@ pub fn stderr_tail(stderr: &[u8], lines: usize) -> String {
 
 fn quote(s: &OsStr) -> String {
     let s = s.to_string_lossy();
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c))
+    {
         s.into_owned()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -85,7 +127,9 @@ mod tests {
 
     #[test]
     fn missing_tool_names_doctor() {
-        let err = Command::new("habuild-no-such-tool").run_checked().unwrap_err();
+        let err = Command::new("habuild-no-such-tool")
+            .run_checked()
+            .unwrap_err();
         assert!(format!("{err:#}").contains("habuild doctor"));
     }
 

@@ -1,5 +1,6 @@
-//! Helpers shared by every stage: running tools, progress, atomic output.
+//! Helpers shared by every stage: running tools, progress, cleanup.
 
+pub mod cleanup;
 pub mod cmd;
 pub mod progress;
 

@@ -16,10 +16,16 @@ impl Step {
     pub fn start(name: impl Into<String>) -> Self {
         let name = name.into();
         let bar = ProgressBar::new_spinner();
-        bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("static template"));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("static template"),
+        );
         bar.set_message(name.clone());
         bar.enable_steady_tick(Duration::from_millis(200));
-        Step { name, started: Instant::now(), bar }
+        Step {
+            name,
+            started: Instant::now(),
+            bar,
+        }
     }
 
     /// Updates the text after the step's name (e.g. the current sub-task).

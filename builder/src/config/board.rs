@@ -1,0 +1,120 @@
+//! Board definitions (`boards/<name>.toml`): architecture, disk layout, boot
+//! files and, per distro, the kernel and firmware packages that provide them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::error::{parse_toml, ConfigError, ConfigErrors};
+use crate::disk::layout::{Arch, PartitionTable};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Board {
+    pub name: String,
+    pub description: String,
+    pub arch: Arch,
+    /// The table written unless the user asks for another one.
+    pub partition_table: PartitionTable,
+    /// Every table this board's firmware can boot from.
+    pub partition_tables: Vec<PartitionTable>,
+    pub boot_size_mib: u64,
+    /// Where the boot (or EFI system) partition is mounted in the running system.
+    pub boot_mount: String,
+    pub boot_label: String,
+    pub root_label: String,
+    /// QEMU's raspi machines only accept SD images whose size is a power of two.
+    #[serde(default)]
+    pub power_of_two_size: bool,
+    /// Serial console for the kernel command line.
+    pub console: String,
+    /// Template tree (relative to `boards/`) rendered onto the boot partition.
+    pub boot_overlay: String,
+    /// Files that must be on the boot partition, or the image is refused.
+    pub required_boot_files: Vec<String>,
+    pub distro: BTreeMap<String, BoardDistro>,
+}
+
+/// What a board needs from one distro.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardDistro {
+    /// Kernel, firmware and bootloader packages.
+    pub packages: Vec<String>,
+    /// Files copied from the root filesystem onto the boot partition.
+    pub boot_files: Vec<BootFile>,
+}
+
+/// `from` is a glob inside the root filesystem. `to` ending in `/` is a
+/// directory on the boot partition (every match keeps its name); otherwise
+/// it is a file name and the highest-versioned match is copied there.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootFile {
+    pub from: String,
+    pub to: String,
+    #[serde(default)]
+    pub optional: bool,
+}
+
+impl Board {
+    pub fn for_distro(&self, distro: &str) -> Option<&BoardDistro> {
+        self.distro.get(distro)
+    }
+}
+
+pub fn parse(file: &Path, text: &str) -> Result<Board, ConfigErrors> {
+    let board: Board = parse_toml(file, text)?;
+    let mut problems = Vec::new();
+    let mut add = |key: &str, problem: String| {
+        problems.push(ConfigError {
+            file: file.to_path_buf(),
+            key: key.into(),
+            problem,
+        })
+    };
+    let stem = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    if board.name != stem {
+        add(
+            "name",
+            format!("{:?} does not match the file name {stem:?}", board.name),
+        );
+    }
+    if !board.partition_tables.contains(&board.partition_table) {
+        add(
+            "partition_table",
+            format!("{:?} is not among partition_tables", board.partition_table),
+        );
+    }
+    if board.boot_size_mib < 32 {
+        add(
+            "boot_size_mib",
+            format!(
+                "{} MiB is too small for a FAT32 boot partition (at least 32)",
+                board.boot_size_mib
+            ),
+        );
+    }
+    for (distro, d) in &board.distro {
+        for (i, f) in d.boot_files.iter().enumerate() {
+            if f.from.starts_with('/') || f.from.contains("..") {
+                add(
+                    &format!("distro.{distro}.boot_files[{i}].from"),
+                    format!(
+                        "{:?} must be relative to the root filesystem, without '..'",
+                        f.from
+                    ),
+                );
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(board)
+    } else {
+        Err(ConfigErrors(problems))
+    }
+}

@@ -1,0 +1,249 @@
+//! Manifest validation: one test per error class, each checking that the
+//! error names the file, the key and the problem.
+
+use std::path::Path;
+
+use super::manifest::{parse, Known, Role};
+use super::ConfigErrors;
+
+const SEED: &str = include_str!("../../../manifests/seed.toml");
+
+fn known() -> (Vec<String>, Vec<String>) {
+    (
+        vec!["amd64".into(), "rpi4".into()],
+        vec!["debian-13".into(), "ubuntu-24.04".into()],
+    )
+}
+
+fn load(text: &str) -> Result<super::Cluster, ConfigErrors> {
+    let (boards, distros) = known();
+    parse(
+        Path::new("my-cluster.toml"),
+        text,
+        &Known {
+            boards: &boards,
+            distros: &distros,
+        },
+    )
+}
+
+/// The one error expected for `key`, with its message.
+fn error_for(text: &str, key: &str) -> String {
+    let errs = load(text).expect_err("the manifest should be rejected");
+    let e = errs
+        .0
+        .iter()
+        .find(|e| e.key == key)
+        .unwrap_or_else(|| panic!("no error for {key}; got {errs}"));
+    let shown = e.to_string();
+    assert!(
+        shown.starts_with("my-cluster.toml: `"),
+        "the file is not named: {shown}"
+    );
+    assert!(shown.contains(key), "the key is not named: {shown}");
+    shown
+}
+
+#[test]
+fn seed_manifest_is_the_seed_cluster() {
+    let c = load(SEED).unwrap();
+    assert_eq!(c.vip.to_string(), "10.10.197.101");
+    assert_eq!(c.api_port, 6443);
+    assert_eq!(c.distro, "ubuntu-24.04");
+    assert_eq!(c.pod_subnet.to_string(), "10.88.0.0/16");
+    let names: Vec<(&str, String)> = c
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.address.to_string()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("master-x86-1", "10.10.197.96".to_string()),
+            ("master-arm-1", "10.10.197.98".into()),
+            ("master-arm-2", "10.10.197.97".into()),
+            ("master-arm-3", "10.10.197.99".into())
+        ]
+    );
+    assert_eq!(c.init_node().name, "master-arm-1");
+    assert_eq!(c.directors().next().unwrap().priority, 100);
+    assert_eq!(c.nodes[0].role, Role::Director);
+    let lb = &c.loadbalancer;
+    assert_eq!(
+        (
+            lb.virtual_router_id,
+            lb.advert_int,
+            lb.lvs_scheduler.as_str(),
+            lb.lvs_method.as_str(),
+            lb.weight
+        ),
+        (254, 1, "wrr", "DR", 10)
+    );
+    assert_eq!(
+        (
+            lb.connect_timeout,
+            lb.retry,
+            lb.delay_before_retry,
+            lb.delay_loop
+        ),
+        (10, 3, 3, 6)
+    );
+}
+
+#[test]
+fn bad_address() {
+    let m = SEED.replace("address = \"10.10.197.97\"", "address = \"10.10.197.300\"");
+    assert!(error_for(&m, "nodes[2].address").contains("not an IPv4 address"));
+}
+
+#[test]
+fn vip_outside_subnet() {
+    // Moving the gateway out of the VIP's /24 is reported on the gateway;
+    // a VIP in another subnet makes every node "outside".
+    let m = SEED.replace("address = \"10.10.197.101\"", "address = \"10.10.198.101\"");
+    assert!(error_for(&m, "nodes[1].address").contains("outside the cluster subnet 10.10.198.0/24"));
+    let m = SEED.replace("gateway = \"10.10.197.1\"", "gateway = \"192.168.1.1\"");
+    assert!(error_for(&m, "network.gateway").contains("outside"));
+}
+
+#[test]
+fn node_outside_subnet() {
+    let m = SEED.replace("address = \"10.10.197.99\"", "address = \"10.10.196.99\"");
+    assert!(error_for(&m, "nodes[3].address").contains("outside the cluster subnet 10.10.197.0/24"));
+}
+
+#[test]
+fn duplicate_address() {
+    let m = SEED.replace("address = \"10.10.197.99\"", "address = \"10.10.197.98\"");
+    assert!(error_for(&m, "nodes[3].address")
+        .contains("duplicate address 10.10.197.98 (also nodes[1].address)"));
+    let m = SEED.replace("address = \"10.10.197.99\"", "address = \"10.10.197.101\"");
+    assert!(error_for(&m, "nodes[3].address").contains("also vip.address"));
+}
+
+#[test]
+fn duplicate_hostname() {
+    let m = SEED.replace("name = \"master-arm-3\"", "name = \"master-arm-2\"");
+    assert!(error_for(&m, "nodes[3].name").contains("duplicate hostname"));
+}
+
+#[test]
+fn unknown_board_and_distro() {
+    let m = SEED.replace(
+        "board = \"rpi4\"\naddress = \"10.10.197.98\"",
+        "board = \"rpi5\"\naddress = \"10.10.197.98\"",
+    );
+    assert!(error_for(&m, "nodes[1].board").contains("unknown board \"rpi5\"; known: amd64, rpi4"));
+    let m = SEED.replace("distro = \"ubuntu-24.04\"", "distro = \"fedora-41\"");
+    assert!(error_for(&m, "cluster.distro").contains("unknown distro \"fedora-41\""));
+}
+
+#[test]
+fn no_control_plane() {
+    let m = SEED.replace("role = \"control-plane\"", "role = \"director\"");
+    let errs = load(&m).unwrap_err();
+    assert!(errs.keys().contains(&"nodes"), "{errs}");
+    assert!(errs.to_string().contains("no control plane"));
+}
+
+#[test]
+fn unknown_key_names_path_and_line() {
+    let m = SEED.replace("port = 6443", "port = 6443\nprot = 6444");
+    let shown = error_for(&m, "vip.prot");
+    assert!(shown.contains("unknown field `prot`"), "{shown}");
+    assert!(shown.contains("line "), "{shown}");
+    let m = SEED.replace("board = \"amd64\"", "board = \"amd64\"\nmac = \"x\"");
+    assert!(error_for(&m, "nodes[0].mac").contains("unknown field `mac`"));
+}
+
+#[test]
+fn wrong_type_is_named() {
+    let m = SEED.replace("port = 6443", "port = \"6443\"");
+    assert!(error_for(&m, "vip.port").contains("invalid type"));
+}
+
+#[test]
+fn overlapping_networks() {
+    let m = SEED.replace(
+        "pod_subnet = \"10.88.0.0/16\"",
+        "pod_subnet = \"10.10.0.0/16\"",
+    );
+    assert!(error_for(&m, "cluster.pod_subnet").contains("overlaps the node subnet"));
+    let m = SEED.replace(
+        "pod_subnet = \"10.88.0.0/16\"",
+        "pod_subnet = \"10.88.0.1/16\"",
+    );
+    assert!(error_for(&m, "cluster.pod_subnet").contains("host bits"));
+}
+
+#[test]
+fn versions_and_registry() {
+    let m = SEED.replace(
+        "kubernetes_version = \"1.31.4\"",
+        "kubernetes_version = \"v1.31\"",
+    );
+    assert!(error_for(&m, "cluster.kubernetes_version").contains("not a full version"));
+    let m = SEED.replace(
+        "# image_repository = \"registry.example:5000/google_containers\"",
+        "image_repository = \"bad repo/\"",
+    );
+    error_for(&m, "cluster.image_repository");
+}
+
+#[test]
+fn loadbalancer_values() {
+    let m = SEED.replace("lvs_scheduler = \"wrr\"", "lvs_scheduler = \"fastest\"");
+    assert!(error_for(&m, "loadbalancer.lvs_scheduler").contains("unknown LVS scheduler"));
+    let m = SEED.replace("lvs_method = \"DR\"", "lvs_method = \"NAT\"");
+    error_for(&m, "loadbalancer.lvs_method");
+    let m = SEED.replace("virtual_router_id = 254", "virtual_router_id = 256");
+    error_for(&m, "loadbalancer.virtual_router_id");
+}
+
+#[test]
+fn bad_ssh_key_and_hostname() {
+    let m = SEED.replace("authorized_keys = []", "authorized_keys = [\"hunter2\"]");
+    error_for(&m, "ssh.authorized_keys[0]");
+    let m = SEED.replace("name = \"master-arm-3\"", "name = \"Master_3\"");
+    assert!(error_for(&m, "nodes[3].name").contains("not a valid hostname"));
+}
+
+#[test]
+fn second_director_priority_must_be_lower() {
+    let m = SEED.replace(
+        "# The first control plane",
+        "[[nodes]]\nname = \"master-x86-2\"\nrole = \"director\"\nboard = \"amd64\"\naddress = \"10.10.197.95\"\npriority = 100\n\n# The first control plane",
+    );
+    assert!(
+        error_for(&m, "nodes[1].priority").contains("must be below the priority of master-x86-1")
+    );
+    let ok = m.replace(
+        "priority = 100\n\n# The first",
+        "priority = 90\n\n# The first",
+    );
+    assert_eq!(load(&ok).unwrap().directors().count(), 2);
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let m = SEED
+        .replace("address = \"10.10.197.97\"", "address = \"nope\"")
+        .replace(
+            "board = \"rpi4\"\naddress = \"10.10.197.99\"",
+            "board = \"rpi9\"\naddress = \"10.10.197.99\"",
+        );
+    let errs = load(&m).unwrap_err();
+    assert!(
+        errs.keys().contains(&"nodes[2].address") && errs.keys().contains(&"nodes[3].board"),
+        "{errs}"
+    );
+}
+
+#[test]
+fn no_director() {
+    let m = SEED
+        .replace("role = \"director\"", "role = \"control-plane\"")
+        .replace("priority = 100\n", "");
+    let errs = load(&m).unwrap_err();
+    assert!(errs.to_string().contains("no director"), "{errs}");
+}

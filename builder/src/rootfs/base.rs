@@ -1,0 +1,189 @@
+//! The base root filesystem: the distro's packages installed by mmdebstrap,
+//! cached under a key of everything it depends on, so a build that changes
+//! only configuration reuses it instead of reinstalling packages.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::packages::{parse_dpkg_status, InstalledPackage};
+use super::reach;
+use crate::plan::BaseSpec;
+use crate::util::cmd::run_streaming;
+use crate::util::progress::Step;
+
+/// Bumped when the way habuild calls the bootstrapper changes, so old cache
+/// entries stop matching.
+const RECIPE_VERSION: u32 = 1;
+
+/// A base root filesystem in the cache.
+#[derive(Debug, Clone)]
+pub struct Base {
+    pub key: String,
+    pub tree: PathBuf,
+    pub packages: Vec<InstalledPackage>,
+    /// True when this build found the base in the cache.
+    pub reused: bool,
+}
+
+/// Recorded next to a cached tree: what made it.
+#[derive(Debug, Serialize, Deserialize)]
+struct CacheRecord {
+    key: String,
+    recipe_version: u32,
+    spec_json: String,
+    packages: Vec<InstalledPackage>,
+}
+
+/// The cache key: sha256 over the spec, the recipe version and the contents
+/// of every file the spec names (keyrings, local .debs), so a changed key
+/// file or bundle gives a new base.
+pub fn cache_key(spec: &BaseSpec) -> Result<String> {
+    let mut h = Sha256::new();
+    h.update(format!("habuild-base-v{RECIPE_VERSION}\n"));
+    h.update(serde_json::to_vec(spec).context("serialising the base spec")?);
+    let files = spec
+        .sources
+        .iter()
+        .map(|s| &s.signed_by)
+        .chain(spec.local_debs.iter());
+    for f in files {
+        let bytes = std::fs::read(f)
+            .with_context(|| format!("reading {} for the cache key", f.display()))?;
+        h.update(f.as_os_str().as_encoded_bytes());
+        h.update(Sha256::digest(&bytes));
+    }
+    Ok(hex::encode(&h.finalize()[..16]))
+}
+
+/// Returns the cached base for `spec`, bootstrapping it first if needed.
+pub fn ensure_base(spec: &BaseSpec, cache_dir: &Path) -> Result<Base> {
+    for s in &spec.sources {
+        if !s.signed_by.is_file() {
+            bail!("the signing keyring {} for {} is missing: repository signatures are always verified (install the package that ships it, see `habuild doctor`)", s.signed_by.display(), s.uri);
+        }
+    }
+    let key = cache_key(spec)?;
+    let entry = cache_dir.join("base").join(&key);
+    let tree = entry.join("rootfs");
+    let record_path = entry.join("record.json");
+    if record_path.is_file() && tree.is_dir() {
+        let record: CacheRecord = serde_json::from_slice(
+            &std::fs::read(&record_path)
+                .with_context(|| format!("reading {}", record_path.display()))?,
+        )
+        .with_context(|| {
+            format!(
+                "parsing {} (delete the directory to rebuild it)",
+                record_path.display()
+            )
+        })?;
+        log::info!(
+            "base root filesystem {key} found in the cache ({})",
+            entry.display()
+        );
+        return Ok(Base {
+            key,
+            tree,
+            packages: record.packages,
+            reused: true,
+        });
+    }
+
+    let step = Step::start(format!("checking package sources ({})", spec.sources.len()));
+    reach::check_sources(&spec.sources, Duration::from_secs(10))?;
+    step.finish();
+
+    crate::host::binfmt::ensure_foreign_arch(spec.arch.debian_name())
+        .context("preparing to run the target architecture's maintainer scripts")?;
+
+    let partial = cache_dir.join("base").join(format!("{key}.partial"));
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)
+            .with_context(|| format!("removing the leftover {}", partial.display()))?;
+    }
+    std::fs::create_dir_all(&partial).with_context(|| format!("creating {}", partial.display()))?;
+    let partial_tree = partial.join("rootfs");
+
+    let step = Step::start(format!(
+        "bootstrapping {} {} ({} packages)",
+        spec.distro,
+        spec.arch.debian_name(),
+        spec.packages.len() + spec.local_debs.len()
+    ));
+    let mut cmd = mmdebstrap_command(spec, &partial_tree);
+    run_streaming(&mut cmd, |line| {
+        if let Some(msg) = line.strip_prefix("I: ") {
+            step.detail(msg);
+        }
+    })
+    .with_context(|| {
+        format!(
+            "bootstrapping the {} base root filesystem for {}",
+            spec.distro,
+            spec.arch.debian_name()
+        )
+    })?;
+    step.finish();
+
+    let status_path = partial_tree.join("var/lib/dpkg/status");
+    let status = std::fs::read_to_string(&status_path)
+        .with_context(|| format!("reading {}", status_path.display()))?;
+    let packages = parse_dpkg_status(&status);
+    let record = CacheRecord {
+        key: key.clone(),
+        recipe_version: RECIPE_VERSION,
+        spec_json: serde_json::to_string_pretty(spec)?,
+        packages: packages.clone(),
+    };
+    std::fs::write(
+        partial.join("record.json"),
+        serde_json::to_vec_pretty(&record)?,
+    )
+    .with_context(|| format!("writing the cache record in {}", partial.display()))?;
+    if entry.exists() {
+        std::fs::remove_dir_all(&entry)
+            .with_context(|| format!("removing the incomplete cache entry {}", entry.display()))?;
+    }
+    // The entry appears complete or not at all.
+    std::fs::rename(&partial, &entry)
+        .with_context(|| format!("moving {} to {}", partial.display(), entry.display()))?;
+    Ok(Base {
+        key,
+        tree,
+        packages,
+        reused: false,
+    })
+}
+
+pub fn mmdebstrap_command(spec: &BaseSpec, target: &Path) -> Command {
+    let mut include: Vec<String> = spec.packages.clone();
+    include.extend(spec.local_debs.iter().map(|p| p.display().to_string()));
+    let mut cmd = Command::new("mmdebstrap");
+    cmd.arg("--mode=root")
+        .arg(format!("--arch={}", spec.arch.debian_name()))
+        .arg("--variant=minbase")
+        .arg(format!("--include={}", include.join(",")))
+        // Documentation is not needed on an appliance; copyright files stay.
+        .arg("--dpkgopt=path-exclude=/usr/share/man/*")
+        .arg("--dpkgopt=path-exclude=/usr/share/doc/*")
+        .arg("--dpkgopt=path-include=/usr/share/doc/*/copyright")
+        .arg("--dpkgopt=path-exclude=/usr/share/locale/*")
+        .arg("--aptopt=Acquire::Retries \"2\"")
+        .arg("--aptopt=Acquire::http::Timeout \"30\"")
+        .arg("--aptopt=Acquire::https::Timeout \"30\"")
+        // Never install without verified signatures, whatever the host says.
+        .arg("--aptopt=APT::Get::AllowUnauthenticated \"false\"")
+        .arg(&spec.sources[0].suites[0])
+        .arg(target);
+    for s in &spec.sources {
+        for line in s.lines() {
+            cmd.arg(line);
+        }
+    }
+    cmd
+}

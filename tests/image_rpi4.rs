@@ -1,0 +1,273 @@
+//! Builds a real Raspberry Pi 4 image (Debian 13 profile, the one these
+//! machines can reach) with the **test-double** Kubernetes bundle, and
+//! checks it with independent tools: sfdisk, fsck.fat, e2fsck, mtools,
+//! debugfs, bmaptool, sha256sum. Needs root and the host tools that
+//! `habuild doctor --install` sets up; the first run bootstraps the arm64
+//! base (about 10 minutes under emulation), later runs reuse the cache in
+//! `target/habuild-test-cache`.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+#[test]
+fn rpi4_debian_image_checked_with_independent_tools() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    let bundle = t.path().join("bundle");
+    habuild::testdoubles::build_bundle(&repo_root().join("tests/doubles"), "arm64", &bundle, EPOCH)
+        .unwrap();
+
+    // 1. Cold (or cached) build of the first control plane.
+    let manifest = repo_root().join("tests/fixtures/test-cluster.toml");
+    let run = habuild(&[
+        "image",
+        "--board",
+        "rpi4",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--k8s-bundle",
+        bundle.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "habuild image failed:\n{}",
+        run.stderr
+    );
+    let dir = out.join("testcluster");
+    let img = dir.join("master-arm-1.img");
+
+    // Artifacts, and nothing half-made beside them.
+    for f in [
+        "master-arm-1.img",
+        "master-arm-1.img.bmap",
+        "master-arm-1.json",
+        "master-arm-1-firmware.tar.gz",
+        "SHA256SUMS",
+    ] {
+        assert!(dir.join(f).is_file(), "missing {f}");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "leftovers in the output directory: {leftovers:?}"
+    );
+    sh(Command::new("sha256sum")
+        .arg("-c")
+        .arg("SHA256SUMS")
+        .current_dir(&dir));
+
+    // Partition table: MBR, FAT32 LBA (0x0c) bootable, then Linux (0x83).
+    let table: serde_json::Value =
+        serde_json::from_str(&sh(Command::new("sfdisk").arg("-J").arg(&img))).unwrap();
+    let pt = &table["partitiontable"];
+    assert_eq!(pt["label"], "dos");
+    let parts = pt["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 2);
+    assert_eq!(parts[0]["type"], "c");
+    assert_eq!(parts[0]["bootable"], true);
+    assert_eq!(parts[1]["type"], "83");
+    let size = std::fs::metadata(&img).unwrap().len();
+    assert!(
+        size.is_power_of_two(),
+        "QEMU's raspi4b needs a power-of-two image, got {size}"
+    );
+
+    let boot = extract_partition(&img, &parts[0], t.path(), "boot.vfat");
+    let root = extract_partition(&img, &parts[1], t.path(), "root.ext4");
+    sh(Command::new("fsck.fat").arg("-n").arg(&boot));
+    sh(Command::new("e2fsck").arg("-fn").arg(&root));
+
+    // Boot partition read back with mtools.
+    let listing = sh(Command::new("mdir").args(["-b", "-i"]).arg(&boot).arg("::"));
+    for f in [
+        "start4.elf",
+        "fixup4.dat",
+        "bcm2711-rpi-4-b.dtb",
+        "vmlinuz",
+        "initrd.img",
+        "cmdline.txt",
+        "config.txt",
+    ] {
+        assert!(
+            listing
+                .lines()
+                .any(|l| l.trim_end_matches('/').ends_with(&format!("/{f}")) || l.ends_with(f)),
+            "{f} not on the boot partition:\n{listing}"
+        );
+    }
+    let config_txt = mtype(&boot, "config.txt");
+    assert!(config_txt.contains("arm_64bit=1"), "{config_txt}");
+    let cmdline = mtype(&boot, "cmdline.txt");
+    assert!(cmdline.contains("root=LABEL=root"), "{cmdline}");
+
+    // Root filesystem read back with debugfs.
+    assert_eq!(debugfs_cat(&root, "/etc/hostname").trim(), "master-arm-1");
+    let kubelet = debugfs_cat(&root, "/etc/habuild/kubeadm/kubelet.yaml");
+    assert!(kubelet.contains("cgroupDriver: systemd"), "{kubelet}");
+    let crio = debugfs_cat(&root, "/etc/crio/crio.conf.d/10-habuild.conf");
+    assert!(crio.contains("cgroup_manager = \"systemd\""), "{crio}");
+    let unit = debugfs_cat(&root, "/usr/lib/systemd/system/realServer.service");
+    assert!(
+        unit.contains("VIP_up.sh") && unit.contains("VIP_down.sh"),
+        "{unit}"
+    );
+    let up = debugfs_cat(&root, "/usr/local/share/loadbalance_dr/VIP_up.sh");
+    assert!(up.contains("10.10.197.101"), "{up}");
+    let network = debugfs_ls(&root, "/etc/systemd/network");
+    let network_file = network
+        .iter()
+        .find(|n| n.ends_with(".network"))
+        .unwrap_or_else(|| panic!("no .network file: {network:?}"));
+    let net = debugfs_cat(&root, &format!("/etc/systemd/network/{network_file}"));
+    assert!(net.contains("10.10.197.98/24"), "{net}");
+    let wants = debugfs_ls(&root, "/etc/systemd/system/multi-user.target.wants");
+    assert!(
+        wants.iter().any(|w| w == "kubelet.service"),
+        "kubelet not enabled: {wants:?}"
+    );
+    assert!(
+        wants.iter().any(|w| w == "crio.service"),
+        "crio not enabled: {wants:?}"
+    );
+    assert!(
+        !wants.iter().any(|w| w == "realServer.service"),
+        "realServer must not be enabled at boot"
+    );
+    let keys = debugfs_stat(&root, "/root/.ssh/authorized_keys");
+    assert!(keys.contains("Mode:  0600"), "{keys}");
+    assert!(debugfs_cat(&root, "/root/.ssh/authorized_keys").contains("habuild-test"));
+    // The test-double kubeadm came in through the offline-bundle path.
+    assert!(debugfs_cat(&root, "/usr/bin/kubeadm").contains("TEST DOUBLE"));
+    assert_eq!(debugfs_cat(&root, "/etc/machine-id"), "");
+
+    // Content manifest.
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("master-arm-1.json")).unwrap()).unwrap();
+    assert_eq!(report["board"], "rpi4");
+    assert_eq!(report["distro"], "debian-13");
+    assert_eq!(report["kubernetes"]["source"], "bundle");
+    let pkgs = report["packages"].as_array().unwrap();
+    assert!(
+        pkgs.iter()
+            .any(|p| p["name"] == "kubeadm" && p["architecture"] == "arm64"),
+        "kubeadm not in the package list"
+    );
+    assert!(pkgs.iter().any(|p| p["name"] == "raspi-firmware"));
+    let files = report["files"]["root"].as_array().unwrap();
+    assert!(files
+        .iter()
+        .any(|f| f["path"] == "/etc/hostname" && f["sha256"].as_str().unwrap().len() == 64));
+
+    // bmap: bmaptool writes the mapped blocks and verifies their checksums.
+    let copy = t.path().join("copy.img");
+    sh(Command::new("bmaptool")
+        .arg("copy")
+        .arg("--bmap")
+        .arg(dir.join("master-arm-1.img.bmap"))
+        .arg(&img)
+        .arg(&copy));
+    assert_eq!(sha256(&copy), sha256(&img));
+    std::fs::remove_file(&copy).unwrap();
+
+    // Firmware bundle: the boot files with a checksum list inside.
+    let fw = t.path().join("fw");
+    std::fs::create_dir(&fw).unwrap();
+    sh(Command::new("tar")
+        .arg("-xzf")
+        .arg(dir.join("master-arm-1-firmware.tar.gz"))
+        .arg("-C")
+        .arg(&fw));
+    assert!(fw.join("start4.elf").is_file());
+    sh(Command::new("sha256sum")
+        .arg("-c")
+        .arg("SHA256SUMS")
+        .current_dir(&fw));
+
+    // 2. Warm rebuild of another node with a changed manifest value: the
+    //    base comes from the cache and the new value is in the image.
+    let changed = t.path().join("changed.toml");
+    std::fs::write(
+        &changed,
+        std::fs::read_to_string(&manifest)
+            .unwrap()
+            .replace("dns = [\"10.10.197.1\"]", "dns = [\"10.10.197.53\"]"),
+    )
+    .unwrap();
+    let run = habuild(&[
+        "image",
+        "--node",
+        "master-arm-2",
+        "--manifest",
+        changed.to_str().unwrap(),
+        "--k8s-bundle",
+        bundle.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "warm rebuild failed:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains("base from cache"),
+        "the base was rebuilt:\n{}",
+        run.stderr
+    );
+    assert!(dir.join("master-arm-1.img").is_file() && dir.join("master-arm-2.img").is_file());
+    sh(Command::new("sha256sum")
+        .arg("-c")
+        .arg("SHA256SUMS")
+        .current_dir(&dir));
+    let img2 = dir.join("master-arm-2.img");
+    let table2: serde_json::Value =
+        serde_json::from_str(&sh(Command::new("sfdisk").arg("-J").arg(&img2))).unwrap();
+    let root2 = extract_partition(
+        &img2,
+        &table2["partitiontable"]["partitions"][1],
+        t.path(),
+        "root2.ext4",
+    );
+    let net2 = debugfs_cat(&root2, &format!("/etc/systemd/network/{network_file}"));
+    assert!(
+        net2.contains("10.10.197.97/24") && net2.contains("10.10.197.53"),
+        "{net2}"
+    );
+    assert_eq!(debugfs_cat(&root2, "/etc/hostname").trim(), "master-arm-2");
+}
+
+fn extract_partition(
+    img: &Path,
+    part: &serde_json::Value,
+    dir: &Path,
+    name: &str,
+) -> std::path::PathBuf {
+    let start = part["start"].as_u64().unwrap() * 512;
+    let size = part["size"].as_u64().unwrap() * 512;
+    let out = dir.join(name);
+    sh(Command::new("dd")
+        .arg(format!("if={}", img.display()))
+        .arg(format!("of={}", out.display()))
+        .args([
+            "bs=4M",
+            "iflag=skip_bytes,count_bytes",
+            "conv=sparse",
+            "status=none",
+        ])
+        .arg(format!("skip={start}"))
+        .arg(format!("count={size}")));
+    out
+}
+
+fn mtype(fat: &Path, file: &str) -> String {
+    sh(Command::new("mtype")
+        .arg("-i")
+        .arg(fat)
+        .arg(format!("::{file}")))
+}
