@@ -12,6 +12,7 @@ pub mod fs;
 pub mod host;
 pub mod pipeline;
 pub mod plan;
+pub mod qemu;
 pub mod rootfs;
 pub mod testdoubles;
 pub mod util;

@@ -3,6 +3,7 @@
 
 pub mod doctor;
 pub mod image;
+pub mod test;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,8 @@ pub enum Command {
     Image(Box<image::ImageArgs>),
     /// Check (and with --install, set up) the host tools the build needs.
     Doctor(doctor::DoctorArgs),
+    /// Boot built images under QEMU and check them from inside.
+    Test(test::TestArgs),
 }
 
 /// Exit codes: 0 success, 1 failure, 2 invalid configuration or usage.
@@ -50,6 +53,7 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Image(a) => image::run(a),
         Command::Doctor(a) => doctor::run(a),
+        Command::Test(a) => test::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

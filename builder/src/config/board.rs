@@ -34,6 +34,33 @@ pub struct Board {
     /// Files that must be on the boot partition, or the image is refused.
     pub required_boot_files: Vec<String>,
     pub distro: BTreeMap<String, BoardDistro>,
+    /// How `habuild test` boots this board's image under QEMU.
+    pub qemu: Option<QemuProfile>,
+}
+
+/// A QEMU machine that boots the board's image as it is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QemuProfile {
+    /// `qemu-system-<system>`: aarch64 or x86_64.
+    pub system: String,
+    pub machine: String,
+    pub memory: String,
+    pub cpus: u32,
+    /// How the disk is attached: `sd` (raspi) or `virtio`.
+    pub drive: String,
+    /// Kernel console device inside the guest.
+    pub console: String,
+    /// Load kernel, initramfs and this DTB from the image's boot partition
+    /// (the Pi's firmware cannot run under QEMU); None boots the image's
+    /// own bootloader through UEFI firmware.
+    pub dtb: Option<String>,
+    /// Apply the raspi4b device-tree fixups to a copy of the DTB.
+    #[serde(default)]
+    pub raspi4b_dtb_fixups: bool,
+    /// Extra kernel arguments, for QEMU's sake only (say why in the board file).
+    #[serde(default)]
+    pub kernel_args: Vec<String>,
 }
 
 /// What a board needs from one distro.

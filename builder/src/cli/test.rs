@@ -1,0 +1,69 @@
+//! `habuild test`: boot the images `habuild image` built, under QEMU.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use crate::config::Project;
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Test this node's image.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Test every node whose image exists in the output directory.
+    #[arg(long, conflicts_with = "node")]
+    pub all: bool,
+    /// Cluster manifest the images were built from (default: the seed's).
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    /// Output directory the images are in (<out>/<cluster>/).
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+}
+
+pub fn run(args: &TestArgs) -> Result<()> {
+    let project = Project::locate()?;
+    let cluster = project.manifest(args.manifest.as_deref())?;
+    let out_dir = args.out.join(&cluster.name);
+    let nodes: Vec<_> = match (&args.node, args.all) {
+        (Some(n), _) => vec![cluster
+            .node(n)
+            .ok_or_else(|| anyhow::anyhow!("the manifest has no node {n:?}"))?],
+        (None, true) => cluster
+            .nodes
+            .iter()
+            .filter(|n| out_dir.join(format!("{}.img", n.name)).is_file())
+            .collect(),
+        (None, false) => bail!("say which images: --node NAME or --all"),
+    };
+    if nodes.is_empty() {
+        bail!(
+            "no images in {} (build them with habuild image)",
+            out_dir.display()
+        );
+    }
+    crate::host::doctor::require(&["qemu-system-aarch64", "mcopy", "debugfs", "fdtput", "dtc"])?;
+    let mut failed = Vec::new();
+    for n in nodes {
+        let board = project.board(&n.board)?;
+        eprintln!("tier 1: booting {} ({}) under QEMU", n.name, board.name);
+        match crate::qemu::tier1::run(&out_dir, &n.name, &board, &project.root) {
+            Ok(r) => {
+                eprint!("{}", std::fs::read_to_string(&r.report).unwrap_or_default());
+                if !r.passed {
+                    failed.push(n.name.clone());
+                }
+            }
+            Err(e) => {
+                eprintln!("{}: tier 1 FAIL: {e:#}", n.name);
+                failed.push(n.name.clone());
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!("tier 1 failed for: {}", failed.join(", "));
+    }
+    Ok(())
+}

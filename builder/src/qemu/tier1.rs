@@ -1,0 +1,312 @@
+//! Tier 1: every image boots as itself under QEMU and shows, from inside,
+//! what habuild baked into it. One run per image: a full serial log and a
+//! short report are kept beside the image, under `test/`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use super::console::{run_stages, Stage};
+use super::guest::{judge, parse_report, Check, Expectations};
+use super::prepare::{add_check_unit, extract, fat_files, sparse_copy, Extent};
+use crate::config::board::QemuProfile;
+use crate::config::Board;
+
+/// The parts of `<node>.json` the test reads.
+#[derive(Debug, Deserialize)]
+pub struct NodeJson {
+    pub node: String,
+    pub role: String,
+    pub board: String,
+    pub image: ImageJson,
+    pub files: FilesJson,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ImageJson {
+    pub file: String,
+    pub layout: LayoutJson,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LayoutJson {
+    pub partitions: Vec<PartJson>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PartJson {
+    pub role: String,
+    pub start: u64,
+    pub size: u64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FilesJson {
+    pub root: Vec<FileJson>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FileJson {
+    pub path: String,
+    pub sha256: String,
+}
+
+#[derive(Debug)]
+pub struct Tier1Result {
+    pub node: String,
+    pub passed: bool,
+    pub checks: Vec<Check>,
+    pub boot_seconds: f64,
+    pub log: PathBuf,
+    pub report: PathBuf,
+}
+
+fn part(j: &NodeJson, role: &str) -> Result<Extent> {
+    j.image
+        .layout
+        .partitions
+        .iter()
+        .find(|p| p.role == role)
+        .map(|p| Extent {
+            start: p.start,
+            size: p.size,
+        })
+        .with_context(|| format!("{}.json lists no {role} partition", j.node))
+}
+
+/// What the running node must show: its hostname, realServer installed
+/// but not enabled on control planes, and every file habuild rendered.
+pub fn expectations(j: &NodeJson) -> Expectations {
+    let mut unit_enablement = vec![(
+        "habuild-growroot.service".to_string(),
+        "enabled".to_string(),
+    )];
+    if j.role == "control-plane" {
+        unit_enablement.push(("realServer.service".into(), "disabled".into()));
+    }
+    Expectations {
+        hostname: j.node.clone(),
+        unit_enablement,
+        files: j
+            .files
+            .root
+            .iter()
+            .map(|f| (f.path.clone(), f.sha256.clone()))
+            .collect(),
+    }
+}
+
+/// Boots `<out_dir>/<node>.img` and judges what the guest reports.
+pub fn run(out_dir: &Path, node: &str, board: &Board, project_root: &Path) -> Result<Tier1Result> {
+    let json_path = out_dir.join(format!("{node}.json"));
+    let j: NodeJson = serde_json::from_slice(&std::fs::read(&json_path).with_context(|| {
+        format!(
+            "reading {} (build the image first: habuild image --node {node})",
+            json_path.display()
+        )
+    })?)
+    .with_context(|| format!("parsing {}", json_path.display()))?;
+    let profile = board
+        .qemu
+        .as_ref()
+        .with_context(|| format!("board {} has no [qemu] profile", board.name))?;
+    let image = out_dir.join(&j.image.file);
+    let test_dir = out_dir.join("test");
+    std::fs::create_dir_all(&test_dir)
+        .with_context(|| format!("creating {}", test_dir.display()))?;
+    let work = tempfile::Builder::new()
+        .prefix(&format!(".tier1-{node}-"))
+        .tempdir_in(&test_dir)
+        .context("creating a work directory")?;
+    let copy = work.path().join("disk.img");
+    sparse_copy(&image, &copy)?;
+    let root = part(&j, "root")?;
+    add_check_unit(&copy, root, &project_root.join("qemu"), work.path())?;
+
+    let mut cmd = Command::new(format!("qemu-system-{}", profile.system));
+    cmd.args([
+        "-M",
+        &profile.machine,
+        "-m",
+        &profile.memory,
+        "-smp",
+        &profile.cpus.to_string(),
+    ]);
+    cmd.args([
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+    ]);
+    match &profile.dtb {
+        Some(dtb) => direct_kernel(&mut cmd, &j, profile, dtb, &copy, work.path())?,
+        None => uefi(&mut cmd, profile, &copy)?,
+    }
+    let log = test_dir.join(format!("{node}-tier1.log"));
+    let stages = [
+        Stage {
+            name: "firmware and kernel start",
+            marker: "Linux version",
+            timeout: Duration::from_secs(180),
+        },
+        Stage {
+            name: "systemd start",
+            marker: "Welcome to",
+            timeout: Duration::from_secs(300),
+        },
+        Stage {
+            name: "boot to multi-user.target and in-guest check",
+            marker: "HABUILD-END",
+            timeout: Duration::from_secs(900),
+        },
+    ];
+    let run = run_stages(cmd, &stages, &log)
+        .with_context(|| format!("booting {node} under QEMU ({})", profile.machine))?;
+    let boot_seconds = run.reached.last().map(|r| r.1).unwrap_or_default();
+    let report = parse_report(&run.log).context("the guest's report is incomplete")?;
+    let checks = judge(&report, &expectations(&j));
+    let passed = checks.iter().all(|c| c.ok);
+    let report_path = test_dir.join(format!("{node}-tier1.txt"));
+    let mut text = format!(
+        "{node}: tier 1 on {} {}: {}\n",
+        profile.machine,
+        if passed { "" } else { "" },
+        if passed { "PASS" } else { "FAIL" }
+    );
+    for (stage, at) in &run.reached {
+        text.push_str(&format!("  reached {stage:?} at {at:.1}s\n"));
+    }
+    for c in &checks {
+        text.push_str(&format!(
+            "  [{}] {}\n",
+            if c.ok { "ok" } else { "FAIL" },
+            c.what
+        ));
+    }
+    text.push_str(&format!("  serial log: {}\n", log.display()));
+    std::fs::write(&report_path, &text)
+        .with_context(|| format!("writing {}", report_path.display()))?;
+    Ok(Tier1Result {
+        node: node.into(),
+        passed,
+        checks,
+        boot_seconds,
+        log,
+        report: report_path,
+    })
+}
+
+fn direct_kernel(
+    cmd: &mut Command,
+    j: &NodeJson,
+    profile: &QemuProfile,
+    dtb: &str,
+    copy: &Path,
+    work: &Path,
+) -> Result<()> {
+    let boot = work.join("boot.vfat");
+    extract(copy, part(j, "boot")?, &boot)?;
+    let files = fat_files(&boot, &["vmlinuz", "initrd.img", dtb, "cmdline.txt"], work)?;
+    let qemu_dtb = work.join("qemu.dtb");
+    if profile.raspi4b_dtb_fixups {
+        super::dtb::make_qemu_dtb(&files[2], &qemu_dtb)?;
+    } else {
+        std::fs::copy(&files[2], &qemu_dtb)
+            .with_context(|| format!("copying {}", files[2].display()))?;
+    }
+    let cmdline =
+        std::fs::read_to_string(&files[3]).context("reading cmdline.txt from the image")?;
+    let append = qemu_cmdline(&cmdline, &profile.console, &profile.kernel_args);
+    // QEMU's raspi machines take only power-of-two SD cards.
+    let size = std::fs::metadata(copy)?.len();
+    if profile.drive == "sd" && !size.is_power_of_two() {
+        bail!(
+            "{} is {size} bytes; QEMU's SD card model needs a power of two",
+            j.image.file
+        );
+    }
+    cmd.arg("-kernel")
+        .arg(&files[0])
+        .arg("-initrd")
+        .arg(&files[1])
+        .arg("-dtb")
+        .arg(&qemu_dtb)
+        .arg("-append")
+        .arg(append);
+    cmd.arg("-drive").arg(format!(
+        "file={},if={},format=raw",
+        copy.display(),
+        profile.drive
+    ));
+    Ok(())
+}
+
+fn uefi(cmd: &mut Command, profile: &QemuProfile, copy: &Path) -> Result<()> {
+    let code = crate::host::tools::ovmf_code()
+        .context("no OVMF firmware found (package ovmf; habuild doctor --install)")?;
+    cmd.arg("-drive").arg(format!(
+        "if=pflash,format=raw,readonly=on,file={}",
+        code.display()
+    ));
+    cmd.arg("-drive").arg(format!(
+        "file={},if={},format=raw",
+        copy.display(),
+        profile.drive
+    ));
+    if Path::new("/dev/kvm").exists()
+        && std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok()
+    {
+        cmd.args(["-accel", "kvm"]);
+    } else {
+        cmd.args(["-accel", "tcg"]);
+    }
+    // A NIC on a hub with no other port: the link is up, nothing leaves.
+    cmd.args([
+        "-netdev",
+        "hubport,id=n0,hubid=0",
+        "-device",
+        "virtio-net-pci,netdev=n0",
+    ]);
+    Ok(())
+}
+
+/// The image's own command line with the console QEMU provides and the
+/// profile's extra arguments (console= entries of the image are replaced).
+pub fn qemu_cmdline(image_cmdline: &str, console: &str, extra: &[String]) -> String {
+    let mut args: Vec<String> = image_cmdline
+        .split_whitespace()
+        .filter(|a| !a.starts_with("console="))
+        .map(String::from)
+        .collect();
+    args.push(format!("console={console}"));
+    args.extend(extra.iter().cloned());
+    args.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_replaces_consoles() {
+        let c = qemu_cmdline(
+            "console=tty1 console=ttyS1,115200 root=LABEL=root rootwait\n",
+            "ttyAMA0,115200",
+            &["clk_ignore_unused".into()],
+        );
+        assert_eq!(
+            c,
+            "root=LABEL=root rootwait console=ttyAMA0,115200 clk_ignore_unused"
+        );
+    }
+}
