@@ -39,6 +39,14 @@ pub fn habuild(args: &[&str]) -> Run {
     run
 }
 
+/// Runs the habuild binary without build options (e.g. `habuild test`).
+pub fn habuild_plain(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_habuild")).args(args).env("HABUILD_ROOT", repo_root()).output().expect("running habuild");
+    let run = Run { status: out.status, stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() };
+    eprintln!("habuild {}:\n{}", args.join(" "), run.stderr);
+    run
+}
+
 /// Runs a checking tool; panics with its output when it fails.
 pub fn sh(cmd: &mut Command) -> String {
     let out = cmd

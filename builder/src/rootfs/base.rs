@@ -45,16 +45,14 @@ struct CacheRecord {
 pub fn cache_key(spec: &BaseSpec) -> Result<String> {
     let mut h = Sha256::new();
     h.update(format!("habuild-base-v{RECIPE_VERSION}\n"));
-    h.update(serde_json::to_vec(spec).context("serialising the base spec")?);
-    let files = spec
-        .sources
-        .iter()
-        .map(|s| &s.signed_by)
-        .chain(spec.local_debs.iter());
+    // Local .debs are keyed by name and content, not by where they lie: the
+    // same bundle unpacked in another directory is the same base.
+    let mut keyed = spec.clone();
+    keyed.local_debs = spec.local_debs.iter().map(|p| PathBuf::from(p.file_name().unwrap_or_default())).collect();
+    h.update(serde_json::to_vec(&keyed).context("serialising the base spec")?);
+    let files = spec.sources.iter().map(|s| &s.signed_by).chain(spec.local_debs.iter());
     for f in files {
-        let bytes = std::fs::read(f)
-            .with_context(|| format!("reading {} for the cache key", f.display()))?;
-        h.update(f.as_os_str().as_encoded_bytes());
+        let bytes = std::fs::read(f).with_context(|| format!("reading {} for the cache key", f.display()))?;
         h.update(Sha256::digest(&bytes));
     }
     Ok(hex::encode(&h.finalize()[..16]))
@@ -69,6 +67,15 @@ pub fn ensure_base(spec: &BaseSpec, cache_dir: &Path) -> Result<Base> {
     }
     let key = cache_key(spec)?;
     let entry = cache_dir.join("base").join(&key);
+    // Two builds needing the same base (parallel tests, `--all`) must not
+    // bootstrap it twice into the same place: the second waits for the first.
+    std::fs::create_dir_all(cache_dir.join("base")).with_context(|| format!("creating {}", cache_dir.join("base").display()))?;
+    let lock_path = cache_dir.join("base").join(format!("{key}.lock"));
+    let lock = std::fs::File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        eprintln!("  waiting for another build of base {key} to finish");
+        lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
+    }
     let tree = entry.join("rootfs");
     let record_path = entry.join("record.json");
     if record_path.is_file() && tree.is_dir() {
@@ -186,4 +193,41 @@ pub fn mmdebstrap_command(spec: &BaseSpec, target: &Path) -> Command {
         }
     }
     cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::layout::Arch;
+    use crate::plan::AptSource;
+
+    fn spec(dir: &Path, packages: &[&str]) -> BaseSpec {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("keyring.gpg"), "key").unwrap();
+        std::fs::write(dir.join("kubeadm_1_arm64.deb"), "deb").unwrap();
+        BaseSpec {
+            distro: "debian-13".into(),
+            arch: Arch::Arm64,
+            sources: vec![AptSource { uri: "http://mirror.example/debian".into(), suites: vec!["trixie".into()], components: vec!["main".into()], signed_by: dir.join("keyring.gpg") }],
+            packages: packages.iter().map(|p| p.to_string()).collect(),
+            local_debs: vec![dir.join("kubeadm_1_arm64.deb")],
+        }
+    }
+
+    #[test]
+    fn key_follows_inputs_not_locations() {
+        let t = tempfile::tempdir().unwrap();
+        let a = spec(&t.path().join("a"), &["systemd"]);
+        let mut b = spec(&t.path().join("b"), &["systemd"]);
+        // Same keyring path for both: only the bundle moved.
+        b.sources = a.sources.clone();
+        assert_eq!(cache_key(&a).unwrap(), cache_key(&b).unwrap(), "a bundle in another directory is the same base");
+        std::fs::write(&b.local_debs[0], "another deb").unwrap();
+        assert_ne!(cache_key(&a).unwrap(), cache_key(&b).unwrap(), "changed .deb content");
+        let c = spec(&t.path().join("a"), &["systemd", "keepalived"]);
+        assert_ne!(cache_key(&a).unwrap(), cache_key(&c).unwrap(), "changed package set");
+        let before = cache_key(&a).unwrap();
+        std::fs::write(&a.sources[0].signed_by, "other key").unwrap();
+        assert_ne!(before, cache_key(&a).unwrap(), "changed signing keyring");
+    }
 }
