@@ -11,6 +11,7 @@ pub mod disk;
 pub mod fs;
 pub mod host;
 pub mod pipeline;
+pub mod pki;
 pub mod plan;
 pub mod qemu;
 pub mod rootfs;

@@ -3,6 +3,8 @@
 
 pub mod doctor;
 pub mod image;
+pub mod kubeconfig;
+pub mod secrets;
 pub mod test;
 
 use std::process::ExitCode;
@@ -31,6 +33,10 @@ pub enum Command {
     Image(Box<image::ImageArgs>),
     /// Check (and with --install, set up) the host tools the build needs.
     Doctor(doctor::DoctorArgs),
+    /// Create (once) or show the cluster's secrets file: CAs, service-account key, bootstrap token.
+    Secrets(secrets::SecretsArgs),
+    /// Write an admin kubeconfig for the cluster's API VIP, signed by the cluster CA.
+    Kubeconfig(kubeconfig::KubeconfigArgs),
     /// Boot built images under QEMU and check them from inside.
     Test(test::TestArgs),
 }
@@ -53,6 +59,8 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Image(a) => image::run(a),
         Command::Doctor(a) => doctor::run(a),
+        Command::Secrets(a) => secrets::run(a),
+        Command::Kubeconfig(a) => kubeconfig::run(a),
         Command::Test(a) => test::run(a),
     };
     match result {

@@ -41,6 +41,13 @@ pub struct RawCluster {
     /// Where kubeadm pulls control-plane images from (the seed uses a
     /// private registry); unset means kubeadm's default registry.
     pub image_repository: Option<String>,
+    /// Lifetime of the bootstrap token `kubeadm init` creates ("24h",
+    /// "2h30m"): every other control plane must first boot within it.
+    #[serde(default = "default_token_ttl")]
+    pub bootstrap_token_ttl: String,
+    /// `sha256:<hex>` of the cluster CA certificate, as `habuild secrets
+    /// init` prints it: builds refuse a secrets file with another CA.
+    pub ca_fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,6 +124,9 @@ fn default_pod_subnet() -> String {
 fn default_service_subnet() -> String {
     "10.96.0.0/12".into()
 }
+fn default_token_ttl() -> String {
+    "24h".into()
+}
 fn default_api_port() -> u16 {
     6443
 }
@@ -169,6 +179,10 @@ pub struct Cluster {
     pub pod_subnet: Ipv4Cidr,
     pub service_subnet: Ipv4Cidr,
     pub image_repository: Option<String>,
+    /// kubeadm duration, validated: see [`parse_ttl`].
+    pub bootstrap_token_ttl: String,
+    /// Normalised `sha256:<lower-case hex>`.
+    pub ca_fingerprint: Option<String>,
     pub subnet: Ipv4Cidr,
     pub gateway: Ipv4Addr,
     pub dns: Vec<Ipv4Addr>,
@@ -253,6 +267,50 @@ fn is_hostname(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// A bootstrap token TTL in the Go duration form kubeadm reads, limited to
+/// hours, minutes and seconds ("24h", "1h30m", "90m"); returns seconds.
+/// Zero ("never expires") is refused: the token would stay a valid join
+/// credential on every card for ever.
+pub fn parse_ttl(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is not a duration like \"24h\", \"2h30m\" or \"90m\"");
+    let (mut total, mut digits, mut units) = (0u64, String::new(), String::new());
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let scale = match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(bad()),
+        };
+        // Each unit once, largest first, each with a number.
+        if digits.is_empty()
+            || units.contains(c)
+            || units.chars().any(|u| "hms".find(u) > "hms".find(c))
+        {
+            return Err(bad());
+        }
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        total = n
+            .checked_mul(scale)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+        units.push(c);
+        digits.clear();
+    }
+    if !digits.is_empty() || units.is_empty() {
+        return Err(bad());
+    }
+    if total < 60 {
+        return Err(format!(
+            "{s:?} is shorter than a minute: the token must outlive kubeadm init and the joins"
+        ));
+    }
+    Ok(total)
+}
+
 fn is_version(s: &str, parts: usize) -> bool {
     let p: Vec<&str> = s.split('.').collect();
     p.len() == parts
@@ -308,6 +366,20 @@ fn validate(file: &Path, raw: RawManifest, known: &Known) -> Result<Cluster, Con
             p.add("cluster.image_repository", format!("{repo:?} is not a registry path like \"registry.example:5000/google_containers\""));
         }
     }
+
+    if let Err(e) = parse_ttl(&c.bootstrap_token_ttl) {
+        p.add("cluster.bootstrap_token_ttl", e);
+    }
+    let ca_fingerprint = c.ca_fingerprint.as_deref().and_then(|f| {
+        let pin = crate::pki::cert::parse_sha256_pin(f);
+        if pin.is_none() {
+            p.add(
+                "cluster.ca_fingerprint",
+                format!("{f:?} is not \"sha256:<64 hex digits>\" (habuild secrets init prints it)"),
+            );
+        }
+        pin
+    });
 
     let n = &raw.network;
     if !(8..=30).contains(&n.prefix_length) {
@@ -542,6 +614,8 @@ fn validate(file: &Path, raw: RawManifest, known: &Known) -> Result<Cluster, Con
         pod_subnet: unwrap(pod_subnet),
         service_subnet: unwrap(service_subnet),
         image_repository: c.image_repository.clone(),
+        bootstrap_token_ttl: c.bootstrap_token_ttl.clone(),
+        ca_fingerprint,
         subnet: unwrap(subnet),
         gateway: unwrap(gateway),
         dns,

@@ -191,6 +191,45 @@ fn versions_and_registry() {
 }
 
 #[test]
+fn bootstrap_token_ttl_and_ca_fingerprint() {
+    let c = load(SEED).unwrap();
+    assert_eq!(c.bootstrap_token_ttl, "24h", "kubeadm's default");
+    assert_eq!(c.ca_fingerprint, None);
+    let with = |line: &str| {
+        SEED.replace(
+            "service_subnet = \"10.96.0.0/12\"",
+            &format!("service_subnet = \"10.96.0.0/12\"\n{line}"),
+        )
+    };
+    assert_eq!(
+        load(&with("bootstrap_token_ttl = \"2h30m\""))
+            .unwrap()
+            .bootstrap_token_ttl,
+        "2h30m"
+    );
+    for bad in ["0s", "30s", "24", "1d", "h", "30m2h", "1h1h", "-1h", ""] {
+        let m = with(&format!("bootstrap_token_ttl = \"{bad}\""));
+        error_for(&m, "cluster.bootstrap_token_ttl");
+    }
+    let pin = format!("sha256:{}", "AB".repeat(32));
+    let c = load(&with(&format!("ca_fingerprint = \"{pin}\""))).unwrap();
+    assert_eq!(c.ca_fingerprint.unwrap(), pin.to_lowercase());
+    let m = with("ca_fingerprint = \"abc\"");
+    assert!(error_for(&m, "cluster.ca_fingerprint").contains("secrets init"));
+}
+
+#[test]
+fn ttl_parsing() {
+    use super::manifest::parse_ttl;
+    assert_eq!(parse_ttl("24h"), Ok(86400));
+    assert_eq!(parse_ttl("1h30m"), Ok(5400));
+    assert_eq!(parse_ttl("90m"), Ok(5400));
+    assert_eq!(parse_ttl("1h0m30s"), Ok(3630));
+    assert!(parse_ttl("59s").is_err());
+    assert!(parse_ttl("99999999999999999999h").is_err());
+}
+
+#[test]
 fn loadbalancer_values() {
     let m = SEED.replace("lvs_scheduler = \"wrr\"", "lvs_scheduler = \"fastest\"");
     assert!(error_for(&m, "loadbalancer.lvs_scheduler").contains("unknown LVS scheduler"));

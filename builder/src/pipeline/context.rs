@@ -36,6 +36,9 @@ pub fn render_context(plan: &NodePlan) -> RenderContext {
             is_init_node: plan.node.role == Role::ControlPlane
                 && c.init_node().name == plan.node.name,
         },
+        // Filled from the cluster's secrets by the pipeline for control
+        // planes (`pki::kubeadm_context`): the plan holds no secret.
+        kubeadm: None,
         ssh_authorized_keys: c.ssh_authorized_keys.clone(),
         control_planes: c.control_planes().map(peer).collect(),
         director: peer(

@@ -31,6 +31,9 @@ pub struct RenderContext {
     pub cluster: ClusterCtx,
     pub vip: VipCtx,
     pub node: NodeCtx,
+    /// kubeadm's configuration of a control plane (bootstrap token, CA
+    /// hash: from the cluster's secrets file); `None` on directors.
+    pub kubeadm: Option<KubeadmCtx>,
     pub ssh_authorized_keys: Vec<String>,
     /// Control planes in manifest order; the first is the init node.
     pub control_planes: Vec<PeerCtx>,
@@ -78,6 +81,32 @@ pub struct NodeCtx {
     pub is_init_node: bool,
 }
 
+/// What the kubeadm InitConfiguration / JoinConfiguration templates need
+/// beyond the manifest. `bootstrap_token` is a secret: the files that
+/// render it are 0600 (see [`file_mode`]).
+#[derive(Serialize, Clone)]
+pub struct KubeadmCtx {
+    /// `[a-z0-9]{6}.[a-z0-9]{16}`
+    pub bootstrap_token: String,
+    /// kubeadm duration, e.g. "24h"
+    pub bootstrap_token_ttl: String,
+    /// `sha256:<hex>` of the cluster CA's SubjectPublicKeyInfo.
+    pub ca_cert_hash: String,
+    /// e.g. "unix:///var/run/crio/crio.sock"
+    pub cri_socket: String,
+}
+
+impl std::fmt::Debug for KubeadmCtx {
+    /// Without the token: a context may be logged.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeadmCtx")
+            .field("bootstrap_token_ttl", &self.bootstrap_token_ttl)
+            .field("ca_cert_hash", &self.ca_cert_hash)
+            .field("cri_socket", &self.cri_socket)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Serialize, Clone, Debug, PartialEq, Eq)]
 pub struct PeerCtx {
     pub name: String,
@@ -116,6 +145,10 @@ const TEMPLATE_SUFFIX: &str = ".hbs";
 /// Placeholder files that only exist so git keeps an otherwise empty
 /// directory; they are never part of an image.
 const IGNORED_NAMES: &[&str] = &[".gitkeep"];
+
+/// Directories whose files all hold credentials: 0600 whatever their names.
+/// `/etc/habuild/kubeadm/` carries the bootstrap token in kubeadm's config.
+const PRIVATE_FILE_DIRS: &[&str] = &["/root/.ssh/", "/etc/habuild/kubeadm/"];
 
 /// Directories that hold credentials: 0700 whether we create them or they
 /// already exist in the base tree (sshd's StrictModes checks /root/.ssh).
@@ -398,12 +431,13 @@ fn in_tree(rel: &str) -> String {
 ///
 /// Git records only "executable or not", so sensitive modes cannot come
 /// from the source tree and are decided by path instead: anything under
-/// /root/.ssh, and private keys and secrets anywhere, are 0600 (sshd's
-/// StrictModes and plain hygiene); files under /etc/ssh are never
-/// executable. Otherwise the source's executable bit picks 0755 or 0644.
+/// /root/.ssh and /etc/habuild/kubeadm (`PRIVATE_FILE_DIRS`), and private
+/// keys and secrets anywhere, are 0600 (sshd's StrictModes, the bootstrap
+/// token, plain hygiene); files under /etc/ssh are never executable.
+/// Otherwise the source's executable bit picks 0755 or 0644.
 fn file_mode(path: &str, executable: bool) -> u32 {
     let name = path.rsplit('/').next().unwrap_or(path);
-    if path.starts_with("/root/.ssh/") || is_secret_name(name) {
+    if PRIVATE_FILE_DIRS.iter().any(|d| path.starts_with(d)) || is_secret_name(name) {
         0o600
     } else if path.starts_with("/etc/ssh/") || !executable {
         0o644

@@ -64,6 +64,13 @@ fn seed_ctx() -> RenderContext {
             board: "rpi4".into(),
             is_init_node: true,
         },
+        // A fixed test token and the hash of no real CA.
+        kubeadm: Some(KubeadmCtx {
+            bootstrap_token: "abcdef.0123456789abcdef".into(),
+            bootstrap_token_ttl: "24h".into(),
+            ca_cert_hash: format!("sha256:{}", "5e".repeat(32)),
+            cri_socket: "unix:///var/run/crio/crio.sock".into(),
+        }),
         ssh_authorized_keys: vec![
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHabuildTestKeyNotARealKeyxxxxxxxxxxxxxxxxx ops@habuild-test".into(),
         ],

@@ -1,0 +1,192 @@
+//! The secrets file on disk: where it is, reading it, and writing it
+//! atomically with mode 0600. The only I/O of the `pki` module besides
+//! [`super::stage::install`].
+
+use std::fs;
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::secrets::{self, ClusterSecrets};
+use crate::config::Cluster;
+
+/// Beside the manifest: `manifests/seed.toml` → `manifests/seed.secrets.toml`.
+/// One file per cluster manifest, found without a flag; `*.secrets.toml` is
+/// in `.gitignore` so it is not committed by accident.
+pub fn default_path(manifest: &Path) -> PathBuf {
+    let stem = manifest
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "cluster".into());
+    manifest.with_file_name(format!("{stem}.secrets.toml"))
+}
+
+/// `--secrets FILE` when given, else [`default_path`].
+pub fn resolve(manifest: &Path, flag: Option<&Path>) -> PathBuf {
+    flag.map(Path::to_path_buf)
+        .unwrap_or_else(|| default_path(manifest))
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Reads and checks a secrets file. A missing file says how to create one.
+pub fn load(path: &Path, manifest: &Path) -> Result<ClusterSecrets> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == ErrorKind::NotFound => bail!(
+            "no cluster secrets file at {}: create it once with\n  habuild secrets init --manifest {}\n(or name an existing one with --secrets FILE)",
+            path.display(),
+            manifest.display()
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading the secrets file {}", path.display()))
+        }
+    };
+    let mode = fs::metadata(path)
+        .with_context(|| format!("reading the mode of {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        log::warn!(
+            "{} is readable by others (mode {:o}): chmod 600 it",
+            path.display(),
+            mode & 0o777
+        );
+    }
+    Ok(secrets::parse(path, &text, now())?)
+}
+
+/// [`load`], then refuses a file made for another cluster (see
+/// [`secrets::check_cluster`]); a missing pin is a warning on stderr.
+pub fn load_for_cluster(path: &Path, cluster: &Cluster, manifest: &Path) -> Result<ClusterSecrets> {
+    let s = load(path, manifest)?;
+    if let Some(warning) = secrets::check_cluster(
+        &s,
+        cluster,
+        cluster.ca_fingerprint.as_deref(),
+        manifest,
+        path,
+    )? {
+        eprintln!("  note: {warning}");
+    }
+    Ok(s)
+}
+
+/// Writes `text` to `path` with mode 0600, atomically: a reader sees the old
+/// file or the whole new one, never a part. Without `overwrite`, an existing
+/// file is an error, decided atomically too (hard link, which fails if the
+/// name exists), so two concurrent `secrets init` cannot both win.
+pub fn write_private(path: &Path, text: &str, overwrite: bool) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} names no file", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = write_tmp(&tmp, text).and_then(|()| {
+        if overwrite {
+            fs::rename(&tmp, path)
+                .with_context(|| format!("moving {} into place", path.display()))
+        } else {
+            match fs::hard_link(&tmp, path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => bail!(
+                    "{} already exists: it holds this cluster's CAs, and images built from a new one would not form a cluster with nodes built from the old one. Pass --force to replace it anyway",
+                    path.display()
+                ),
+                Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+            }
+        }
+    });
+    // After a rename the temporary name is gone already; after a link (or
+    // a failure) it must go.
+    if tmp.exists() {
+        fs::remove_file(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+    }
+    result?;
+    // The directory entry itself must survive a power cut too.
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn write_tmp(tmp: &Path, text: &str) -> Result<()> {
+    let _ = fs::remove_file(tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    // The umask can only remove bits, but say it explicitly.
+    f.set_permissions(fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("setting mode 600 on {}", tmp.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.sync_all()
+        .with_context(|| format!("flushing {}", tmp.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_path_is_beside_the_manifest() {
+        assert_eq!(
+            default_path(Path::new("manifests/seed.toml")),
+            Path::new("manifests/seed.secrets.toml")
+        );
+        assert_eq!(
+            resolve(Path::new("a/b.toml"), Some(Path::new("/x.toml"))),
+            Path::new("/x.toml")
+        );
+    }
+
+    #[test]
+    fn private_writes_are_0600_atomic_and_refuse_overwrite() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("c.secrets.toml");
+        write_private(&p, "one", false).unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let err = write_private(&p, "two", false).unwrap_err();
+        assert!(format!("{err:#}").contains("--force"), "{err:#}");
+        assert_eq!(fs::read_to_string(&p).unwrap(), "one");
+        write_private(&p, "three", true).unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), "three");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let names: Vec<_> = fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "no temporary file left: {names:?}");
+    }
+
+    #[test]
+    fn a_missing_file_says_how_to_create_it() {
+        let t = tempfile::tempdir().unwrap();
+        let err = load(&t.path().join("x.secrets.toml"), Path::new("m.toml")).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("habuild secrets init --manifest m.toml"),
+            "{msg}"
+        );
+    }
+}
