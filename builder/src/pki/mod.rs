@@ -15,6 +15,8 @@ pub mod store;
 pub mod token;
 
 #[cfg(test)]
+mod kubeadm_tests;
+#[cfg(test)]
 mod tests;
 
 pub use secrets::ClusterSecrets;

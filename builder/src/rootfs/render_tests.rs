@@ -343,7 +343,11 @@ fn control_plane_content() {
         !wanted.iter().any(|w| w.contains("realServer")),
         "{wanted:?}"
     );
-    for unit in ["crio.service", "kubelet.service"] {
+    for unit in [
+        "crio.service",
+        "kubelet.service",
+        "habuild-firstboot.service",
+    ] {
         let link = r
             .join("etc/systemd/system/multi-user.target.wants")
             .join(unit);
@@ -352,6 +356,12 @@ fn control_plane_content() {
             Path::new("/usr/lib/systemd/system").join(unit)
         );
     }
+
+    // The bootstrap token is in kubeadm's configuration: root only.
+    assert_eq!(mode_of(r, "/etc/habuild/kubeadm/kubeadm.yaml"), 0o600);
+    assert!(read(r, "/etc/habuild/kubeadm/kubeadm.yaml").contains("abcdef.0123456789abcdef"));
+    assert_eq!(mode_of(r, "/usr/local/lib/habuild/firstboot.sh"), 0o755);
+    assert_eq!(mode_of(r, "/usr/local/lib/habuild/vip-probe"), 0o755);
 
     assert_eq!(
         read(r, "/etc/modules-load.d/k8s.conf")
@@ -791,8 +801,8 @@ fn shell_scripts_pass_shellcheck() {
         .collect();
     assert_eq!(
         scripts.len(),
-        3,
-        "growroot.sh, VIP_up.sh, VIP_down.sh: {scripts:?}"
+        5,
+        "growroot.sh, VIP_up.sh, VIP_down.sh, firstboot.sh, vip-probe: {scripts:?}"
     );
     Command::new("shellcheck")
         .arg("--norc")

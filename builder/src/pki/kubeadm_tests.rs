@@ -1,0 +1,227 @@
+//! The kubeadm configuration each control plane gets: rendered from the
+//! repository's template with the pipeline's own context (seed manifest,
+//! a generated secrets file), parsed as YAML and checked field by field;
+//! plus golden files per role under `tests/golden/kubeadm/`
+//! (`HABUILD_BLESS=1` rewrites them, as for the overlay goldens).
+
+use std::path::{Path, PathBuf};
+
+use pretty_assertions::assert_eq;
+use serde_yaml_ng::Value;
+use time::OffsetDateTime;
+
+use super::*;
+use crate::config::Project;
+use crate::plan::{plan_node, KubernetesSource, PlanInputs};
+use crate::rootfs::render::{render_template, RenderContext};
+
+const TEMPLATE: &str = "overlays/control-plane/etc/habuild/kubeadm/kubeadm.yaml.hbs";
+const KUBELET: &str = "overlays/control-plane/etc/habuild/kubeadm/kubelet.yaml";
+const ENV: &str = "overlays/control-plane/etc/habuild/firstboot.env.hbs";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The pipeline's context of `node` in the seed cluster, with `s`.
+fn ctx(node: &str, s: &ClusterSecrets, image_repository: Option<&str>) -> RenderContext {
+    let project = Project::at(&repo()).unwrap();
+    let mut cluster = project.manifest(None).unwrap();
+    cluster.distro = "debian-13".into();
+    cluster.image_repository = image_repository.map(String::from);
+    let n = cluster.node(node).unwrap().clone();
+    let plan = plan_node(
+        &cluster,
+        &n,
+        &project.board(&n.board).unwrap(),
+        &project.distro("debian-13").unwrap(),
+        &PlanInputs {
+            project_root: repo(),
+            mirror: "http://archive.invalid/debian".into(),
+            kubernetes: KubernetesSource::Without,
+            partition_table: None,
+            image_size: None,
+            source_date_epoch: 0,
+        },
+    )
+    .unwrap();
+    let mut ctx = crate::pipeline::context::render_context(&plan);
+    ctx.kubeadm = kubeadm_context(&plan, s);
+    ctx
+}
+
+fn render(path: &str, ctx: &RenderContext) -> String {
+    let text = std::fs::read_to_string(repo().join(path)).unwrap();
+    render_template(path, &text, ctx).unwrap()
+}
+
+fn docs(yaml: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    serde_yaml_ng::Deserializer::from_str(yaml)
+        .map(|d| Value::deserialize(d).unwrap())
+        .collect()
+}
+
+fn secrets() -> ClusterSecrets {
+    generate::generate("seed", OffsetDateTime::now_utc()).unwrap()
+}
+
+#[test]
+fn init_node_gets_init_and_cluster_configuration() {
+    let s = secrets();
+    let yaml = render(TEMPLATE, &ctx("master-arm-1", &s, None));
+    let d = docs(&yaml);
+    assert_eq!(d.len(), 2, "{yaml}");
+    let (init, cluster) = (&d[0], &d[1]);
+    assert_eq!(init["apiVersion"], "kubeadm.k8s.io/v1beta4");
+    assert_eq!(init["kind"], "InitConfiguration");
+    let token = &init["bootstrapTokens"][0];
+    assert_eq!(token["token"], s.bootstrap_token.expose());
+    assert_eq!(token["ttl"], "24h");
+    assert_eq!(
+        token["groups"][0],
+        "system:bootstrappers:kubeadm:default-node-token"
+    );
+    assert_eq!(
+        token["usages"],
+        Value::from(vec!["signing", "authentication"])
+    );
+    assert_eq!(init["nodeRegistration"]["name"], "master-arm-1");
+    assert_eq!(
+        init["nodeRegistration"]["criSocket"],
+        "unix:///var/run/crio/crio.sock"
+    );
+    assert_eq!(init["localAPIEndpoint"]["advertiseAddress"], "10.10.197.98");
+    assert_eq!(init["localAPIEndpoint"]["bindPort"], 6443);
+
+    assert_eq!(cluster["apiVersion"], "kubeadm.k8s.io/v1beta4");
+    assert_eq!(cluster["kind"], "ClusterConfiguration");
+    assert_eq!(cluster["controlPlaneEndpoint"], "10.10.197.101:6443");
+    assert_eq!(cluster["kubernetesVersion"], "v1.31.4");
+    assert_eq!(cluster["clusterName"], "seed");
+    assert_eq!(cluster["networking"]["podSubnet"], "10.88.0.0/16");
+    assert_eq!(cluster["networking"]["serviceSubnet"], "10.96.0.0/12");
+    assert_eq!(cluster["certificatesDir"], "/etc/kubernetes/pki");
+    assert_eq!(cluster["encryptionAlgorithm"], "ECDSA-P256");
+    assert!(cluster.get("imageRepository").is_none(), "{yaml}");
+
+    // The seed's private registry, when the manifest names one.
+    let yaml = render(
+        TEMPLATE,
+        &ctx(
+            "master-arm-1",
+            &s,
+            Some("registry.example:5000/google_containers"),
+        ),
+    );
+    assert_eq!(
+        docs(&yaml)[1]["imageRepository"],
+        "registry.example:5000/google_containers"
+    );
+}
+
+#[test]
+fn init_config_with_the_kubelet_document_as_firstboot_composes_it() {
+    let s = secrets();
+    let init = render(TEMPLATE, &ctx("master-arm-1", &s, None));
+    let kubelet = std::fs::read_to_string(repo().join(KUBELET)).unwrap();
+    // habuild-firstboot.sh: cat kubeadm.yaml; printf '\n---\n'; cat kubelet.yaml
+    let composed = format!("{init}\n---\n{kubelet}");
+    let d = docs(&composed);
+    let kinds: Vec<&str> = d.iter().map(|x| x["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "InitConfiguration",
+            "ClusterConfiguration",
+            "KubeletConfiguration"
+        ]
+    );
+    assert_eq!(d[2]["apiVersion"], "kubelet.config.k8s.io/v1beta1");
+    assert_eq!(d[2]["cgroupDriver"], "systemd");
+}
+
+#[test]
+fn joining_nodes_get_a_join_configuration_pinned_to_the_ca() {
+    let s = secrets();
+    for (node, address) in [
+        ("master-arm-2", "10.10.197.97"),
+        ("master-arm-3", "10.10.197.99"),
+    ] {
+        let yaml = render(TEMPLATE, &ctx(node, &s, None));
+        let d = docs(&yaml);
+        assert_eq!(d.len(), 1, "{yaml}");
+        let j = &d[0];
+        assert_eq!(j["apiVersion"], "kubeadm.k8s.io/v1beta4");
+        assert_eq!(j["kind"], "JoinConfiguration");
+        assert_eq!(j["nodeRegistration"]["name"], node);
+        assert_eq!(
+            j["nodeRegistration"]["criSocket"],
+            "unix:///var/run/crio/crio.sock"
+        );
+        let bt = &j["discovery"]["bootstrapToken"];
+        assert_eq!(bt["token"], s.bootstrap_token.expose());
+        assert_eq!(bt["apiServerEndpoint"], "10.10.197.101:6443");
+        assert_eq!(
+            bt["caCertHashes"],
+            Value::from(vec![s.discovery_hash.as_str()])
+        );
+        assert!(bt.get("unsafeSkipCAVerification").is_none());
+        assert_eq!(
+            j["discovery"]["tlsBootstrapToken"],
+            s.bootstrap_token.expose()
+        );
+        let local = &j["controlPlane"]["localAPIEndpoint"];
+        assert_eq!(local["advertiseAddress"], address);
+        assert_eq!(local["bindPort"], 6443);
+        assert!(j["controlPlane"].get("certificateKey").is_none());
+    }
+}
+
+#[test]
+fn firstboot_env_names_the_action() {
+    let s = secrets();
+    let env = render(ENV, &ctx("master-arm-1", &s, None));
+    for line in [
+        "HABUILD_ACTION=init",
+        "HABUILD_NODE=master-arm-1",
+        "HABUILD_VIP=10.10.197.101",
+        "HABUILD_API_PORT=6443",
+    ] {
+        assert!(env.lines().any(|l| l == line), "{line}: {env}");
+    }
+    let env = render(ENV, &ctx("master-arm-3", &s, None));
+    assert!(env.lines().any(|l| l == "HABUILD_ACTION=join"), "{env}");
+}
+
+#[test]
+fn without_secrets_the_template_fails_naming_itself() {
+    let mut c = ctx("master-arm-2", &secrets(), None);
+    c.kubeadm = None;
+    let text = std::fs::read_to_string(repo().join(TEMPLATE)).unwrap();
+    let err = render_template(TEMPLATE, &text, &c).unwrap_err();
+    assert!(format!("{err:#}").contains("kubeadm.yaml.hbs"), "{err:#}");
+}
+
+/// Golden files with a fixed token and hash (the real ones are random).
+#[test]
+fn golden_kubeadm_configs() {
+    let s = secrets();
+    let dir = repo().join("tests/golden/kubeadm");
+    for node in ["master-arm-1", "master-arm-2"] {
+        let mut c = ctx(node, &s, None);
+        let k = c.kubeadm.as_mut().unwrap();
+        k.bootstrap_token = "abcdef.0123456789abcdef".into();
+        k.ca_cert_hash = format!("sha256:{}", "5e".repeat(32));
+        let yaml = render(TEMPLATE, &c);
+        let path = dir.join(format!("{node}.yaml"));
+        if std::env::var("HABUILD_BLESS").as_deref() == Ok("1") {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &yaml).unwrap();
+            continue;
+        }
+        let golden = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (HABUILD_BLESS=1 creates it)", path.display()));
+        assert_eq!(golden, yaml, "{node} (HABUILD_BLESS=1 regenerates)");
+    }
+}

@@ -1,0 +1,483 @@
+//! The first-boot script (`overlays/control-plane/usr/local/lib/habuild/
+//! firstboot.sh`) run on the build host against **test doubles** of
+//! `kubeadm`, `systemctl`, the VIP probe and `sleep`. The doubles only
+//! record their calls (and fail or succeed as a test asks); they prove the
+//! script's order, retries and recovery, nothing about real Kubernetes.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::repo_root;
+
+const SCRIPT: &str = "overlays/control-plane/usr/local/lib/habuild/firstboot.sh";
+const PROBE: &str = "overlays/control-plane/usr/local/lib/habuild/vip-probe";
+
+/// TEST DOUBLE of kubeadm: logs its call; `TD_FAIL_<ACTION>=N` fails the
+/// first N calls of init/join; `TD_KILL_PARENT_ON_JOIN=1` kills the calling
+/// script (a power cut during the join); `reset` empties the PKI directory,
+/// as the real `kubeadm reset` does.
+const KUBEADM_DOUBLE: &str = r#"#!/bin/sh
+# TEST DOUBLE of kubeadm (habuild tests/firstboot.rs).
+echo "kubeadm $*" >>"$TD_DIR/calls"
+case $1 in
+    init | join)
+        n=$(cat "$TD_DIR/count-$1" 2>/dev/null || echo 0)
+        n=$((n + 1))
+        echo "$n" >"$TD_DIR/count-$1"
+        [ "$2" = --config ] && cp "$3" "$TD_DIR/config-$1"
+        if [ "$1" = join ] && [ -n "${TD_KILL_PARENT_ON_JOIN:-}" ]; then
+            kill -9 "$PPID"
+            exit 1
+        fi
+        limit=$(eval echo "\${TD_FAIL_$1:-0}")
+        if [ "$n" -le "$limit" ]; then
+            echo "kubeadm test double: $1 fails (call $n)" >&2
+            exit 1
+        fi
+        ;;
+    reset)
+        rm -rf "$HABUILD_PKI_DIR"
+        ;;
+esac
+exit 0
+"#;
+
+/// TEST DOUBLE of systemctl: logs its call.
+const SYSTEMCTL_DOUBLE: &str = r#"#!/bin/sh
+# TEST DOUBLE of systemctl (habuild tests/firstboot.rs).
+echo "systemctl $*" >>"$TD_DIR/calls"
+"#;
+
+/// TEST DOUBLE of the VIP probe: fails the first `TD_VIP_DOWN_FOR` calls.
+const PROBE_DOUBLE: &str = r#"#!/bin/sh
+# TEST DOUBLE of vip-probe (habuild tests/firstboot.rs).
+n=$(cat "$TD_DIR/count-probe" 2>/dev/null || echo 0)
+n=$((n + 1))
+echo "$n" >"$TD_DIR/count-probe"
+echo "probe $*" >>"$TD_DIR/calls"
+[ "$n" -gt "${TD_VIP_DOWN_FOR:-0}" ]
+"#;
+
+/// TEST DOUBLE of sleep: logs instead of waiting.
+const SLEEP_DOUBLE: &str = r#"#!/bin/sh
+# TEST DOUBLE of sleep (habuild tests/firstboot.rs).
+echo "sleep $*" >>"$TD_DIR/calls"
+"#;
+
+const PKI_FILES: &[&str] = &[
+    "ca.crt",
+    "ca.key",
+    "sa.key",
+    "sa.pub",
+    "front-proxy-ca.crt",
+    "front-proxy-ca.key",
+    "etcd/ca.crt",
+    "etcd/ca.key",
+];
+
+/// One node's world on the host: state, config and PKI directories, doubles.
+struct Node {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    action: &'static str,
+    env: Vec<(String, String)>,
+}
+
+fn write_exec(path: &Path, text: &str) {
+    fs::write(path, text).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+impl Node {
+    fn new(action: &'static str) -> Node {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let td = root.join("td");
+        fs::create_dir_all(&td).unwrap();
+        write_exec(&td.join("kubeadm-test-double"), KUBEADM_DOUBLE);
+        write_exec(&td.join("systemctl-test-double"), SYSTEMCTL_DOUBLE);
+        write_exec(&td.join("vip-probe-test-double"), PROBE_DOUBLE);
+        write_exec(&td.join("sleep-test-double"), SLEEP_DOUBLE);
+        let kdir = root.join("etc/habuild/kubeadm");
+        fs::create_dir_all(&kdir).unwrap();
+        let kind = if action == "init" {
+            "InitConfiguration"
+        } else {
+            "JoinConfiguration"
+        };
+        fs::write(kdir.join("kubeadm.yaml"), format!("kind: {kind}\n")).unwrap();
+        fs::copy(
+            repo_root().join("overlays/control-plane/etc/habuild/kubeadm/kubelet.yaml"),
+            kdir.join("kubelet.yaml"),
+        )
+        .unwrap();
+        let pki = root.join("etc/kubernetes/pki");
+        fs::create_dir_all(pki.join("etcd")).unwrap();
+        for f in PKI_FILES {
+            fs::write(pki.join(f), format!("baked {f}\n")).unwrap();
+        }
+        let path = |p: &Path| p.to_str().unwrap().to_string();
+        let env = vec![
+            ("TD_DIR", path(&td)),
+            ("HABUILD_ACTION", action.into()),
+            ("HABUILD_VIP", "10.10.197.101".into()),
+            ("HABUILD_API_PORT", "6443".into()),
+            ("HABUILD_STATE_DIR", path(&root.join("var/lib/habuild"))),
+            ("HABUILD_KUBEADM_DIR", path(&kdir)),
+            ("HABUILD_PKI_DIR", path(&pki)),
+            ("HABUILD_RUN_DIR", path(&root.join("run/habuild"))),
+            ("HABUILD_KUBEADM", path(&td.join("kubeadm-test-double"))),
+            ("HABUILD_SYSTEMCTL", path(&td.join("systemctl-test-double"))),
+            ("HABUILD_VIP_PROBE", path(&td.join("vip-probe-test-double"))),
+            ("HABUILD_SLEEP", path(&td.join("sleep-test-double"))),
+            ("HABUILD_RETRY_DELAY", "7".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        Node {
+            _tmp: tmp,
+            root,
+            action,
+            env,
+        }
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> &mut Node {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// One boot: runs the script as the unit would.
+    fn boot(&self) -> Output {
+        let out = Command::new("sh")
+            .arg(repo_root().join(SCRIPT))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("running firstboot.sh");
+        eprintln!(
+            "--- firstboot.sh ({}) exit {:?}\n{}{}",
+            self.action,
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// The doubles' calls so far, with the temporary root shown as `/`.
+    fn calls(&self) -> Vec<String> {
+        let root = self.root.to_str().unwrap();
+        fs::read_to_string(self.root.join("td/calls"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.replace(root, ""))
+            .collect()
+    }
+
+    fn clear_calls(&self) {
+        let _ = fs::remove_file(self.root.join("td/calls"));
+    }
+
+    fn status(&self) -> String {
+        fs::read_to_string(self.root.join("var/lib/habuild/firstboot.status"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn done(&self) -> bool {
+        self.root.join("var/lib/habuild/firstboot.done").exists()
+    }
+
+    fn pki_is_baked(&self) -> bool {
+        PKI_FILES.iter().all(|f| {
+            fs::read_to_string(self.root.join("etc/kubernetes/pki").join(f)).ok()
+                == Some(format!("baked {f}\n"))
+        })
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn init_path_starts_realserver_before_kubeadm_init() {
+    let node = Node::new("init");
+    let out = node.boot();
+    assert!(out.status.success());
+    assert_eq!(
+        node.calls(),
+        [
+            "systemctl start realServer.service",
+            "kubeadm init --config /run/habuild/kubeadm-init.yaml",
+            "systemctl enable realServer.service",
+        ]
+    );
+    assert_eq!(node.status(), "initialised");
+    assert!(node.done());
+    // kubeadm got this node's configuration plus the KubeletConfiguration.
+    let config = fs::read_to_string(node.root.join("td/config-init")).unwrap();
+    assert!(config.starts_with("kind: InitConfiguration\n"), "{config}");
+    assert!(
+        config.contains("\n---\n")
+            && config.contains("kind: KubeletConfiguration\ncgroupDriver: systemd"),
+        "{config}"
+    );
+    let mode = fs::metadata(node.root.join("run/habuild/kubeadm-init.yaml"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "the composed config holds the token");
+    assert!(stdout(&out).contains("status: initialising"));
+    // The saved copy of the PKI is gone once done; the PKI itself stays.
+    assert!(!node.root.join("var/lib/habuild/firstboot-pki").exists());
+    assert!(node.pki_is_baked());
+}
+
+#[test]
+fn join_path_joins_before_realserver() {
+    let node = Node::new("join");
+    let out = node.boot();
+    assert!(out.status.success());
+    assert_eq!(
+        node.calls(),
+        [
+            "systemctl stop realServer.service",
+            "probe 10.10.197.101 6443",
+            "kubeadm join --config /etc/habuild/kubeadm/kubeadm.yaml",
+            "systemctl enable --now realServer.service",
+        ]
+    );
+    assert_eq!(node.status(), "joined");
+    assert!(node.done());
+    let log = stdout(&out);
+    let order: Vec<usize> = [
+        "status: waiting-for-vip",
+        "status: joining",
+        "status: joined",
+    ]
+    .iter()
+    .map(|s| log.find(s).unwrap_or_else(|| panic!("{s}: {log}")))
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{log}");
+}
+
+#[test]
+fn a_vip_that_answers_late_is_waited_for_with_backoff() {
+    let mut node = Node::new("join");
+    node.set("TD_VIP_DOWN_FOR", "5")
+        .set("HABUILD_VIP_MAX_DELAY", "10");
+    let out = node.boot();
+    assert!(out.status.success());
+    let calls = node.calls();
+    let sleeps: Vec<&str> = calls
+        .iter()
+        .filter(|c| c.starts_with("sleep"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        sleeps,
+        ["sleep 2", "sleep 4", "sleep 8", "sleep 10", "sleep 10"]
+    );
+    assert_eq!(calls.iter().filter(|c| c.starts_with("probe")).count(), 6);
+    let log = stdout(&out);
+    for i in 1..=5 {
+        assert!(
+            log.contains(&format!("does not answer (attempt {i}/90)")),
+            "attempt {i} not logged: {log}"
+        );
+    }
+    assert!(log.contains("answers (attempt 6/90)"), "{log}");
+    assert_eq!(node.status(), "joined");
+}
+
+#[test]
+fn a_vip_that_never_answers_fails_without_joining() {
+    let mut node = Node::new("join");
+    node.set("TD_VIP_DOWN_FOR", "1000")
+        .set("HABUILD_VIP_TRIES", "4");
+    let out = node.boot();
+    assert_eq!(out.status.code(), Some(1), "the unit retries exit 1");
+    assert_eq!(
+        node.status(),
+        "failed: the VIP 10.10.197.101:6443 did not answer after 4 attempts"
+    );
+    assert!(!node.calls().iter().any(|c| c.starts_with("kubeadm")));
+    assert!(!node.calls().iter().any(|c| c.contains("enable")));
+    assert!(!node.done());
+}
+
+#[test]
+fn a_failed_join_is_reset_and_retried() {
+    let mut node = Node::new("join");
+    node.set("TD_FAIL_join", "1");
+    let out = node.boot();
+    assert!(out.status.success());
+    assert_eq!(
+        node.calls(),
+        [
+            "systemctl stop realServer.service",
+            "probe 10.10.197.101 6443",
+            "kubeadm join --config /etc/habuild/kubeadm/kubeadm.yaml",
+            "kubeadm reset -f",
+            "sleep 7",
+            "probe 10.10.197.101 6443",
+            "kubeadm join --config /etc/habuild/kubeadm/kubeadm.yaml",
+            "systemctl enable --now realServer.service",
+        ]
+    );
+    // The double's reset deleted the PKI, as kubeadm's does: restored.
+    assert!(node.pki_is_baked());
+    assert!(stdout(&node.boot()).contains("already done"));
+    assert_eq!(node.status(), "joined");
+}
+
+#[test]
+fn a_join_that_keeps_failing_ends_in_failed_status() {
+    let mut node = Node::new("join");
+    node.set("TD_FAIL_join", "100").set("HABUILD_ATTEMPTS", "2");
+    let out = node.boot();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        node.status(),
+        "failed: kubeadm join failed 2 times (see the journal: journalctl -u habuild-firstboot)"
+    );
+    let calls = node.calls();
+    assert_eq!(calls.iter().filter(|c| *c == "kubeadm reset -f").count(), 2);
+    assert!(!calls.iter().any(|c| c.contains("enable")), "{calls:?}");
+    assert!(!node.done());
+    assert!(node.pki_is_baked(), "left clean for the next try");
+    // The next boot (or the unit's restart) tries again from a clean node.
+    node.set("TD_FAIL_join", "0");
+    node.clear_calls();
+    assert!(node.boot().status.success());
+    assert!(!node.calls().contains(&"kubeadm reset -f".to_string()));
+    assert_eq!(node.status(), "joined");
+}
+
+#[test]
+fn a_power_cut_during_the_join_is_reset_on_the_next_boot() {
+    let mut node = Node::new("join");
+    node.set("TD_KILL_PARENT_ON_JOIN", "1");
+    let out = node.boot();
+    assert!(!out.status.success());
+    assert_eq!(node.status(), "joining", "the state a power cut leaves");
+    // The double stood for a kubeadm that got part-way: PKI half-replaced.
+    fs::write(node.root.join("etc/kubernetes/pki/ca.key"), "changed\n").unwrap();
+    let mut next = node.env.clone();
+    next.retain(|(k, _)| k != "TD_KILL_PARENT_ON_JOIN");
+    node.env = next;
+    node.clear_calls();
+    let out = node.boot();
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("an earlier boot stopped during kubeadm join"));
+    assert_eq!(
+        node.calls(),
+        [
+            "systemctl stop realServer.service",
+            "kubeadm reset -f",
+            "probe 10.10.197.101 6443",
+            "kubeadm join --config /etc/habuild/kubeadm/kubeadm.yaml",
+            "systemctl enable --now realServer.service",
+        ]
+    );
+    assert!(node.pki_is_baked());
+    assert_eq!(node.status(), "joined");
+}
+
+#[test]
+fn a_power_cut_after_kubeadm_finishes_only_the_rest() {
+    let node = Node::new("init");
+    let state = node.root.join("var/lib/habuild");
+    fs::create_dir_all(&state).unwrap();
+    fs::write(state.join("firstboot.phase"), "kubeadm-done\n").unwrap();
+    assert!(node.boot().status.success());
+    assert_eq!(
+        node.calls(),
+        [
+            "systemctl start realServer.service",
+            "systemctl enable realServer.service",
+        ]
+    );
+    assert_eq!(node.status(), "initialised");
+}
+
+#[test]
+fn a_second_boot_after_success_does_nothing() {
+    for action in ["init", "join"] {
+        let node = Node::new(action);
+        assert!(node.boot().status.success());
+        let status = node.status();
+        node.clear_calls();
+        let out = node.boot();
+        assert!(out.status.success());
+        assert!(stdout(&out).contains("already done"), "{}", stdout(&out));
+        assert!(node.calls().is_empty(), "{:?}", node.calls());
+        assert_eq!(node.status(), status);
+    }
+}
+
+#[test]
+fn without_kubeadm_or_action_it_fails_for_good() {
+    let mut node = Node::new("join");
+    node.set("HABUILD_KUBEADM", "/nonexistent/kubeadm");
+    assert_eq!(
+        node.boot().status.code(),
+        Some(2),
+        "not retried by the unit"
+    );
+    assert!(node
+        .status()
+        .starts_with("failed: /nonexistent/kubeadm is not installed"));
+    let mut node = Node::new("join");
+    node.set("HABUILD_ACTION", "explode");
+    assert_eq!(node.boot().status.code(), Some(2));
+    assert!(node.status().contains("not init or join"));
+    let node = Node::new("join");
+    fs::remove_file(node.root.join("etc/kubernetes/pki/etcd/ca.key")).unwrap();
+    assert_eq!(node.boot().status.code(), Some(2));
+    assert!(node.status().contains("lacks"), "{}", node.status());
+    assert!(node.calls().is_empty());
+}
+
+#[test]
+fn scripts_pass_shellcheck() {
+    let out = Command::new("shellcheck")
+        .arg("--norc")
+        .arg(repo_root().join(SCRIPT))
+        .arg(repo_root().join(PROBE))
+        .output();
+    match out {
+        Err(e) => eprintln!("SKIPPED: shellcheck not installed ({e})"),
+        Ok(o) => assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout)),
+    }
+    // POSIX sh, not bash: the script runs under dash on Debian and Ubuntu.
+    let head = fs::read_to_string(repo_root().join(SCRIPT)).unwrap();
+    assert!(head.starts_with("#!/bin/sh\n"));
+}
+
+/// The real probe (not a double), against listeners on this machine only.
+#[test]
+fn the_vip_probe_tells_an_open_port_from_a_closed_one() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let open = listener.local_addr().unwrap().port();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let probe = |port: u16| {
+        Command::new(repo_root().join(PROBE))
+            .args(["127.0.0.1", &port.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(probe(open));
+    assert!(!probe(closed));
+}

@@ -1,0 +1,237 @@
+#!/bin/sh
+# Installed by habuild; run by habuild-firstboot.service at boot until it has
+# succeeded once. Forms the HA control plane in the seed document's order:
+#
+#   init node (first control plane of the manifest): realServer up (the VIP
+#     on lo) BEFORE `kubeadm init`, so this node reaches the VIP, through the
+#     director, at itself;
+#   every other control plane: wait until the VIP answers on the API port,
+#     `kubeadm join --control-plane`, and only THEN realServer up (with the
+#     VIP on lo before the join, the join's requests to the VIP would stay on
+#     this node, where no API server runs yet).
+#
+# Runs once: $STATE_DIR/firstboot.done marks success. A power cut part-way
+# is recovered on the next boot: after kubeadm finished, the remaining steps
+# run; during kubeadm, the node is reset (`kubeadm reset -f`, then the baked
+# PKI restored, which the reset deletes) and kubeadm runs again.
+# Every step is logged (stdout: the journal); $STATE_DIR/firstboot.status
+# says where the node stands: starting, initialising, initialised,
+# waiting-for-vip, joining, joined, or "failed: <reason>".
+#
+# Every path and command can be replaced through the environment (the
+# defaults are the image's), so the script runs on a build host against
+# test doubles of kubeadm, systemctl and the VIP probe.
+set -u
+
+: "${HABUILD_ACTION:=}"
+: "${HABUILD_VIP:=}"
+: "${HABUILD_API_PORT:=6443}"
+: "${HABUILD_STATE_DIR:=/var/lib/habuild}"
+: "${HABUILD_KUBEADM_DIR:=/etc/habuild/kubeadm}"
+: "${HABUILD_PKI_DIR:=/etc/kubernetes/pki}"
+: "${HABUILD_RUN_DIR:=/run/habuild}"
+: "${HABUILD_KUBEADM:=kubeadm}"
+: "${HABUILD_SYSTEMCTL:=systemctl}"
+: "${HABUILD_VIP_PROBE:=/usr/local/lib/habuild/vip-probe}"
+: "${HABUILD_SLEEP:=sleep}"
+# VIP probes: bounded, with a delay doubling from VIP_DELAY up to
+# VIP_MAX_DELAY seconds (90 tries: about 40 minutes, time for the init node
+# to pull its images). The unit restarts the script after a failure.
+: "${HABUILD_VIP_TRIES:=90}"
+: "${HABUILD_VIP_DELAY:=2}"
+: "${HABUILD_VIP_MAX_DELAY:=30}"
+# kubeadm init/join attempts per run, with a reset and a pause between.
+: "${HABUILD_ATTEMPTS:=3}"
+: "${HABUILD_RETRY_DELAY:=30}"
+
+STATUS=$HABUILD_STATE_DIR/firstboot.status
+DONE=$HABUILD_STATE_DIR/firstboot.done
+# "kubeadm-started" while kubeadm may have changed the node, "kubeadm-done"
+# once it succeeded; absent before the first attempt and after a reset.
+PHASE=$HABUILD_STATE_DIR/firstboot.phase
+# The CA material as baked into the image: `kubeadm reset` empties the PKI
+# directory, and a retry needs the cluster's CAs back, not new ones.
+SAVED_PKI=$HABUILD_STATE_DIR/firstboot-pki
+PKI_FILES="ca.crt ca.key sa.key sa.pub front-proxy-ca.crt front-proxy-ca.key etcd/ca.crt etcd/ca.key"
+
+log() {
+    echo "habuild-firstboot: $*"
+}
+
+status() {
+    printf '%s\n' "$1" >"$STATUS.tmp" && mv -f "$STATUS.tmp" "$STATUS"
+    log "status: $1"
+}
+
+# fail REASON [EXIT]: exit 2 marks what a restart cannot fix (the unit's
+# RestartPreventExitStatus=2); 1 is retried by the unit.
+fail() {
+    status "failed: $1"
+    exit "${2:-1}"
+}
+
+phase() {
+    printf '%s\n' "$1" >"$PHASE.tmp" && mv -f "$PHASE.tmp" "$PHASE"
+}
+
+save_pki() {
+    if [ -d "$SAVED_PKI" ]; then
+        return 0
+    fi
+    for f in $PKI_FILES; do
+        [ -f "$HABUILD_PKI_DIR/$f" ] ||
+            fail "the image lacks $HABUILD_PKI_DIR/$f (was it built with the cluster's secrets?)" 2
+    done
+    rm -rf "$SAVED_PKI.tmp"
+    mkdir -m 700 "$SAVED_PKI.tmp" "$SAVED_PKI.tmp/etcd" || fail "cannot save the PKI to $SAVED_PKI"
+    for f in $PKI_FILES; do
+        cp -p "$HABUILD_PKI_DIR/$f" "$SAVED_PKI.tmp/$f" || fail "cannot save $HABUILD_PKI_DIR/$f"
+    done
+    # Complete or absent: a power cut while copying leaves only the .tmp.
+    mv "$SAVED_PKI.tmp" "$SAVED_PKI" || fail "cannot save the PKI to $SAVED_PKI"
+    sync
+    log "saved the baked PKI to $SAVED_PKI"
+}
+
+restore_pki() {
+    mkdir -p "$HABUILD_PKI_DIR/etcd" || fail "cannot create $HABUILD_PKI_DIR"
+    for f in $PKI_FILES; do
+        cp -p "$SAVED_PKI/$f" "$HABUILD_PKI_DIR/$f" || fail "cannot restore $HABUILD_PKI_DIR/$f"
+    done
+    log "restored the cluster's PKI in $HABUILD_PKI_DIR"
+}
+
+# Undoes a partial kubeadm run so that the next one starts clean.
+reset_node() {
+    log "running: $HABUILD_KUBEADM reset -f"
+    if ! "$HABUILD_KUBEADM" reset -f; then
+        log "kubeadm reset failed; going on (the next kubeadm run will say what is left)"
+    fi
+    restore_pki
+    rm -f "$PHASE"
+}
+
+wait_for_vip() {
+    status waiting-for-vip
+    try=1
+    delay=$HABUILD_VIP_DELAY
+    while :; do
+        if "$HABUILD_VIP_PROBE" "$HABUILD_VIP" "$HABUILD_API_PORT"; then
+            log "the VIP $HABUILD_VIP:$HABUILD_API_PORT answers (attempt $try/$HABUILD_VIP_TRIES)"
+            return 0
+        fi
+        if [ "$try" -ge "$HABUILD_VIP_TRIES" ]; then
+            fail "the VIP $HABUILD_VIP:$HABUILD_API_PORT did not answer after $try attempts"
+        fi
+        log "the VIP $HABUILD_VIP:$HABUILD_API_PORT does not answer (attempt $try/$HABUILD_VIP_TRIES); next try in ${delay}s"
+        "$HABUILD_SLEEP" "$delay"
+        try=$((try + 1))
+        delay=$((delay * 2))
+        if [ "$delay" -gt "$HABUILD_VIP_MAX_DELAY" ]; then
+            delay=$HABUILD_VIP_MAX_DELAY
+        fi
+    done
+}
+
+# kubeadm init reads one file: this node's InitConfiguration and
+# ClusterConfiguration, and the KubeletConfiguration (cgroupDriver: systemd).
+init_config() {
+    config=$HABUILD_RUN_DIR/kubeadm-init.yaml
+    (
+        umask 077
+        mkdir -p "$HABUILD_RUN_DIR" &&
+            {
+                cat "$HABUILD_KUBEADM_DIR/kubeadm.yaml" &&
+                    printf '\n---\n' &&
+                    cat "$HABUILD_KUBEADM_DIR/kubelet.yaml"
+            } >"$config"
+    ) || fail "cannot write $config"
+}
+
+run_kubeadm() {
+    attempt=1
+    while :; do
+        if [ "$HABUILD_ACTION" = join ]; then
+            wait_for_vip
+            status joining
+            set -- join --config "$HABUILD_KUBEADM_DIR/kubeadm.yaml"
+        else
+            status initialising
+            init_config
+            set -- init --config "$config"
+        fi
+        phase kubeadm-started
+        log "running: $HABUILD_KUBEADM $* (attempt $attempt/$HABUILD_ATTEMPTS)"
+        if "$HABUILD_KUBEADM" "$@"; then
+            phase kubeadm-done
+            log "kubeadm $HABUILD_ACTION succeeded"
+            return 0
+        fi
+        log "kubeadm $HABUILD_ACTION failed (attempt $attempt/$HABUILD_ATTEMPTS)"
+        reset_node
+        if [ "$attempt" -ge "$HABUILD_ATTEMPTS" ]; then
+            fail "kubeadm $HABUILD_ACTION failed $attempt times (see the journal: journalctl -u habuild-firstboot)"
+        fi
+        attempt=$((attempt + 1))
+        log "retrying in ${HABUILD_RETRY_DELAY}s"
+        "$HABUILD_SLEEP" "$HABUILD_RETRY_DELAY"
+    done
+}
+
+main() {
+    mkdir -p "$HABUILD_STATE_DIR" || exit 1
+    if [ -e "$DONE" ]; then
+        log "already done ($DONE exists): nothing to do"
+        exit 0
+    fi
+    status starting
+    case $HABUILD_ACTION in
+        init | join) ;;
+        *) fail "HABUILD_ACTION is \"$HABUILD_ACTION\", not init or join (see /etc/habuild/firstboot.env)" 2 ;;
+    esac
+    [ -n "$HABUILD_VIP" ] || fail "HABUILD_VIP is not set (see /etc/habuild/firstboot.env)" 2
+    command -v "$HABUILD_KUBEADM" >/dev/null 2>&1 ||
+        fail "$HABUILD_KUBEADM is not installed (image built with --without-kubernetes?)" 2
+    save_pki
+
+    last=$(cat "$PHASE" 2>/dev/null || true)
+    if [ "$HABUILD_ACTION" = init ]; then
+        # The seed: the VIP on lo of the first control plane before kubeadm init.
+        log "starting realServer (the VIP on lo) before kubeadm init"
+        "$HABUILD_SYSTEMCTL" start realServer.service || fail "systemctl start realServer.service failed"
+    elif [ "$last" != kubeadm-done ]; then
+        # Never joined with the VIP on lo (a unit enabled by hand, a retry).
+        "$HABUILD_SYSTEMCTL" stop realServer.service ||
+            log "systemctl stop realServer.service failed; going on"
+    fi
+
+    case $last in
+        kubeadm-done)
+            log "kubeadm $HABUILD_ACTION finished on an earlier boot; finishing"
+            ;;
+        kubeadm-started)
+            log "an earlier boot stopped during kubeadm $HABUILD_ACTION: resetting the node first"
+            reset_node
+            run_kubeadm
+            ;;
+        *)
+            run_kubeadm
+            ;;
+    esac
+
+    if [ "$HABUILD_ACTION" = init ]; then
+        # From now on the VIP goes on lo at every boot.
+        "$HABUILD_SYSTEMCTL" enable realServer.service || fail "systemctl enable realServer.service failed"
+        final=initialised
+    else
+        log "joined: starting realServer (the VIP on lo) now"
+        "$HABUILD_SYSTEMCTL" enable --now realServer.service ||
+            fail "systemctl enable --now realServer.service failed"
+        final=joined
+    fi
+    touch "$DONE" || fail "cannot write $DONE"
+    rm -rf "$SAVED_PKI" "$PHASE"
+    status "$final"
+}
+
+main "$@"
