@@ -139,7 +139,8 @@ pub fn run(args: &ImageArgs) -> Result<()> {
             } else {
                 ""
             },
-            if b.kubernetes_included {
+            // Directors never carry them; only a control plane misses them.
+            if b.kubernetes_included || b.role != crate::config::Role::ControlPlane {
                 ""
             } else {
                 ", WITHOUT Kubernetes/CRI-O packages"

@@ -113,6 +113,9 @@ pub struct RawNode {
     pub address: String,
     /// VRRP priority, directors only (the seed's director has 100).
     pub priority: Option<u8>,
+    /// MAC address of the director's LAN NIC ("52:54:00:12:34:56"): the
+    /// image names that NIC `lan0` by it. Directors only; optional.
+    pub mac: Option<String>,
 }
 
 fn default_distro() -> String {
@@ -154,6 +157,8 @@ pub struct Node {
     pub board: String,
     pub address: Ipv4Addr,
     pub priority: u8,
+    /// Directors only: the LAN NIC's MAC, lower-case, colon-separated.
+    pub mac: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,6 +270,40 @@ fn is_hostname(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+/// "52:54:00:AB:cd:EF" → "52:54:00:ab:cd:ef". A NIC's own address only:
+/// six colon-separated hex octets, neither multicast/broadcast nor all zero
+/// (those never belong to one card, so a .link file matching them would
+/// name nothing, or the wrong thing).
+pub fn parse_mac(s: &str) -> Result<String, String> {
+    let octets: Vec<Option<u8>> = s
+        .split(':')
+        .map(|o| {
+            // from_str_radix alone would take "+f".
+            (o.len() == 2 && o.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| u8::from_str_radix(o, 16).ok())
+                .flatten()
+        })
+        .collect();
+    let bad = || format!("{s:?} is not a MAC address like \"52:54:00:12:34:56\"");
+    if octets.len() != 6 || octets.iter().any(Option::is_none) {
+        return Err(bad());
+    }
+    let octets: Vec<u8> = octets.into_iter().flatten().collect();
+    if octets[0] & 1 == 1 {
+        return Err(format!(
+            "{s:?} is a multicast or broadcast address, not a NIC's own"
+        ));
+    }
+    if octets.iter().all(|&o| o == 0) {
+        return Err(format!("{s:?} is the all-zero address, not a NIC's own"));
+    }
+    Ok(octets
+        .iter()
+        .map(|o| format!("{o:02x}"))
+        .collect::<Vec<_>>()
+        .join(":"))
 }
 
 /// A bootstrap token TTL in the Go duration form kubeadm reads, limited to
@@ -501,6 +540,7 @@ fn validate(file: &Path, raw: RawManifest, known: &Known) -> Result<Cluster, Con
     let mut nodes = Vec::new();
     let mut seen_names: BTreeMap<&str, usize> = BTreeMap::new();
     let mut seen_addrs: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
+    let mut seen_macs: BTreeMap<String, String> = BTreeMap::new();
     if let Some(v) = vip {
         seen_addrs.insert(v, "vip.address".into());
     }
@@ -563,6 +603,28 @@ fn validate(file: &Path, raw: RawManifest, known: &Known) -> Result<Cluster, Con
             }
             _ => {}
         }
+        let mac = rn.mac.as_deref().and_then(|m| match (role, parse_mac(m)) {
+            (Some(Role::ControlPlane), _) => {
+                p.add(
+                    key("mac"),
+                    "only directors have a `mac` (it names their LAN NIC for keepalived)",
+                );
+                None
+            }
+            (_, Err(e)) => {
+                p.add(key("mac"), e);
+                None
+            }
+            (_, Ok(m)) => {
+                if let Some(other) = seen_macs.insert(m.clone(), key("mac")) {
+                    p.add(
+                        key("mac"),
+                        format!("duplicate MAC address {m} (also {other})"),
+                    );
+                }
+                Some(m)
+            }
+        });
         if let (Some(role), Some(address)) = (role, address) {
             let default_priority = 100u8.saturating_sub(
                 10 * nodes
@@ -576,6 +638,7 @@ fn validate(file: &Path, raw: RawManifest, known: &Known) -> Result<Cluster, Con
                 board: rn.board.clone(),
                 address,
                 priority: rn.priority.unwrap_or(default_priority),
+                mac,
             });
         }
     }

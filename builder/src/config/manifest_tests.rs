@@ -152,8 +152,8 @@ fn unknown_key_names_path_and_line() {
     let shown = error_for(&m, "vip.prot");
     assert!(shown.contains("unknown field `prot`"), "{shown}");
     assert!(shown.contains("line "), "{shown}");
-    let m = SEED.replace("board = \"amd64\"", "board = \"amd64\"\nmac = \"x\"");
-    assert!(error_for(&m, "nodes[0].mac").contains("unknown field `mac`"));
+    let m = SEED.replace("board = \"amd64\"", "board = \"amd64\"\nnic = \"x\"");
+    assert!(error_for(&m, "nodes[0].nic").contains("unknown field `nic`"));
 }
 
 #[test]
@@ -285,4 +285,49 @@ fn no_director() {
         .replace("priority = 100\n", "");
     let errs = load(&m).unwrap_err();
     assert!(errs.to_string().contains("no director"), "{errs}");
+}
+
+#[test]
+fn director_mac_is_validated_and_normalised() {
+    let with_mac = |mac: &str| {
+        SEED.replace(
+            "board = \"amd64\"",
+            &format!("board = \"amd64\"\nmac = \"{mac}\""),
+        )
+    };
+    let c = load(&with_mac("52:54:00:AB:cd:0F")).unwrap();
+    assert_eq!(c.nodes[0].mac.as_deref(), Some("52:54:00:ab:cd:0f"));
+    assert_eq!(load(SEED).unwrap().nodes[0].mac, None, "mac is optional");
+    for (bad, why) in [
+        ("52:54:00:12:34", "not a MAC address"),
+        ("52-54-00-12-34-56", "not a MAC address"),
+        ("52:54:00:12:34:5g", "not a MAC address"),
+        ("52:54:00:12:34:+f", "not a MAC address"),
+        ("01:00:5e:00:00:12", "multicast or broadcast"),
+        ("ff:ff:ff:ff:ff:ff", "multicast or broadcast"),
+        ("00:00:00:00:00:00", "all-zero"),
+    ] {
+        let shown = error_for(&with_mac(bad), "nodes[0].mac");
+        assert!(shown.contains(why), "{bad}: {shown}");
+    }
+}
+
+#[test]
+fn mac_only_on_directors_and_unique() {
+    let m = SEED.replace(
+        "board = \"rpi4\"\naddress = \"10.10.197.98\"",
+        "board = \"rpi4\"\naddress = \"10.10.197.98\"\nmac = \"52:54:00:12:34:56\"",
+    );
+    assert!(error_for(&m, "nodes[1].mac").contains("only directors"));
+    let m = SEED
+        .replace(
+            "board = \"amd64\"",
+            "board = \"amd64\"\nmac = \"52:54:00:12:34:56\"",
+        )
+        .replace(
+            "# The first control plane",
+            "[[nodes]]\nname = \"master-x86-2\"\nrole = \"director\"\nboard = \"amd64\"\naddress = \"10.10.197.95\"\npriority = 90\nmac = \"52:54:00:12:34:56\"\n\n# The first control plane",
+        );
+    assert!(error_for(&m, "nodes[1].mac")
+        .contains("duplicate MAC address 52:54:00:12:34:56 (also nodes[0].mac)"));
 }

@@ -361,9 +361,9 @@ pub const TOOLS: &[Tool] = &[
     },
     Tool {
         name: "keepalived",
-        purpose: "checks rendered director configs (`keepalived -t`, tests)",
+        purpose: "checks each director's rendered keepalived.conf (`keepalived --config-test`)",
         package: "keepalived",
-        need: Need::Test,
+        need: Need::Image,
         min_version: None,
         backports: false,
         probe: cmd("keepalived", &["--version"], parse_keepalived),

@@ -1,8 +1,17 @@
 //! The template context of one node, from its plan (pure).
 
-use crate::config::{Node, Role};
+use crate::config::{Cluster, Node, Role};
 use crate::plan::{KubernetesSource, NodePlan};
-use crate::rootfs::render::{BootCtx, ClusterCtx, NodeCtx, PeerCtx, RenderContext, VipCtx};
+use crate::rootfs::render::{
+    BootCtx, ClusterCtx, DirectorCtx, LanCtx, LoadBalancerCtx, NodeCtx, PeerCtx, RenderContext,
+    VipCtx, VrrpCtx,
+};
+
+/// The name a director's LAN NIC gets in its image (a systemd .link file
+/// renames it), so keepalived.conf and the .network file do not depend on
+/// how the kernel or udev would name the NIC of a particular machine (the
+/// seed's PC called it eno1; a QEMU guest has enp0s2 or ens3).
+pub const DIRECTOR_LAN: &str = "lan0";
 
 pub fn render_context(plan: &NodePlan) -> RenderContext {
     let c = &plan.cluster;
@@ -55,5 +64,57 @@ pub fn render_context(plan: &NodePlan) -> RenderContext {
             initrd_file: "initrd.img".into(),
         },
         kubernetes_packages: !matches!(plan.kubernetes, KubernetesSource::Without),
+        loadbalancer: loadbalancer(c),
+        lan: (plan.node.role == Role::Director).then(|| LanCtx {
+            name: DIRECTOR_LAN.into(),
+            mac: plan.node.mac.clone(),
+        }),
+        vrrp: vrrp(c, &plan.node),
     }
+}
+
+/// The first director listed starts as VRRP master; the others, with the
+/// lower priorities validation guarantees, as backups.
+fn loadbalancer(c: &Cluster) -> LoadBalancerCtx {
+    let lb = &c.loadbalancer;
+    LoadBalancerCtx {
+        virtual_router_id: lb.virtual_router_id,
+        advert_int: lb.advert_int,
+        lvs_scheduler: lb.lvs_scheduler.clone(),
+        lvs_method: lb.lvs_method.clone(),
+        weight: lb.weight,
+        delay_loop: lb.delay_loop,
+        connect_timeout: lb.connect_timeout,
+        retry: lb.retry,
+        delay_before_retry: lb.delay_before_retry,
+        directors: c
+            .directors()
+            .enumerate()
+            .map(|(i, d)| DirectorCtx {
+                name: d.name.clone(),
+                address: d.address.to_string(),
+                state: if i == 0 { "MASTER" } else { "BACKUP" }.into(),
+                priority: d.priority,
+            })
+            .collect(),
+    }
+}
+
+fn vrrp(c: &Cluster, node: &Node) -> Option<VrrpCtx> {
+    if node.role != Role::Director {
+        return None;
+    }
+    let me = loadbalancer(c)
+        .directors
+        .into_iter()
+        .find(|d| d.name == node.name)?;
+    Some(VrrpCtx {
+        state: me.state,
+        priority: me.priority,
+        unicast_peers: c
+            .directors()
+            .filter(|d| d.name != node.name)
+            .map(|d| d.address.to_string())
+            .collect(),
+    })
 }

@@ -61,6 +61,7 @@ pub struct BuildRequest {
 #[derive(Debug, Clone)]
 pub struct BuiltNode {
     pub node: String,
+    pub role: crate::config::Role,
     pub image: PathBuf,
     pub image_size: u64,
     pub base_reused: bool,
@@ -117,7 +118,16 @@ pub fn build(req: &BuildRequest) -> Result<Vec<BuiltNode>> {
     }
     let nodes = select_nodes(&cluster, &req.selection, req.board.as_deref())?;
     let distro = req.project.distro(&cluster.distro)?;
-    let kubernetes = resolve_kubernetes(&req.kubernetes, &cluster)?;
+    // Directors install no Kubernetes packages: building only directors
+    // needs neither pkgs.k8s.io nor a bundle.
+    let kubernetes = if nodes
+        .iter()
+        .any(|n| n.role == crate::config::Role::ControlPlane)
+    {
+        resolve_kubernetes(&req.kubernetes, &cluster)?
+    } else {
+        KubernetesSource::Without
+    };
     let out_dir = req.out_dir.join(&cluster.name);
     let mut built = Vec::new();
     for node in nodes {
@@ -255,6 +265,12 @@ fn build_node(plan: &NodePlan, out_dir: &Path, cache_dir: &Path) -> Result<Built
     let ctx = context::render_context(plan);
     let staged = layer::stage(plan, &base.tree, &work, &ctx)?;
     step.finish();
+    if plan.node.role == crate::config::Role::Director {
+        // Before anything is assembled: a value keepalived rejects stops here.
+        let step = Step::start("checking keepalived.conf (--config-test)");
+        crate::rootfs::keepalived::check_staged_root(&staged.root_tree)?;
+        step.finish();
+    }
 
     let pending = output::pending_dir(out_dir, node)?;
     let _pending_guard = cleanup::remove_on_exit(&pending);
@@ -364,6 +380,7 @@ fn build_node(plan: &NodePlan, out_dir: &Path, cache_dir: &Path) -> Result<Built
 
     Ok(BuiltNode {
         node: node.clone(),
+        role: plan.node.role,
         image: out_dir.join(&image_name),
         image_size: layout.total_size,
         base_reused: base.reused,

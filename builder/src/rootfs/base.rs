@@ -18,7 +18,7 @@ use crate::util::progress::Step;
 
 /// Bumped when the way habuild calls the bootstrapper changes, so old cache
 /// entries stop matching.
-const RECIPE_VERSION: u32 = 1;
+const RECIPE_VERSION: u32 = 2;
 
 /// A base root filesystem in the cache.
 #[derive(Debug, Clone)]
@@ -168,13 +168,11 @@ pub fn ensure_base(spec: &BaseSpec, cache_dir: &Path) -> Result<Base> {
 }
 
 pub fn mmdebstrap_command(spec: &BaseSpec, target: &Path) -> Command {
-    let mut include: Vec<String> = spec.packages.clone();
-    include.extend(spec.local_debs.iter().map(|p| p.display().to_string()));
     let mut cmd = Command::new("mmdebstrap");
     cmd.arg("--mode=root")
         .arg(format!("--arch={}", spec.arch.debian_name()))
         .arg("--variant=minbase")
-        .arg(format!("--include={}", include.join(",")))
+        .arg(format!("--include={}", spec.packages.join(",")))
         // Documentation is not needed on an appliance; copyright files stay.
         .arg("--dpkgopt=path-exclude=/usr/share/man/*")
         .arg("--dpkgopt=path-exclude=/usr/share/doc/*")
@@ -184,8 +182,25 @@ pub fn mmdebstrap_command(spec: &BaseSpec, target: &Path) -> Command {
         .arg("--aptopt=Acquire::http::Timeout \"30\"")
         .arg("--aptopt=Acquire::https::Timeout \"30\"")
         // Never install without verified signatures, whatever the host says.
-        .arg("--aptopt=APT::Get::AllowUnauthenticated \"false\"")
-        .arg(&spec.sources[0].suites[0])
+        .arg("--aptopt=APT::Get::AllowUnauthenticated \"false\"");
+    if !spec.local_debs.is_empty() {
+        // The offline bundle: apt inside the new system installs the .debs
+        // (resolving their dependencies from the verified archive). Passing
+        // .deb paths to --include fails in root mode: apt stages them in the
+        // host's /tmp, which dpkg in the chroot cannot see.
+        let mut copy_in = String::from("copy-in");
+        for deb in &spec.local_debs {
+            copy_in.push(' ');
+            copy_in.push_str(&deb.display().to_string());
+        }
+        copy_in.push_str(" /var/cache/habuild-bundle");
+        cmd.arg("--customize-hook=mkdir -p \"$1/var/cache/habuild-bundle\"")
+            .arg(format!("--customize-hook={copy_in}"))
+            // The glob must expand inside the chroot, not on the host.
+            .arg("--customize-hook=chroot \"$1\" sh -c \"DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends /var/cache/habuild-bundle/*.deb\"")
+            .arg("--customize-hook=rm -rf \"$1/var/cache/habuild-bundle\"");
+    }
+    cmd.arg(&spec.sources[0].suites[0])
         .arg(target);
     for s in &spec.sources {
         for line in s.lines() {

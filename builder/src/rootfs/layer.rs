@@ -179,7 +179,12 @@ fn gather_boot_file(root: &Path, boot: &Path, bf: &BootFile) -> Result<()> {
         }
     } else {
         let newest = matches.last().expect("not empty");
-        copy_following_links(newest, &boot.join(bf.to.trim_start_matches('/')))?;
+        let dest = boot.join(bf.to.trim_start_matches('/'));
+        // A file deeper in the partition (EFI/BOOT/BOOTX64.EFI) needs its directories.
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        copy_following_links(newest, &dest)?;
     }
     Ok(())
 }
@@ -300,6 +305,21 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(boot.join("vmlinuz")).unwrap(),
             "new"
+        );
+        gather_boot_file(
+            &root,
+            &boot,
+            &BootFile {
+                from: "boot/vmlinuz-6.12.9".into(),
+                to: "EFI/BOOT/BOOTX64.EFI".into(),
+                optional: false,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(boot.join("EFI/BOOT/BOOTX64.EFI")).unwrap(),
+            "old",
+            "a file's directories on the boot partition are created"
         );
         assert_eq!(
             std::fs::read_to_string(boot.join("overlays/x.dtbo")).unwrap(),

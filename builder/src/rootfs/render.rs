@@ -42,6 +42,13 @@ pub struct RenderContext {
     pub boot: BootCtx,
     /// False when the image is built without kubeadm/kubelet/CRI-O packages.
     pub kubernetes_packages: bool,
+    /// keepalived / LVS settings, the same for every director.
+    pub loadbalancer: LoadBalancerCtx,
+    /// The NIC a director's network config and keepalived refer to by name;
+    /// `None` on control planes (their .network matches kernel names).
+    pub lan: Option<LanCtx>,
+    /// This director's VRRP role; `None` on control planes.
+    pub vrrp: Option<VrrpCtx>,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -126,6 +133,54 @@ pub struct BootCtx {
     /// Kernel and initramfs names inside the boot partition.
     pub kernel_file: String,
     pub initrd_file: String,
+}
+
+/// The manifest's `[loadbalancer]` plus every director.
+#[derive(Serialize, Clone, Debug)]
+pub struct LoadBalancerCtx {
+    pub virtual_router_id: u8,
+    pub advert_int: u32,
+    /// IPVS scheduler, e.g. "wrr" (also names the module `ip_vs_wrr`).
+    pub lvs_scheduler: String,
+    /// "DR"
+    pub lvs_method: String,
+    pub weight: u32,
+    pub delay_loop: u32,
+    pub connect_timeout: u32,
+    pub retry: u32,
+    pub delay_before_retry: u32,
+    /// Directors in manifest order; the first is the VRRP master.
+    pub directors: Vec<DirectorCtx>,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct DirectorCtx {
+    pub name: String,
+    pub address: String,
+    /// "MASTER" or "BACKUP": the initial VRRP state.
+    pub state: String,
+    pub priority: u8,
+}
+
+/// A director's LAN NIC, named by a systemd .link file.
+#[derive(Serialize, Clone, Debug)]
+pub struct LanCtx {
+    /// e.g. "lan0"
+    pub name: String,
+    /// The MAC the .link file matches (lower-case); `None`: the fallback
+    /// match on the one physical Ethernet NIC.
+    pub mac: Option<String>,
+}
+
+/// This director's part in VRRP.
+#[derive(Serialize, Clone, Debug)]
+pub struct VrrpCtx {
+    /// "MASTER" or "BACKUP"
+    pub state: String,
+    pub priority: u8,
+    /// The other directors' addresses, where adverts go by unicast; empty
+    /// with a single director (multicast, as in the seed).
+    pub unicast_peers: Vec<String>,
 }
 
 /// One regular file an overlay wrote into the target tree.

@@ -89,6 +89,30 @@ fn seed_ctx() -> RenderContext {
             initrd_file: "initrd.img".into(),
         },
         kubernetes_packages: true,
+        loadbalancer: seed_loadbalancer(),
+        lan: None,
+        vrrp: None,
+    }
+}
+
+/// The seed's `[loadbalancer]` and its one director.
+pub(crate) fn seed_loadbalancer() -> LoadBalancerCtx {
+    LoadBalancerCtx {
+        virtual_router_id: 254,
+        advert_int: 1,
+        lvs_scheduler: "wrr".into(),
+        lvs_method: "DR".into(),
+        weight: 10,
+        delay_loop: 6,
+        connect_timeout: 10,
+        retry: 3,
+        delay_before_retry: 3,
+        directors: vec![DirectorCtx {
+            name: "master-x86-1".into(),
+            address: "10.10.197.96".into(),
+            state: "MASTER".into(),
+            priority: 100,
+        }],
     }
 }
 
