@@ -8,6 +8,7 @@ pub mod artifact;
 pub mod cli;
 pub mod config;
 pub mod disk;
+pub mod flash;
 pub mod fs;
 pub mod host;
 pub mod pipeline;

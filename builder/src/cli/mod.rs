@@ -2,10 +2,12 @@
 //! sets up logging and maps errors to exit codes.
 
 pub mod doctor;
+pub mod flash;
 pub mod image;
 pub mod kubeconfig;
 pub mod secrets;
 pub mod test;
+pub mod test_doubles;
 
 use std::process::ExitCode;
 
@@ -33,12 +35,16 @@ pub enum Command {
     Image(Box<image::ImageArgs>),
     /// Check (and with --install, set up) the host tools the build needs.
     Doctor(doctor::DoctorArgs),
+    /// Write an image to an SD card (or file): bmap-aware, verified, refuses disks in use.
+    Flash(flash::FlashArgs),
     /// Create (once) or show the cluster's secrets file: CAs, service-account key, bootstrap token.
     Secrets(secrets::SecretsArgs),
     /// Write an admin kubeconfig for the cluster's API VIP, signed by the cluster CA.
     Kubeconfig(kubeconfig::KubeconfigArgs),
     /// Boot built images under QEMU and check them from inside.
     Test(test::TestArgs),
+    /// Build the offline bundle of Kubernetes/CRI-O TEST DOUBLES (for tests only).
+    TestDoubles(test_doubles::TestDoublesArgs),
 }
 
 /// Exit codes: 0 success, 1 failure, 2 invalid configuration or usage.
@@ -59,9 +65,11 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Image(a) => image::run(a),
         Command::Doctor(a) => doctor::run(a),
+        Command::Flash(a) => flash::run(a),
         Command::Secrets(a) => secrets::run(a),
         Command::Kubeconfig(a) => kubeconfig::run(a),
         Command::Test(a) => test::run(a),
+        Command::TestDoubles(a) => test_doubles::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 //! left behind (final names only ever appear through a rename).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 fn registry() -> &'static Mutex<Vec<PathBuf>> {
@@ -44,10 +45,42 @@ fn remove(path: &Path) {
     }
 }
 
+/// Work that must not be cut off mid-write (flashing a card) registers
+/// with `cooperate()`: while it does, the first Ctrl-C only sets a flag
+/// that the work polls between writes (`interrupted()`), so it can stop
+/// cleanly and say what state it left; a second Ctrl-C exits at once.
+static COOPERATING: AtomicUsize = AtomicUsize::new(0);
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// While alive, Ctrl-C sets `interrupted()` instead of exiting.
+pub struct Cooperate(());
+
+pub fn cooperate() -> Cooperate {
+    COOPERATING.fetch_add(1, Ordering::SeqCst);
+    Cooperate(())
+}
+
+impl Drop for Cooperate {
+    fn drop(&mut self) {
+        COOPERATING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// True once Ctrl-C or SIGTERM arrived while someone cooperates.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
 /// On Ctrl-C or SIGTERM: remove every registered temporary path, say so,
-/// and exit with status 130.
+/// and exit with status 130 (unless some work cooperates, see above).
 pub fn install_interrupt_handler() {
     let result = ctrlc::set_handler(|| {
+        if COOPERATING.load(Ordering::SeqCst) > 0 && !INTERRUPTED.swap(true, Ordering::SeqCst) {
+            eprintln!(
+                "\ninterrupted: stopping after the current write (Ctrl-C again to quit at once)"
+            );
+            return;
+        }
         let paths: Vec<PathBuf> = registry().lock().map(|p| p.clone()).unwrap_or_default();
         for p in &paths {
             remove(p);
