@@ -1,0 +1,221 @@
+//! Flash benchmark (not a timed test): `habuild flash` vs `dd bs=4M
+//! conv=fsync` vs `bmaptool copy`, to a regular file and to a loop device,
+//! on one image; prints a Markdown table.
+//!
+//!     cargo run --release --example bench_flash -- IMAGE [RUNS]
+//!
+//! IMAGE needs its `.bmap` beside it (and may have a SHA256SUMS). Each
+//! cell is the median of RUNS (default 3) runs, each to a fresh sparse
+//! target in a temporary directory next to the image (so the same disk).
+//! The image is read once first so every tool starts from a warm cache.
+//! "Bytes written" is what each tool handed to write(2) (`wchar` in
+//! /proc/<pid>/io; for a child process, read from the shell that waited for
+//! it). habuild runs in-process (the library call `habuild flash` makes) and
+//! its time includes reading every mapped range back.
+//!
+//! Needs root for the loop device; skips it when `losetup` fails.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use habuild::flash::{self, FlashOptions};
+use habuild::util::CommandExt;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Tool {
+    Habuild,
+    Dd,
+    Bmaptool,
+}
+
+impl Tool {
+    fn name(self) -> &'static str {
+        match self {
+            Tool::Habuild => "habuild flash",
+            Tool::Dd => "dd bs=4M conv=fsync",
+            Tool::Bmaptool => "bmaptool copy",
+        }
+    }
+}
+
+struct Sample {
+    wall: Duration,
+    bytes: u64,
+    /// habuild only: (write, verify).
+    split: Option<(Duration, Duration)>,
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(image) = args.first().map(PathBuf::from) else {
+        bail!("usage: bench_flash IMAGE [RUNS]");
+    };
+    let runs: usize = args.get(1).map(|r| r.parse()).transpose()?.unwrap_or(3);
+    let bmap_path = flash::default_bmap(&image);
+    let bmap = flash::bmap::read(&bmap_path)?;
+    let size = bmap.image_size;
+    let work_in = image.parent().unwrap_or(Path::new("."));
+    let work = tempfile::Builder::new()
+        .prefix(".bench-flash-")
+        .tempdir_in(work_in)
+        .with_context(|| format!("creating a work directory in {}", work_in.display()))?;
+    eprintln!(
+        "image {} : {} , mapped {} ; warming the cache",
+        image.display(),
+        flash::human(size),
+        flash::human(bmap.mapped_bytes())
+    );
+    Command::new("cat")
+        .arg(&image)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("reading the image once")?;
+
+    let tools = [Tool::Habuild, Tool::Bmaptool, Tool::Dd];
+    let mut rows = Vec::new();
+    for target_kind in ["file", "loop device"] {
+        for tool in tools {
+            let mut samples = Vec::new();
+            for run in 0..runs {
+                let backing = work.path().join(format!("target-{run}"));
+                let _ = std::fs::remove_file(&backing);
+                let sample = if target_kind == "file" {
+                    measure(tool, &image, &bmap_path, &backing)?
+                } else {
+                    std::fs::File::create(&backing)?.set_len(size + (16 << 20))?;
+                    let dev = match Loop::attach(&backing) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            eprintln!("no loop device ({e:#}); skipping loop-device rows");
+                            break;
+                        }
+                    };
+                    measure(tool, &image, &bmap_path, &dev.0)?
+                };
+                eprintln!(
+                    "{target_kind:>11} {:<22} run {run}: {:>7.2}s {}",
+                    tool.name(),
+                    sample.wall.as_secs_f64(),
+                    flash::human(sample.bytes)
+                );
+                samples.push(sample);
+                let _ = std::fs::remove_file(&backing);
+            }
+            if !samples.is_empty() {
+                samples.sort_by_key(|s| s.wall);
+                let mid = samples.swap_remove(samples.len() / 2);
+                rows.push((target_kind, tool, mid));
+            }
+        }
+    }
+    println!("| target | tool | bytes written | wall time (median of {runs}) | notes |");
+    println!("|---|---|---:|---:|---|");
+    for (target, tool, s) in rows {
+        let note = match s.split {
+            Some((w, v)) => format!(
+                "write {:.2}s + read-back verify {:.2}s",
+                w.as_secs_f64(),
+                v.as_secs_f64()
+            ),
+            None if tool == Tool::Dd => "writes every byte, verifies nothing".into(),
+            None => "verifies the image against the bmap while reading it".into(),
+        };
+        println!(
+            "| {target} | {} | {} ({} B) | {:.2} s | {note} |",
+            tool.name(),
+            flash::human(s.bytes),
+            s.bytes,
+            s.wall.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+fn measure(tool: Tool, image: &Path, bmap: &Path, target: &Path) -> Result<Sample> {
+    let started = Instant::now();
+    match tool {
+        Tool::Habuild => {
+            let before = own_wchar()?;
+            let opts = FlashOptions {
+                image: image.to_path_buf(),
+                bmap: Some(bmap.to_path_buf()),
+                target: target.to_path_buf(),
+                force: true,
+                yes: true,
+            };
+            let report = flash::flash(&opts, &mut |_| Ok(true), &|| false)?;
+            Ok(Sample {
+                wall: started.elapsed(),
+                bytes: own_wchar()? - before,
+                split: Some((report.write_time, report.verify_time)),
+            })
+        }
+        Tool::Dd | Tool::Bmaptool => {
+            let cmd = match tool {
+                Tool::Dd => format!(
+                    "dd if={} of={} bs=4M conv=fsync status=none",
+                    q(image),
+                    q(target)
+                ),
+                _ => format!(
+                    "bmaptool -q copy --bmap {} {} {}",
+                    q(bmap),
+                    q(image),
+                    q(target)
+                ),
+            };
+            // The shell's /proc/self/io, read after `wait`, includes the
+            // reaped child's counters; `exec` makes the reader the shell.
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(format!("{cmd} && exec grep ^wchar: /proc/self/io"))
+                .output_checked()?;
+            let wall = started.elapsed();
+            let bytes = out
+                .trim()
+                .strip_prefix("wchar:")
+                .and_then(|v| v.trim().parse().ok())
+                .with_context(|| format!("reading wchar from {out:?}"))?;
+            Ok(Sample {
+                wall,
+                bytes,
+                split: None,
+            })
+        }
+    }
+}
+
+fn own_wchar() -> Result<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").context("reading /proc/self/io")?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("wchar:"))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no wchar in /proc/self/io")
+}
+
+fn q(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
+}
+
+/// A loop device over a file, detached on drop.
+struct Loop(PathBuf);
+
+impl Loop {
+    fn attach(file: &Path) -> Result<Loop> {
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(file)
+            .output_checked()?;
+        Ok(Loop(PathBuf::from(out.trim())))
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        if let Err(e) = Command::new("losetup").arg("-d").arg(&self.0).run_checked() {
+            eprintln!("could not detach {}: {e:#}", self.0.display());
+        }
+    }
+}
