@@ -23,12 +23,26 @@ fn rpi4_debian_image_checked_with_independent_tools() {
 
     // 1. Cold (or cached) build of the first control plane.
     let manifest = repo_root().join("tests/fixtures/test-cluster.toml");
+    // The cluster's secrets (CAs, service-account key, bootstrap token),
+    // which every control-plane image carries.
+    let secrets = t.path().join("testcluster.secrets.toml");
+    let init = habuild_plain(&[
+        "secrets",
+        "init",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--secrets",
+        secrets.to_str().unwrap(),
+    ]);
+    assert!(init.status.success(), "{}", init.stderr);
     let run = habuild(&[
         "image",
         "--board",
         "rpi4",
         "--manifest",
         manifest.to_str().unwrap(),
+        "--secrets",
+        secrets.to_str().unwrap(),
         "--k8s-bundle",
         bundle.to_str().unwrap(),
         "--out",
@@ -149,6 +163,29 @@ fn rpi4_debian_image_checked_with_independent_tools() {
     // The test-double kubeadm came in through the offline-bundle path.
     assert!(debugfs_cat(&root, "/usr/bin/kubeadm").contains("TEST DOUBLE"));
     assert_eq!(debugfs_cat(&root, "/etc/machine-id"), "");
+    // The cluster's PKI with kubeadm's names; keys (and the token) root-only.
+    let secrets_text = std::fs::read_to_string(&secrets).unwrap();
+    for (file, mode) in [
+        ("ca.crt", "0644"),
+        ("ca.key", "0600"),
+        ("sa.key", "0600"),
+        ("sa.pub", "0644"),
+        ("front-proxy-ca.crt", "0644"),
+        ("front-proxy-ca.key", "0600"),
+        ("etcd/ca.crt", "0644"),
+        ("etcd/ca.key", "0600"),
+    ] {
+        let path = format!("/etc/kubernetes/pki/{file}");
+        let stat = debugfs_stat(&root, &path);
+        assert!(stat.contains(&format!("Mode:  {mode}")), "{path}: {stat}");
+        let body = debugfs_cat(&root, &path);
+        assert!(secrets_text.contains(body.trim_end()), "{path} is not the secrets file's");
+    }
+    let kubeadm = debugfs_cat(&root, "/etc/habuild/kubeadm/kubeadm.yaml");
+    assert!(kubeadm.contains("kind: InitConfiguration"), "{kubeadm}");
+    assert!(debugfs_stat(&root, "/etc/habuild/kubeadm/kubeadm.yaml").contains("Mode:  0600"));
+    assert!(wants.iter().any(|w| w == "habuild-firstboot.service"), "{wants:?}");
+    assert!(run.stderr.contains("secrets in this image"), "{}", run.stderr);
 
     // Content manifest.
     let report: serde_json::Value =
@@ -156,6 +193,19 @@ fn rpi4_debian_image_checked_with_independent_tools() {
     assert_eq!(report["board"], "rpi4");
     assert_eq!(report["distro"], "debian-13");
     assert_eq!(report["kubernetes"]["source"], "bundle");
+    // Where the secrets are and public fingerprints; never a key or the token.
+    assert!(report["secrets"]["secret_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f == "/etc/kubernetes/pki/ca.key"));
+    let json_text = std::fs::read_to_string(dir.join("master-arm-1.json")).unwrap();
+    let token = secrets_text
+        .lines()
+        .find_map(|l| l.strip_prefix("bootstrap_token = \""))
+        .unwrap()
+        .trim_end_matches('"');
+    assert!(!json_text.contains(token) && !json_text.contains("PRIVATE KEY"));
     let pkgs = report["packages"].as_array().unwrap();
     assert!(
         pkgs.iter()
@@ -209,6 +259,8 @@ fn rpi4_debian_image_checked_with_independent_tools() {
         "master-arm-2",
         "--manifest",
         changed.to_str().unwrap(),
+        "--secrets",
+        secrets.to_str().unwrap(),
         "--k8s-bundle",
         bundle.to_str().unwrap(),
         "--out",
@@ -243,7 +295,7 @@ fn rpi4_debian_image_checked_with_independent_tools() {
 
     // 3. A build that fails after staging (an image too small for its root
     //    filesystem) publishes nothing and leaves nothing half-made.
-    let run = habuild(&["image", "--node", "master-arm-3", "--manifest", manifest.to_str().unwrap(), "--k8s-bundle", bundle.to_str().unwrap(), "--out", out.to_str().unwrap(), "--image-size", "300M"]);
+    let run = habuild(&["image", "--node", "master-arm-3", "--manifest", manifest.to_str().unwrap(), "--secrets", secrets.to_str().unwrap(), "--k8s-bundle", bundle.to_str().unwrap(), "--out", out.to_str().unwrap(), "--image-size", "300M"]);
     assert!(!run.status.success(), "a 300 MiB image cannot hold the root filesystem");
     assert!(run.stderr.contains("master-arm-3"), "{}", run.stderr);
     assert!(!dir.join("master-arm-3.img").exists() && !dir.join("master-arm-3.json").exists());

@@ -23,6 +23,10 @@ pub struct ImageArgs {
     /// Cluster manifest (default: manifests/seed.toml, the seed's cluster).
     #[arg(long)]
     pub manifest: Option<PathBuf>,
+    /// Cluster secrets file (default: beside the manifest, <stem>.secrets.toml;
+    /// create it with `habuild secrets init`).
+    #[arg(long, env = "HABUILD_SECRETS")]
+    pub secrets: Option<PathBuf>,
     /// Distro profile, overriding the manifest's `cluster.distro`.
     #[arg(long)]
     pub distro: Option<String>,
@@ -106,6 +110,7 @@ pub fn run(args: &ImageArgs) -> Result<()> {
     let req = BuildRequest {
         project,
         manifest: args.manifest.clone(),
+        secrets: args.secrets.clone(),
         selection,
         board: args.board.clone(),
         distro: args.distro.clone(),

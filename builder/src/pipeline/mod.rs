@@ -45,6 +45,8 @@ pub struct KubernetesChoice {
 pub struct BuildRequest {
     pub project: Project,
     pub manifest: Option<PathBuf>,
+    /// `--secrets FILE`; default: beside the manifest (`pki::store`).
+    pub secrets: Option<PathBuf>,
     pub selection: Selection,
     /// `--board` given together with `--node`: must agree.
     pub board: Option<String>,
@@ -129,6 +131,18 @@ pub fn build(req: &BuildRequest) -> Result<Vec<BuiltNode>> {
         KubernetesSource::Without
     };
     let out_dir = req.out_dir.join(&cluster.name);
+    let manifest = req
+        .manifest
+        .clone()
+        .unwrap_or_else(|| req.project.root.join(crate::config::DEFAULT_MANIFEST));
+    let secrets = crate::pki::store::for_build(
+        &manifest,
+        req.secrets.as_deref(),
+        &cluster,
+        nodes
+            .iter()
+            .any(|n| n.role == crate::config::Role::ControlPlane),
+    )?;
     let mut built = Vec::new();
     for node in nodes {
         let board = req.project.board(&node.board)?;
@@ -156,7 +170,7 @@ pub fn build(req: &BuildRequest) -> Result<Vec<BuiltNode>> {
             }
         }
         built.push(
-            build_node(&plan, &out_dir, &req.cache_dir)
+            build_node(&plan, &out_dir, &req.cache_dir, secrets.as_ref())
                 .with_context(|| format!("building the image of {}", node.name))?,
         );
     }
@@ -249,7 +263,12 @@ fn verify_bundle_sums(dir: &Path, debs: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-fn build_node(plan: &NodePlan, out_dir: &Path, cache_dir: &Path) -> Result<BuiltNode> {
+fn build_node(
+    plan: &NodePlan,
+    out_dir: &Path,
+    cache_dir: &Path,
+    secrets: Option<&crate::pki::ClusterSecrets>,
+) -> Result<BuiltNode> {
     let started = Instant::now();
     let node = &plan.node.name;
     let base = base::ensure_base(&plan.base, cache_dir)?;
@@ -262,7 +281,8 @@ fn build_node(plan: &NodePlan, out_dir: &Path, cache_dir: &Path) -> Result<Built
         .join(format!("{node}-{}", std::process::id()));
     let _work_guard = cleanup::remove_on_exit(&work);
     let step = Step::start("layering overlays and node identity");
-    let ctx = context::render_context(plan);
+    let mut ctx = context::render_context(plan);
+    ctx.kubeadm = secrets.and_then(|s| crate::pki::kubeadm_context(plan, s));
     let staged = layer::stage(plan, &base.tree, &work, &ctx)?;
     step.finish();
     if plan.node.role == crate::config::Role::Director {
@@ -276,6 +296,22 @@ fn build_node(plan: &NodePlan, out_dir: &Path, cache_dir: &Path) -> Result<Built
     let _pending_guard = cleanup::remove_on_exit(&pending);
     let image_name = format!("{node}.img");
     let image_path = pending.join(&image_name);
+
+    // The cluster's CAs and service-account key, after the overlays.
+    let pki = match secrets.filter(|_| plan.node.role == crate::config::Role::ControlPlane) {
+        Some(s) => Some(crate::pki::stage::install(
+            &staged.root_tree,
+            s,
+            &staged.root_files,
+        )?),
+        None => None,
+    };
+    if let Some(p) = &pki {
+        eprintln!(
+            "  secrets in this image (mode 0600): {}",
+            p.report.secret_files.join(", ")
+        );
+    }
 
     let step = Step::start("making filesystems and the disk image");
     let boot_role = if plan.board.boot_mount == "/boot/efi" {
@@ -352,9 +388,10 @@ fn build_node(plan: &NodePlan, out_dir: &Path, cache_dir: &Path) -> Result<Built
         },
         packages: base.packages.clone(),
         files: FilesReport {
-            root: staged.root_files.clone(),
+            root: crate::pki::stage::with_files(&staged.root_files, pki.as_ref()),
             boot: staged.boot_files.clone(),
         },
+        secrets: pki.map(|p| p.report),
     };
     let json_name = format!("{node}.json");
     let json = serde_json::to_vec_pretty(&report).context("serialising the node report")?;

@@ -25,6 +25,10 @@ pub struct NodeReport {
     pub image: ImageReport,
     pub packages: Vec<InstalledPackage>,
     pub files: FilesReport,
+    /// Control planes: which image files hold secrets, and public
+    /// fingerprints (CA, discovery hash, token ID); never a key or token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<crate::pki::stage::SecretsReport>,
 }
 
 #[derive(Debug, Serialize)]

@@ -142,6 +142,16 @@ pub fn install(root: &Path, s: &ClusterSecrets, root_files: &[RenderedFile]) -> 
     })
 }
 
+/// The overlays' files plus the PKI's, sorted by path: `<node>.json`'s list.
+pub fn with_files(root_files: &[RenderedFile], pki: Option<&Installed>) -> Vec<RenderedFile> {
+    let mut all = root_files.to_vec();
+    if let Some(p) = pki {
+        all.extend(p.files.iter().cloned());
+    }
+    all.sort_by(|a, b| a.path.cmp(&b.path));
+    all
+}
+
 /// Creates the parents (0755, never through a symlink: the staged tree is a
 /// foreign root) and the file with its final mode from the first byte.
 fn write_private(root: &Path, f: &PkiFile) -> Result<()> {

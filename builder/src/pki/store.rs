@@ -76,6 +76,25 @@ pub fn load_for_cluster(path: &Path, cluster: &Cluster, manifest: &Path) -> Resu
     Ok(s)
 }
 
+/// The secrets an image build needs: with any control plane among the
+/// nodes, the cluster's secrets file (`flag`, else beside `manifest`), read
+/// and checked against the cluster before any image work, so that a missing,
+/// corrupt or foreign file writes no image. Directors carry no secret.
+pub fn for_build(
+    manifest: &Path,
+    flag: Option<&Path>,
+    cluster: &Cluster,
+    control_planes: bool,
+) -> Result<Option<ClusterSecrets>> {
+    if !control_planes {
+        return Ok(None);
+    }
+    let path = resolve(manifest, flag);
+    load_for_cluster(&path, cluster, manifest)
+        .with_context(|| format!("the secrets of cluster {}", cluster.name))
+        .map(Some)
+}
+
 /// Writes `text` to `path` with mode 0600, atomically: a reader sees the old
 /// file or the whole new one, never a part. Without `overwrite`, an existing
 /// file is an error, decided atomically too (hard link, which fails if the
