@@ -173,12 +173,8 @@ pub fn run(out_dir: &Path, node: &str, board: &Board, project_root: &Path) -> Re
     let checks = judge(&report, &expectations(&j));
     let passed = checks.iter().all(|c| c.ok);
     let report_path = test_dir.join(format!("{node}-tier1.txt"));
-    let mut text = format!(
-        "{node}: tier 1 on {} {}: {}\n",
-        profile.machine,
-        if passed { "" } else { "" },
-        if passed { "PASS" } else { "FAIL" }
-    );
+    let verdict = if passed { "PASS" } else { "FAIL" };
+    let mut text = format!("{node}: tier 1 on {}: {verdict}\n", profile.machine);
     for (stage, at) in &run.reached {
         text.push_str(&format!("  reached {stage:?} at {at:.1}s\n"));
     }
