@@ -173,9 +173,16 @@ pub fn flash(
     };
     let bar = bytes_bar("writing", bmap.mapped_bytes());
     let body = writer::write_body(&mut source, &target, &bmap, block.is_some(), stop, &bar)
-        .with_context(|| format!("writing {} to {shown}", opts.image.display()))
+        .with_context(|| {
+            format!(
+                "writing {} to {shown} stopped: the target is incomplete ({NOT_BOOTABLE})",
+                opts.image.display()
+            )
+        })
         .map_err(|e| stopped_as(e, incomplete(NOT_BOOTABLE)))?;
-    let streamed = source.finish(bmap.image_size)?;
+    let streamed = source
+        .finish(bmap.image_size)
+        .with_context(|| format!("{shown} is incomplete ({NOT_BOOTABLE})"))?;
     bar.finish_and_clear();
     let image_sum = match hasher {
         Some(h) => Some(h.join()?),

@@ -77,7 +77,8 @@ impl Host {
             dev,
             parent,
             size: read_u64(&dir.join("size"))? * SYSFS_SECTOR,
-            removable: read_u64(&disk_dir.join("removable")).unwrap_or(0) == 1,
+            removable: read_u64(&disk_dir.join("removable")).unwrap_or(0) == 1
+                || is_sd_card(&disk_dir),
             read_only: read_u64(&dir.join("ro")).unwrap_or(0) == 1,
             model: (!model.is_empty()).then_some(model),
             partitions,
@@ -156,6 +157,13 @@ impl Host {
             })
             .collect())
     }
+}
+
+/// Built-in SD slots (mmcblk) report `removable` 0, but the MMC layer
+/// says what is in the slot: "SD" for a card, "MMC" for soldered eMMC
+/// (which stays non-removable).
+fn is_sd_card(disk_dir: &Path) -> bool {
+    read_trim(&disk_dir.join("device/type")).as_deref() == Some("SD")
 }
 
 /// The device number of a block device node; None for anything else.
@@ -281,6 +289,20 @@ mod tests {
         let mounts = host.mounts().unwrap();
         let err = check_block(&t, &mounts, &host.swaps().unwrap(), 1 << 30, false).unwrap_err();
         assert!(matches!(err, Refusal::Held { .. }), "{err}");
+
+        // A card in a built-in slot: removable 0, but the MMC type says SD.
+        let mmc = host.sys.join("devices/mmc0/block/mmcblk0");
+        put(&mmc.join("dev"), "179:0\n");
+        put(&mmc.join("size"), "1000\n");
+        put(&mmc.join("removable"), "0\n");
+        put(&mmc.join("device/type"), "SD\n");
+        std::os::unix::fs::symlink(&mmc, host.sys.join("dev/block/179:0")).unwrap();
+        assert!(host.block((179, 0)).unwrap().removable);
+        put(&mmc.join("device/type"), "MMC\n");
+        assert!(
+            !host.block((179, 0)).unwrap().removable,
+            "eMMC is not removable"
+        );
 
         let p = host.block((8, 17)).unwrap();
         assert_eq!(p.parent.as_deref(), Some("sdb"));
