@@ -391,6 +391,21 @@ fn validate(file: &Path, raw: RawManifest, known: &Known) -> Result<Cluster, Con
                 c.kubernetes_version
             ),
         );
+    } else if c
+        .kubernetes_version
+        .split('.')
+        .take(2)
+        .map(|x| x.parse::<u32>().unwrap_or(0))
+        .lt([1, 31])
+    {
+        // The first-boot configuration uses kubeadm's config API v1beta4.
+        p.add(
+            "cluster.kubernetes_version",
+            format!(
+                "{:?} is too old: habuild writes kubeadm's v1beta4 configuration, which kubeadm reads from 1.31 on",
+                c.kubernetes_version
+            ),
+        );
     }
     if !is_version(&c.crio_version, 2) {
         p.add(

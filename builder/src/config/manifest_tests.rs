@@ -184,6 +184,11 @@ fn versions_and_registry() {
     );
     assert!(error_for(&m, "cluster.kubernetes_version").contains("not a full version"));
     let m = SEED.replace(
+        "kubernetes_version = \"1.31.4\"",
+        "kubernetes_version = \"1.30.9\"",
+    );
+    assert!(error_for(&m, "cluster.kubernetes_version").contains("v1beta4"));
+    let m = SEED.replace(
         "# image_repository = \"registry.example:5000/google_containers\"",
         "image_repository = \"bad repo/\"",
     );

@@ -77,15 +77,18 @@ fn part(j: &NodeJson, role: &str) -> Result<Extent> {
         .with_context(|| format!("{}.json lists no {role} partition", j.node))
 }
 
-/// What the running node must show: its hostname, realServer installed
-/// but not enabled on control planes, and every file habuild rendered.
+/// What the running node must show: its hostname, on control planes the
+/// first-boot unit and realServer enabled (habuild-firstboot enables
+/// realServer once `kubeadm init`/`join` succeeded: a test double in tests),
+/// and every file habuild rendered.
 pub fn expectations(j: &NodeJson) -> Expectations {
     let mut unit_enablement = vec![(
         "habuild-growroot.service".to_string(),
         "enabled".to_string(),
     )];
     if j.role == "control-plane" {
-        unit_enablement.push(("realServer.service".into(), "disabled".into()));
+        unit_enablement.push(("habuild-firstboot.service".into(), "enabled".into()));
+        unit_enablement.push(("realServer.service".into(), "enabled".into()));
     }
     Expectations {
         hostname: j.node.clone(),
