@@ -3,4 +3,5 @@
 
 pub mod bmap;
 pub mod checksums;
+pub mod compare;
 pub mod firmware;
