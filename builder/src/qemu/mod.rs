@@ -1,7 +1,10 @@
 //! QEMU validation: boot images before any card is written.
 
+pub mod cluster;
 pub mod console;
 pub mod dtb;
 pub mod guest;
+pub mod netns;
 pub mod prepare;
+pub mod t2facts;
 pub mod tier1;

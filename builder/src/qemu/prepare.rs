@@ -74,15 +74,39 @@ pub fn add_check_unit(
     project_qemu_dir: &Path,
     work: &Path,
 ) -> Result<()> {
+    add_test_unit(
+        copy,
+        root,
+        &project_qemu_dir.join("guest-check.sh"),
+        &project_qemu_dir.join("habuild-check.service"),
+        work,
+    )
+}
+
+/// Adds `script` (as /usr/local/lib/habuild-check/<its name>) and `unit`
+/// (enabled for multi-user.target, under its own name) to the root
+/// filesystem at `root` inside the copy.
+pub fn add_test_unit(
+    copy: &Path,
+    root: Extent,
+    script: &Path,
+    unit: &Path,
+    work: &Path,
+) -> Result<()> {
     let fs = format!("{}?offset={}", copy.display(), root.start);
-    let script = project_qemu_dir.join("guest-check.sh");
-    let unit = project_qemu_dir.join("habuild-check.service");
-    let cmds = work.join("debugfs-cmds");
+    let name = |p: &Path| -> Result<String> {
+        Ok(p.file_name()
+            .with_context(|| format!("{} has no file name", p.display()))?
+            .to_string_lossy()
+            .into_owned())
+    };
+    let (script_name, unit_name) = (name(script)?, name(unit)?);
+    let cmds = work.join(format!("debugfs-cmds-{unit_name}"));
     let text = format!(
         "mkdir /usr/local/lib/habuild-check\n\
-         write {} /usr/local/lib/habuild-check/guest-check.sh\n\
-         write {} /etc/systemd/system/habuild-check.service\n\
-         symlink /etc/systemd/system/multi-user.target.wants/habuild-check.service /etc/systemd/system/habuild-check.service\n",
+         write {} /usr/local/lib/habuild-check/{script_name}\n\
+         write {} /etc/systemd/system/{unit_name}\n\
+         symlink /etc/systemd/system/multi-user.target.wants/{unit_name} /etc/systemd/system/{unit_name}\n",
         script.display(),
         unit.display()
     );
@@ -93,17 +117,19 @@ pub fn add_check_unit(
         .arg(&cmds)
         .arg(&fs)
         .output_checked()
-        .context("adding the check unit to the test copy")?;
+        .with_context(|| format!("adding {unit_name} to the test copy"))?;
     log::debug!("debugfs: {out}");
     // debugfs reports command errors on stderr but exits 0: verify instead.
     let back = Command::new("debugfs")
         .arg("-R")
-        .arg("stat /etc/systemd/system/multi-user.target.wants/habuild-check.service")
+        .arg(format!(
+            "stat /etc/systemd/system/multi-user.target.wants/{unit_name}"
+        ))
         .arg(&fs)
         .output_checked()?;
     anyhow::ensure!(
         back.contains("Type: symlink"),
-        "the check unit was not added to the test copy of {}",
+        "{unit_name} was not added to the test copy of {}",
         copy.display()
     );
     Ok(())

@@ -1,0 +1,310 @@
+//! What tier-2 guests report (qemu/tier2-facts.sh, between
+//! `HABUILD-T2-BEGIN n` and `HABUILD-T2-END n`) and the judgements made on
+//! it. Pure: text in, verdicts out, so every rule is unit-tested.
+
+use std::collections::BTreeSet;
+
+/// One fact block of one guest.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Facts {
+    pub seq: u64,
+    pub hostname: String,
+    pub state: String,
+    /// kubeadm test-double calls: (epoch seconds, arguments).
+    pub kubeadm_calls: Vec<(f64, String)>,
+    /// kubeadm test-double state lines at init/join: (epoch, the rest).
+    pub kubeadm_states: Vec<(f64, String)>,
+    pub firstboot: String,
+    pub vip_on_lo: Option<bool>,
+    pub realserver_since: Option<i64>,
+    pub apiserver_double: String,
+    /// `ipvsadm -L -n` lines.
+    pub ipvs: Vec<String>,
+    pub keepalived: String,
+    /// (interface, address/prefix)
+    pub addrs: Vec<(String, String)>,
+    /// keepalived journal lines about checks and services.
+    pub klog: Vec<String>,
+}
+
+/// The last complete block in a console log (kernel lines that interleave
+/// are skipped: only known keys are read).
+pub fn last_block(log: &str) -> Option<Facts> {
+    let end = log.rfind("HABUILD-T2-END ")?;
+    let seq_end: String = log[end + "HABUILD-T2-END ".len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    let begin_marker = format!("HABUILD-T2-BEGIN {seq_end}");
+    let start = log[..end].rfind(&begin_marker)?;
+    let mut f = Facts {
+        seq: seq_end.parse().ok()?,
+        ..Facts::default()
+    };
+    for line in log[start..end].lines().map(|l| l.trim_end_matches('\r')) {
+        let (key, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let rest = rest.trim();
+        match key {
+            "hostname" => f.hostname = rest.into(),
+            "state" => f.state = rest.into(),
+            "kubeadm" => {
+                let (t, args) = rest.split_once(' ').unwrap_or((rest, ""));
+                if let Ok(t) = t.parse::<f64>() {
+                    match args.strip_prefix("state ") {
+                        Some(s) => f.kubeadm_states.push((t, s.into())),
+                        None => f.kubeadm_calls.push((t, args.into())),
+                    }
+                }
+            }
+            "firstboot" => f.firstboot = rest.into(),
+            "vip_on_lo" => f.vip_on_lo = Some(rest == "yes"),
+            "realserver_since" => f.realserver_since = rest.parse().ok(),
+            "apiserver_double" => f.apiserver_double = rest.into(),
+            "ipvs" => f.ipvs.push(rest.into()),
+            "keepalived" => f.keepalived = rest.into(),
+            "addr" => {
+                if let Some((i, a)) = rest.split_once(' ') {
+                    f.addrs.push((i.into(), a.into()));
+                }
+            }
+            "klog" => f.klog.push(rest.into()),
+            _ => {}
+        }
+    }
+    Some(f)
+}
+
+/// A real server as `ipvsadm -L -n` lists it under a virtual service.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RealServer {
+    pub addr: String,
+    pub forward: String,
+    pub weight: u32,
+}
+
+/// The scheduler and real servers of `vip:port` in `ipvsadm -L -n` output,
+/// or None when the virtual service is not listed.
+pub fn ipvs_service(lines: &[String], vip: &str, port: u16) -> Option<(String, Vec<RealServer>)> {
+    let want = format!("{vip}:{port}");
+    let mut iter = lines.iter().map(|l| l.trim());
+    let head = iter.by_ref().find(|l| {
+        let mut p = l.split_whitespace();
+        p.next() == Some("TCP") && p.next() == Some(want.as_str())
+    })?;
+    let sched = head.split_whitespace().nth(2).unwrap_or("").to_string();
+    let mut servers = Vec::new();
+    for l in iter {
+        let Some(rest) = l.strip_prefix("->") else {
+            break;
+        };
+        let p: Vec<&str> = rest.split_whitespace().collect();
+        if p.len() >= 3 && p[0] != "RemoteAddress:Port" {
+            servers.push(RealServer {
+                addr: p[0].to_string(),
+                forward: p[1].to_string(),
+                weight: p[2].parse().unwrap_or(0),
+            });
+        }
+    }
+    servers.sort();
+    Some((sched, servers))
+}
+
+/// The window the manifest gives keepalived to remove a real server that
+/// stopped answering: one delay_loop until the next check, then
+/// `retry + 1` connects of up to connect_timeout each, with
+/// delay_before_retry between them.
+pub fn removal_window_secs(
+    delay_loop: u64,
+    connect_timeout: u64,
+    retry: u64,
+    delay_before_retry: u64,
+) -> u64 {
+    delay_loop + connect_timeout * (retry + 1) + delay_before_retry * retry
+}
+
+/// The window to re-add a real server once its listener is back: the next
+/// check (at most one delay_loop away) plus one connect.
+pub fn readd_window_secs(delay_loop: u64, connect_timeout: u64) -> u64 {
+    delay_loop + connect_timeout
+}
+
+/// VRRP: a BACKUP declares the MASTER dead after 3 × advert_int plus its
+/// skew time ((256 - priority) / 256 × advert_int), rounded up.
+pub fn vrrp_takeover_window_secs(advert_int: u64, backup_priority: u64) -> u64 {
+    let skew_ms = (256 - backup_priority.min(255)) * advert_int * 1000 / 256;
+    (3 * advert_int * 1000 + skew_ms).div_ceil(1000)
+}
+
+/// One line of evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub ok: bool,
+    pub what: String,
+}
+
+fn verdict(ok: bool, what: String) -> Verdict {
+    Verdict { ok, what }
+}
+
+/// First-boot order on one control plane, from the kubeadm test double's
+/// log and the node's current state.
+/// Init node: `kubeadm init` called with the VIP already on lo.
+/// Joiner: `kubeadm join` called when the VIP answered and was NOT on lo,
+/// and realServer (the VIP on lo) came up after the join call.
+pub fn judge_first_boot(f: &Facts, init: bool, rendered_config_sha: Option<&str>) -> Vec<Verdict> {
+    let mut v = Vec::new();
+    let action = if init { "init" } else { "join" };
+    let calls: Vec<&(f64, String)> = f
+        .kubeadm_calls
+        .iter()
+        .filter(|(_, a)| a.split_whitespace().next() == Some(action))
+        .collect();
+    v.push(verdict(
+        calls.len() == 1,
+        format!(
+            "{}: kubeadm {action} called {} time(s)",
+            f.hostname,
+            calls.len()
+        ),
+    ));
+    let other = if init { "join" } else { "init" };
+    v.push(verdict(
+        !f.kubeadm_calls
+            .iter()
+            .any(|(_, a)| a.split_whitespace().next() == Some(other)),
+        format!("{}: kubeadm {other} never called", f.hostname),
+    ));
+    let Some((t_state, state)) = f.kubeadm_states.first() else {
+        v.push(verdict(
+            false,
+            format!("{}: the kubeadm test double recorded no state", f.hostname),
+        ));
+        return v;
+    };
+    let has = |k: &str| state.split_whitespace().any(|w| w == k);
+    if init {
+        v.push(verdict(
+            has("vip_on_lo=yes"),
+            format!(
+                "{}: realServer (VIP on lo) was up when kubeadm init ran ({state})",
+                f.hostname
+            ),
+        ));
+    } else {
+        v.push(verdict(
+            has("vip_answers=yes"),
+            format!(
+                "{}: the VIP answered when kubeadm join ran ({state})",
+                f.hostname
+            ),
+        ));
+        v.push(verdict(
+            has("vip_on_lo=no"),
+            format!("{}: the VIP was not on lo during kubeadm join", f.hostname),
+        ));
+        let after = f.realserver_since.map(|s| s as f64 >= t_state.floor());
+        v.push(verdict(
+            after == Some(true) && f.vip_on_lo == Some(true),
+            format!(
+                "{}: realServer came up after the join (join at {:.0}, realServer since {:?}, VIP on lo now: {:?})",
+                f.hostname, t_state, f.realserver_since, f.vip_on_lo
+            ),
+        ));
+    }
+    if let Some(sha) = rendered_config_sha {
+        v.push(verdict(
+            has(&format!("config_sha256={sha}")),
+            format!(
+                "{}: kubeadm {action} was given the rendered config (sha256 {sha})",
+                f.hostname
+            ),
+        ));
+    }
+    v.push(verdict(
+        f.apiserver_double == "active",
+        format!(
+            "{}: the stand-in API server (TEST DOUBLE) is {}",
+            f.hostname, f.apiserver_double
+        ),
+    ));
+    v
+}
+
+/// The names a series of client connections was answered by.
+pub fn answered_by(answers: &[Option<String>]) -> BTreeSet<String> {
+    answers.iter().flatten().cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIRECTOR: &str = "noise\nHABUILD-T2-BEGIN 7\nhostname master-x86-1\n[   12.3] kernel says hi\nipvs IP Virtual Server version 1.2.1 (size=4096)\nipvs Prot LocalAddress:Port Scheduler Flags\nipvs   -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\nipvs TCP  10.10.197.101:6443 wrr\nipvs   -> 10.10.197.97:6443            Route   10     0          0\nipvs   -> 10.10.197.98:6443            Route   10     0          0\nipvs   -> 10.10.197.99:6443            Route   10     0          0\nkeepalived active\naddr lan0 10.10.197.96/24\naddr lan0 10.10.197.101/32\nHABUILD-T2-END 7\nHABUILD-T2-BEGIN 8\nhostname trunc";
+
+    #[test]
+    fn last_complete_block_and_ipvs() {
+        let f = last_block(DIRECTOR).unwrap();
+        assert_eq!(f.seq, 7);
+        assert_eq!(f.hostname, "master-x86-1");
+        let (sched, rs) = ipvs_service(&f.ipvs, "10.10.197.101", 6443).unwrap();
+        assert_eq!(sched, "wrr");
+        assert_eq!(rs.len(), 3);
+        assert!(rs.iter().all(|r| r.forward == "Route" && r.weight == 10));
+        assert_eq!(rs[1].addr, "10.10.197.98:6443");
+        assert!(ipvs_service(&f.ipvs, "10.10.197.102", 6443).is_none());
+        assert!(f
+            .addrs
+            .contains(&("lan0".into(), "10.10.197.101/32".into())));
+    }
+
+    #[test]
+    fn windows_from_the_seed() {
+        // The seed: delay_loop 6, connect_timeout 10, retry 3, delay_before_retry 3.
+        assert_eq!(removal_window_secs(6, 10, 3, 3), 55);
+        assert_eq!(readd_window_secs(6, 10), 16);
+        // advert_int 1, BACKUP priority 90: 3 s + 0.65 s skew.
+        assert_eq!(vrrp_takeover_window_secs(1, 90), 4);
+    }
+
+    fn cp(lines: &str) -> Facts {
+        last_block(&format!("HABUILD-T2-BEGIN 1\n{lines}\nHABUILD-T2-END 1\n")).unwrap()
+    }
+
+    #[test]
+    fn first_boot_order_is_judged_not_assumed() {
+        let init_ok = cp("hostname master-arm-1\nkubeadm 100.5 init --config /run/habuild/kubeadm-init.yaml\nkubeadm 100.6 state vip_on_lo=yes vip_answers=no config_sha256=abc\nvip_on_lo yes\nrealserver_since 99\napiserver_double active");
+        assert!(judge_first_boot(&init_ok, true, Some("abc"))
+            .iter()
+            .all(|v| v.ok));
+        // realServer after init: caught.
+        let init_bad = cp("hostname master-arm-1\nkubeadm 100.5 init --config x\nkubeadm 100.6 state vip_on_lo=no vip_answers=no config_sha256=abc\napiserver_double active");
+        assert!(judge_first_boot(&init_bad, true, Some("abc"))
+            .iter()
+            .any(|v| !v.ok));
+        // Wrong config: caught.
+        assert!(judge_first_boot(&init_ok, true, Some("def"))
+            .iter()
+            .any(|v| !v.ok));
+
+        let join_ok = cp("hostname master-arm-2\nkubeadm 200.1 join --config /etc/habuild/kubeadm/kubeadm.yaml\nkubeadm 200.2 state vip_on_lo=no vip_answers=yes config_sha256=abc\nvip_on_lo yes\nrealserver_since 201\napiserver_double active");
+        assert!(judge_first_boot(&join_ok, false, Some("abc"))
+            .iter()
+            .all(|v| v.ok));
+        // VIP on lo before the join (the seed's warning): caught.
+        let join_early = cp("hostname master-arm-2\nkubeadm 200.1 join --config x\nkubeadm 200.2 state vip_on_lo=yes vip_answers=yes config_sha256=abc\nvip_on_lo yes\nrealserver_since 150\napiserver_double active");
+        assert!(judge_first_boot(&join_early, false, None)
+            .iter()
+            .any(|v| !v.ok));
+        // Joined before the VIP answered: caught.
+        let join_blind = cp("hostname master-arm-2\nkubeadm 200.1 join --config x\nkubeadm 200.2 state vip_on_lo=no vip_answers=no config_sha256=abc\nvip_on_lo yes\nrealserver_since 201\napiserver_double active");
+        assert!(judge_first_boot(&join_blind, false, None)
+            .iter()
+            .any(|v| !v.ok));
+        // No listener: caught.
+        let no_listener = cp("hostname master-arm-2\nkubeadm 200.1 join --config x\nkubeadm 200.2 state vip_on_lo=no vip_answers=yes config_sha256=abc\nvip_on_lo yes\nrealserver_since 201\napiserver_double failed");
+        assert!(judge_first_boot(&no_listener, false, None)
+            .iter()
+            .any(|v| !v.ok));
+    }
+}

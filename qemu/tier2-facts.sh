@@ -1,0 +1,44 @@
+#!/bin/sh
+# Runs inside a tier-2 test guest (habuild test --tier 2) from
+# habuild-t2-facts.service, added to a throw-away copy of the image only.
+# Every few seconds it prints what the harness needs between sentinel
+# lines; it judges nothing itself. Lines: "<key> <value...>".
+vip=$(sed -n 's/^HABUILD_VIP=//p' /etc/habuild/firstboot.env 2>/dev/null)
+seq=0
+while :; do
+    seq=$((seq + 1))
+    block=$(
+        echo "HABUILD-T2-BEGIN $seq"
+        echo "hostname $(cat /etc/hostname)"
+        echo "state $(systemctl is-system-running)"
+        if [ -f /var/lib/habuild-test-doubles/kubeadm.log ]; then
+            sed 's/^/kubeadm /' /var/lib/habuild-test-doubles/kubeadm.log
+        fi
+        if [ -f /var/lib/habuild/firstboot.status ]; then
+            echo "firstboot $(cat /var/lib/habuild/firstboot.status)"
+        fi
+        if [ -n "$vip" ]; then
+            if [ -n "$(ip -4 -o addr show dev lo to "$vip/32")" ]; then
+                echo "vip_on_lo yes"
+            else
+                echo "vip_on_lo no"
+            fi
+            since=$(systemctl show -p ActiveEnterTimestamp --value realServer.service)
+            if [ -n "$since" ]; then
+                echo "realserver_since $(date -d "$since" +%s)"
+            fi
+            echo "apiserver_double $(systemctl is-active habuild-test-double-apiserver.service)"
+        fi
+        if command -v ipvsadm >/dev/null 2>&1; then
+            ipvsadm -L -n 2>&1 | sed 's/^/ipvs /'
+            echo "keepalived $(systemctl is-active keepalived.service)"
+            ip -4 -o addr show | awk '{print "addr " $2 " " $4}'
+            journalctl -b -u keepalived.service --no-pager -o short-unix 2>/dev/null |
+                grep -E 'TCP_CHECK|Removing service|Adding service|Entering (MASTER|BACKUP)|TCP connection' |
+                sed 's/^/klog /'
+        fi
+        echo "HABUILD-T2-END $seq"
+    )
+    printf '%s\n' "$block"
+    sleep 3
+done
