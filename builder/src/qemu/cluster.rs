@@ -125,6 +125,11 @@ impl Cluster {
         Ok(())
     }
 
+    /// Kills guest `i`'s QEMU (a power cut).
+    pub fn kill(&mut self, i: usize) {
+        self.guests[i].kill();
+    }
+
     pub fn guest(&self, name: &str) -> Option<usize> {
         self.guests.iter().position(|g| g.spec.name == name)
     }

@@ -8,3 +8,4 @@ pub mod netns;
 pub mod prepare;
 pub mod t2facts;
 pub mod tier1;
+pub mod tier2;

@@ -1,0 +1,595 @@
+//! Tier 2 scenarios: the seed's failover test on the cluster that
+//! [`super::cluster`] runs. Every assertion prints how long it took and
+//! the window the manifest implies. Kubernetes is replaced by TEST DOUBLES
+//! (see tests/doubles/README.md): what passes here is the first-boot
+//! order, LVS-DR through the director, keepalived's checks and VRRP, not
+//! Kubernetes itself.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+use super::cluster::{
+    client_probe, control_plane_args, director_args, guest_mac, kvm_usable, qmp, wait_facts,
+    Cluster, GuestSpec, CLIENT_CIDR,
+};
+use super::netns::{name_for, Netns};
+use super::prepare::{add_test_unit, extract, fat_files, sparse_copy, Extent};
+use super::t2facts::{
+    answered_by, ipvs_service, judge_first_boot, readd_window_secs, removal_window_secs,
+    vrrp_takeover_window_secs, Facts, Verdict,
+};
+use super::tier1::{qemu_cmdline, NodeJson};
+use crate::config::manifest::{Cluster as Manifest, Role};
+use crate::config::Project;
+use crate::util::CommandExt;
+
+/// The seconds between two fact blocks of a guest (qemu/tier2-facts.sh).
+const FACT_PERIOD: u64 = 3;
+
+#[derive(Debug)]
+pub struct Tier2Result {
+    pub passed: bool,
+    pub report: PathBuf,
+    pub text: String,
+}
+
+struct Report {
+    lines: Vec<String>,
+    failed: bool,
+}
+
+impl Report {
+    fn line(&mut self, s: String) {
+        eprintln!("{s}");
+        self.lines.push(s);
+    }
+    fn verdicts(&mut self, vs: &[Verdict]) {
+        for v in vs {
+            self.check(v.ok, v.what.clone());
+        }
+    }
+    fn check(&mut self, ok: bool, what: String) {
+        if !ok {
+            self.failed = true;
+        }
+        self.line(format!("  [{}] {what}", if ok { "ok" } else { "FAIL" }));
+    }
+    fn timed(&mut self, ok: bool, what: &str, took: Duration, window: u64, basis: &str) {
+        self.check(
+            ok,
+            format!(
+                "{what}: took {:.1}s, window {window}s ({basis})",
+                took.as_secs_f64()
+            ),
+        );
+    }
+}
+
+fn part(j: &NodeJson, role: &str) -> Result<Extent> {
+    j.image
+        .layout
+        .partitions
+        .iter()
+        .find(|p| p.role == role)
+        .map(|p| Extent {
+            start: p.start,
+            size: p.size,
+        })
+        .with_context(|| format!("{}.json lists no {role} partition", j.node))
+}
+
+fn debugfs_cat(copy: &Path, root: Extent, path: &str) -> Result<String> {
+    Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("cat {path}"))
+        .arg(format!("{}?offset={}", copy.display(), root.start))
+        .output_checked()
+        .with_context(|| format!("reading {path} from {}", copy.display()))
+}
+
+/// Prepared guest: its QEMU spec and the config sha its kubeadm call must carry.
+struct Prepared {
+    spec: GuestSpec,
+    role: Role,
+    address: Ipv4Addr,
+    config_sha: Option<String>,
+}
+
+fn prepare(
+    project: &Project,
+    m: &Manifest,
+    out_dir: &Path,
+    work: &Path,
+    ns: &mut Netns,
+    index: usize,
+    node: &crate::config::manifest::Node,
+) -> Result<Prepared> {
+    let json_path = out_dir.join(format!("{}.json", node.name));
+    let j: NodeJson = serde_json::from_slice(&std::fs::read(&json_path).with_context(|| {
+        format!(
+            "reading {} (build the images first: habuild image --all)",
+            json_path.display()
+        )
+    })?)
+    .with_context(|| format!("parsing {}", json_path.display()))?;
+    let dir = work.join(&node.name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let copy = dir.join("disk.img");
+    sparse_copy(&out_dir.join(&j.image.file), &copy)?;
+    let root = part(&j, "root")?;
+    let q = project.root.join("qemu");
+    add_test_unit(
+        &copy,
+        root,
+        &q.join("tier2-facts.sh"),
+        &q.join("habuild-t2-facts.service"),
+        &dir,
+    )?;
+    let tap = ns.add_tap(index)?;
+    let mac = node.mac.clone().unwrap_or_else(|| guest_mac(node.address));
+    let qmp_path = dir.join("qmp.sock");
+    let test_dir = out_dir.join("test");
+    let log = test_dir.join(format!("{}-tier2.log", node.name));
+    let _ = std::fs::remove_file(&log);
+    let (program, args, config_sha) = match node.role {
+        Role::Director => {
+            let board = project.board(&node.board)?;
+            let machine = board
+                .qemu
+                .as_ref()
+                .map(|p| p.machine.clone())
+                .unwrap_or_else(|| "q35".into());
+            let ovmf = crate::host::tools::ovmf_code()
+                .context("no OVMF firmware found (package ovmf; habuild doctor --install)")?;
+            (
+                "qemu-system-x86_64".to_string(),
+                director_args(&ovmf, &machine, kvm_usable(), &copy, &tap, &mac, &qmp_path),
+                None,
+            )
+        }
+        Role::ControlPlane => {
+            let boot = dir.join("boot.vfat");
+            extract(&copy, part(&j, "boot")?, &boot)?;
+            let files = fat_files(&boot, &["vmlinuz", "initrd.img", "cmdline.txt"], &dir)?;
+            let cmdline =
+                std::fs::read_to_string(&files[2]).context("reading cmdline.txt from the image")?;
+            let append = qemu_cmdline(&cmdline, "ttyAMA0,115200", &["panic=-1".to_string()]);
+            let kubeadm = debugfs_cat(&copy, root, "/etc/habuild/kubeadm/kubeadm.yaml")?;
+            let sha = if node.name == m.init_node().name {
+                // firstboot.sh hands `kubeadm init` kubeadm.yaml, a document
+                // separator and kubelet.yaml in one file.
+                let kubelet = debugfs_cat(&copy, root, "/etc/habuild/kubeadm/kubelet.yaml")?;
+                hex::encode(Sha256::digest(format!("{kubeadm}\n---\n{kubelet}")))
+            } else {
+                hex::encode(Sha256::digest(&kubeadm))
+            };
+            (
+                "qemu-system-aarch64".to_string(),
+                control_plane_args(&files[0], &files[1], &append, &copy, &tap, &mac, &qmp_path),
+                Some(sha),
+            )
+        }
+    };
+    Ok(Prepared {
+        spec: GuestSpec {
+            name: node.name.clone(),
+            program,
+            args: args.into_iter().collect(),
+            qmp: qmp_path,
+            log,
+        },
+        role: node.role,
+        address: node.address,
+        config_sha,
+    })
+}
+
+fn holds_vip(f: &Facts, vip: &str) -> bool {
+    f.addrs
+        .iter()
+        .any(|(_, a)| a.split('/').next() == Some(vip))
+}
+
+/// The real servers the active director lists for the VIP (sorted).
+fn listed(f: &Facts, vip: &str, port: u16) -> Vec<String> {
+    ipvs_service(&f.ipvs, vip, port)
+        .map(|(_, rs)| rs.into_iter().map(|r| r.addr).collect())
+        .unwrap_or_default()
+}
+
+fn probes(ns: &Netns, vip: &str, port: u16, n: usize) -> Vec<Option<String>> {
+    (0..n).map(|_| client_probe(ns, vip, port)).collect()
+}
+
+/// Powers guest `i` off as `shutdown -h now` would (ACPI power button via
+/// QMP `system_powerdown`, so the guest's systemd stops its services); if
+/// QEMU has not exited within `grace`, it is killed (a power cut) and the
+/// report says so.
+fn power_off(c: &mut Cluster, i: usize, grace: Duration, r: &mut Report) -> Result<Duration> {
+    let start = Instant::now();
+    let name = c.guests[i].spec.name.clone();
+    qmp(&c.guests[i].spec.qmp, "system_powerdown")
+        .with_context(|| format!("powering {name} off"))?;
+    while c.guests[i].running() && start.elapsed() < grace {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    if c.guests[i].running() {
+        r.line(format!(
+            "  note: {name} did not power off within {}s of system_powerdown; QEMU killed (power cut)",
+            grace.as_secs()
+        ));
+        c.kill(i);
+    } else {
+        r.line(format!(
+            "  {name}: powered off by QMP system_powerdown (ACPI power button, a clean shutdown like `shutdown -h now`) in {:.1}s",
+            start.elapsed().as_secs_f64()
+        ));
+    }
+    Ok(start.elapsed())
+}
+
+/// Boots the cluster of `m` from the images in `out_dir` and runs the
+/// scenarios. The report goes to `<out_dir>/test/tier2.txt`.
+pub fn run(
+    project: &Project,
+    m: &Manifest,
+    out_dir: &Path,
+    boot_timeout: Duration,
+) -> Result<Tier2Result> {
+    let test_dir = out_dir.join("test");
+    std::fs::create_dir_all(&test_dir)
+        .with_context(|| format!("creating {}", test_dir.display()))?;
+    let work = tempfile::Builder::new()
+        .prefix(".tier2-")
+        .tempdir_in(&test_dir)
+        .context("creating a work directory")?;
+    let vip = m.vip.to_string();
+    let port = m.api_port;
+    let lb = &m.loadbalancer;
+    let mut r = Report {
+        lines: Vec::new(),
+        failed: false,
+    };
+    r.line(format!(
+        "tier 2: cluster {} on a closed segment (network namespace {}); Kubernetes replaced by TEST DOUBLES",
+        m.name,
+        name_for(std::process::id())
+    ));
+
+    let mut ns = Netns::create(&name_for(std::process::id()), CLIENT_CIDR)?;
+    // Directors first, then the control planes in manifest order.
+    let mut order: Vec<_> = m.directors().collect();
+    order.extend(m.control_planes());
+    let mut prepared = Vec::new();
+    for (i, node) in order.iter().enumerate() {
+        prepared.push(prepare(project, m, out_dir, work.path(), &mut ns, i, node)?);
+    }
+    let mut c = Cluster::new(ns);
+    let t0 = Instant::now();
+    for p in &prepared {
+        c.start(p.spec.clone())?;
+    }
+
+    // Boot: every guest prints facts; first boot finishes on every control plane.
+    r.line("boot".into());
+    let deadline = |t0: Instant| boot_timeout.saturating_sub(t0.elapsed());
+    for (i, p) in prepared.iter().enumerate() {
+        let took = wait_facts(
+            &mut c,
+            i,
+            "boot to the first fact block",
+            deadline(t0),
+            |_| true,
+        )?;
+        let _ = took;
+        r.line(format!(
+            "  {}: booted (first fact block) {:.1}s after start",
+            p.spec.name,
+            c.guests[i].started.elapsed().as_secs_f64()
+        ));
+    }
+    for (i, p) in prepared.iter().enumerate() {
+        if p.role != Role::ControlPlane {
+            continue;
+        }
+        let want = if p.spec.name == m.init_node().name {
+            "initialised"
+        } else {
+            "joined"
+        };
+        wait_facts(
+            &mut c,
+            i,
+            &format!("first boot {want}"),
+            deadline(t0),
+            |f| f.firstboot == want || f.firstboot.starts_with("failed"),
+        )?;
+        r.line(format!(
+            "  {}: first boot {} {:.1}s after start",
+            p.spec.name,
+            c.guests[i].facts().map(|f| f.firstboot).unwrap_or_default(),
+            t0.elapsed().as_secs_f64()
+        ));
+    }
+
+    // 1. First-boot order.
+    r.line("1. first-boot order (kubeadm TEST DOUBLE's records)".into());
+    for (i, p) in prepared.iter().enumerate() {
+        if p.role == Role::ControlPlane {
+            let f = c.guests[i].facts().unwrap_or_default();
+            let init = p.spec.name == m.init_node().name;
+            r.verdicts(&judge_first_boot(&f, init, p.config_sha.as_deref()));
+        }
+    }
+
+    // 2. The director lists the three real servers; the client meets all three.
+    r.line("2. LVS-DR through the director".into());
+    let cps: Vec<String> = prepared
+        .iter()
+        .filter(|p| p.role == Role::ControlPlane)
+        .map(|p| format!("{}:{port}", p.address))
+        .collect();
+    let mut all_rs = cps.clone();
+    all_rs.sort();
+    let directors: Vec<usize> = (0..prepared.len())
+        .filter(|&i| prepared[i].role == Role::Director)
+        .collect();
+    let t = Instant::now();
+    let active = wait_active_director(&mut c, &directors, &vip, deadline(t0))?;
+    wait_facts(
+        &mut c,
+        active,
+        "ipvsadm lists every control plane",
+        deadline(t0),
+        |f| listed(f, &vip, port) == all_rs,
+    )?;
+    r.line(format!(
+        "  {} holds the VIP; all real servers listed {:.1}s after every first boot finished",
+        c.guests[active].spec.name,
+        t.elapsed().as_secs_f64()
+    ));
+    let f = c.guests[active].facts().unwrap_or_default();
+    let (sched, rs) = ipvs_service(&f.ipvs, &vip, port).unwrap_or_default();
+    r.check(
+        sched == lb.lvs_scheduler,
+        format!(
+            "ipvsadm -L -n: {vip}:{port} scheduler {sched:?} (manifest: {})",
+            lb.lvs_scheduler
+        ),
+    );
+    for s in &rs {
+        r.check(
+            s.forward == "Route" && s.weight == lb.weight,
+            format!("  -> {} {} weight {}", s.addr, s.forward, s.weight),
+        );
+    }
+    let names: Vec<String> = prepared
+        .iter()
+        .filter(|p| p.role == Role::ControlPlane)
+        .map(|p| p.spec.name.clone())
+        .collect();
+    let answers = probes(c.ns(), &vip, port, 3 * names.len() + 3);
+    let seen = answered_by(&answers);
+    r.check(
+        names.iter().all(|n| seen.contains(n)) && answers.iter().all(Option::is_some),
+        format!(
+            "client {CLIENT_CIDR} -> {vip}:{port}, {} connections answered by {:?} ({} unanswered)",
+            answers.len(),
+            seen,
+            answers.iter().filter(|a| a.is_none()).count()
+        ),
+    );
+
+    // 3. Power off the init node: keepalived removes it; the VIP keeps answering.
+    let victim_name = m.init_node().name.clone();
+    let victim = c
+        .guest(&victim_name)
+        .context("the init node is not running")?;
+    let victim_rs = format!("{}:{port}", prepared[victim].address);
+    let window = removal_window_secs(
+        lb.delay_loop.into(),
+        lb.connect_timeout.into(),
+        lb.retry.into(),
+        lb.delay_before_retry.into(),
+    );
+    r.line(format!("3. power off {victim_name}"));
+    let t = Instant::now();
+    let shutdown = power_off(&mut c, victim, Duration::from_secs(120), &mut r)?;
+    let removal_limit = Duration::from_secs(window + FACT_PERIOD * 2) + shutdown;
+    let removed = wait_facts(
+        &mut c,
+        active,
+        "keepalived removes the powered-off node",
+        removal_limit + Duration::from_secs(30),
+        |f| !listed(f, &vip, port).contains(&victim_rs),
+    );
+    let took = t.elapsed();
+    r.timed(
+        removed.is_ok() && took <= removal_limit,
+        &format!("{victim_rs} removed from {vip}:{port} after system_powerdown"),
+        took,
+        window,
+        &format!(
+            "delay_loop {} + connect_timeout {} x (retry {} + 1) + delay_before_retry {} x retry; counted from the powerdown request, so the {:.1}s shutdown and {}s of fact sampling are allowed on top",
+            lb.delay_loop, lb.connect_timeout, lb.retry, lb.delay_before_retry, shutdown.as_secs_f64(), FACT_PERIOD * 2
+        ),
+    );
+    let f = c.guests[active].facts().unwrap_or_default();
+    let victim_ip = prepared[victim].address.to_string();
+    r.check(
+        f.klog
+            .iter()
+            .any(|l| l.contains("Removing service") && l.contains(&victim_ip)),
+        format!(
+            "keepalived logged the removal of {victim_ip} (journal lines: {})",
+            f.klog.iter().filter(|l| l.contains(&victim_ip)).count()
+        ),
+    );
+    let others: Vec<String> = names
+        .iter()
+        .filter(|n| **n != victim_name)
+        .cloned()
+        .collect();
+    let answers = probes(c.ns(), &vip, port, 3 * others.len());
+    let seen = answered_by(&answers);
+    r.check(
+        answers.iter().all(Option::is_some)
+            && others.iter().all(|n| seen.contains(n))
+            && !seen.contains(&victim_name),
+        format!(
+            "VIP still answers, from {seen:?} ({} unanswered of {})",
+            answers.iter().filter(|a| a.is_none()).count(),
+            answers.len()
+        ),
+    );
+
+    // 4. Power it on again: re-added, answers again.
+    r.line(format!("4. power {victim_name} on again"));
+    let t = Instant::now();
+    c.restart(victim)?;
+    let up = wait_facts(
+        &mut c,
+        victim,
+        "the stand-in API server (TEST DOUBLE) is back",
+        deadline(t0).max(Duration::from_secs(300)),
+        |f| f.apiserver_double == "active",
+    )?;
+    r.line(format!(
+        "  {victim_name}: booted again, stand-in API server active after {:.1}s",
+        up.as_secs_f64()
+    ));
+    let readd = readd_window_secs(lb.delay_loop.into(), lb.connect_timeout.into());
+    let t_back = Instant::now();
+    let added = wait_facts(
+        &mut c,
+        active,
+        "keepalived re-adds the node",
+        Duration::from_secs(readd + FACT_PERIOD * 2 + 30),
+        |f| listed(f, &vip, port).contains(&victim_rs),
+    );
+    let took = t_back.elapsed();
+    r.timed(
+        added.is_ok() && took <= Duration::from_secs(readd + FACT_PERIOD * 2),
+        &format!(
+            "{victim_rs} re-added once its listener was up ({:.1}s after power-on)",
+            t.elapsed().as_secs_f64()
+        ),
+        took,
+        readd,
+        &format!(
+            "delay_loop {} + connect_timeout {}; {}s of fact sampling allowed on top",
+            lb.delay_loop,
+            lb.connect_timeout,
+            FACT_PERIOD * 2
+        ),
+    );
+    let answers = probes(c.ns(), &vip, port, 3 * names.len() + 3);
+    let seen = answered_by(&answers);
+    r.check(
+        seen.contains(&victim_name) && answers.iter().all(Option::is_some),
+        format!(
+            "VIP answered by {seen:?} ({} unanswered of {})",
+            answers.iter().filter(|a| a.is_none()).count(),
+            answers.len()
+        ),
+    );
+
+    // 5. Two directors: stop the MASTER; the BACKUP takes the VIP.
+    if directors.len() >= 2 {
+        let master = active;
+        let backup_idx = *directors
+            .iter()
+            .find(|&&d| d != master)
+            .expect("two directors");
+        let backup_node = m
+            .node(&c.guests[backup_idx].spec.name)
+            .expect("a manifest node");
+        let window = vrrp_takeover_window_secs(lb.advert_int.into(), backup_node.priority.into());
+        r.line(format!(
+            "5. stop the MASTER director {}",
+            c.guests[master].spec.name
+        ));
+        let t = Instant::now();
+        let shutdown = power_off(&mut c, master, Duration::from_secs(60), &mut r)?;
+        let limit = Duration::from_secs(window + FACT_PERIOD * 2) + shutdown;
+        let moved = wait_facts(
+            &mut c,
+            backup_idx,
+            "the BACKUP takes the VIP",
+            limit + Duration::from_secs(30),
+            |f| holds_vip(f, &vip),
+        );
+        let took = t.elapsed();
+        r.timed(
+            moved.is_ok() && took <= limit,
+            &format!("VIP moved to {}", c.guests[backup_idx].spec.name),
+            took,
+            window,
+            &format!("3 x advert_int {} + skew (256 - priority {})/256 x advert_int; the {:.1}s shutdown and {}s of fact sampling allowed on top", lb.advert_int, backup_node.priority, shutdown.as_secs_f64(), FACT_PERIOD * 2),
+        );
+        let answers = probes(c.ns(), &vip, port, 3 * names.len());
+        let seen = answered_by(&answers);
+        r.check(
+            answers.iter().all(Option::is_some) && names.iter().all(|n| seen.contains(n)),
+            format!(
+                "VIP answered through the BACKUP by {seen:?} ({} unanswered of {})",
+                answers.iter().filter(|a| a.is_none()).count(),
+                answers.len()
+            ),
+        );
+    } else {
+        r.line("5. two directors: not run (this manifest has one director; use tests/fixtures/two-directors.toml)".into());
+    }
+
+    r.line(format!(
+        "tier 2 total: {:.1}s; serial logs: {}/<node>-tier2.log",
+        t0.elapsed().as_secs_f64(),
+        test_dir.display()
+    ));
+    c.shutdown()?;
+    let passed = !r.failed;
+    let text = format!(
+        "{}\ntier 2: {}\n",
+        r.lines.join("\n"),
+        if passed { "PASS" } else { "FAIL" }
+    );
+    let report = test_dir.join("tier2.txt");
+    std::fs::write(&report, &text).with_context(|| format!("writing {}", report.display()))?;
+    Ok(Tier2Result {
+        passed,
+        report,
+        text,
+    })
+}
+
+/// The director that holds the VIP (VRRP MASTER), once one does.
+fn wait_active_director(
+    c: &mut Cluster,
+    directors: &[usize],
+    vip: &str,
+    timeout: Duration,
+) -> Result<usize> {
+    let start = Instant::now();
+    loop {
+        for &d in directors {
+            if c.guests[d]
+                .facts()
+                .is_some_and(|f| holds_vip(&f, vip) && f.keepalived == "active")
+            {
+                return Ok(d);
+            }
+        }
+        if start.elapsed() > timeout {
+            anyhow::bail!(
+                "no director holds the VIP {vip} after {}s",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
