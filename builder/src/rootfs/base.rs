@@ -17,8 +17,18 @@ use crate::util::cmd::run_streaming;
 use crate::util::progress::Step;
 
 /// Bumped when the way habuild calls the bootstrapper changes, so old cache
-/// entries stop matching.
-const RECIPE_VERSION: u32 = 2;
+/// entries stop matching. 3: pinned bootstrap epoch, clamped times, no host
+/// resolv.conf/hostname.
+const RECIPE_VERSION: u32 = 3;
+
+/// SOURCE_DATE_EPOCH the bootstrap runs with (2025-01-01), whatever the
+/// image's epoch. Without it the base depends on the day it was built
+/// (shadow's last-change day, initramfs times, file times), or on the epoch
+/// of whichever build happened to fill the cache; with the image's epoch it
+/// would have to be in the cache key, and the default epoch (now) would
+/// then never hit the cache. A fixed one keeps the base a function of its
+/// spec and the archive's content, shared by builds of any epoch.
+pub const BASE_SOURCE_DATE_EPOCH: i64 = 1_735_689_600;
 
 /// A base root filesystem in the cache.
 #[derive(Debug, Clone)]
@@ -44,15 +54,26 @@ struct CacheRecord {
 /// file or bundle gives a new base.
 pub fn cache_key(spec: &BaseSpec) -> Result<String> {
     let mut h = Sha256::new();
-    h.update(format!("habuild-base-v{RECIPE_VERSION}\n"));
+    h.update(format!(
+        "habuild-base-v{RECIPE_VERSION}-epoch{BASE_SOURCE_DATE_EPOCH}\n"
+    ));
     // Local .debs are keyed by name and content, not by where they lie: the
     // same bundle unpacked in another directory is the same base.
     let mut keyed = spec.clone();
-    keyed.local_debs = spec.local_debs.iter().map(|p| PathBuf::from(p.file_name().unwrap_or_default())).collect();
+    keyed.local_debs = spec
+        .local_debs
+        .iter()
+        .map(|p| PathBuf::from(p.file_name().unwrap_or_default()))
+        .collect();
     h.update(serde_json::to_vec(&keyed).context("serialising the base spec")?);
-    let files = spec.sources.iter().map(|s| &s.signed_by).chain(spec.local_debs.iter());
+    let files = spec
+        .sources
+        .iter()
+        .map(|s| &s.signed_by)
+        .chain(spec.local_debs.iter());
     for f in files {
-        let bytes = std::fs::read(f).with_context(|| format!("reading {} for the cache key", f.display()))?;
+        let bytes = std::fs::read(f)
+            .with_context(|| format!("reading {} for the cache key", f.display()))?;
         h.update(Sha256::digest(&bytes));
     }
     Ok(hex::encode(&h.finalize()[..16]))
@@ -69,12 +90,15 @@ pub fn ensure_base(spec: &BaseSpec, cache_dir: &Path) -> Result<Base> {
     let entry = cache_dir.join("base").join(&key);
     // Two builds needing the same base (parallel tests, `--all`) must not
     // bootstrap it twice into the same place: the second waits for the first.
-    std::fs::create_dir_all(cache_dir.join("base")).with_context(|| format!("creating {}", cache_dir.join("base").display()))?;
+    std::fs::create_dir_all(cache_dir.join("base"))
+        .with_context(|| format!("creating {}", cache_dir.join("base").display()))?;
     let lock_path = cache_dir.join("base").join(format!("{key}.lock"));
-    let lock = std::fs::File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
     if lock.try_lock().is_err() {
         eprintln!("  waiting for another build of base {key} to finish");
-        lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
+        lock.lock()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
     }
     let tree = entry.join("rootfs");
     let record_path = entry.join("record.json");
@@ -136,6 +160,10 @@ pub fn ensure_base(spec: &BaseSpec, cache_dir: &Path) -> Result<Base> {
         )
     })?;
     step.finish();
+    // Files the bootstrap wrote carry the time it ran; clamped, the tree is
+    // the same whenever it is built, even for an image epoch after that time.
+    clamp_times(&partial_tree, BASE_SOURCE_DATE_EPOCH)
+        .with_context(|| format!("clamping file times under {}", partial_tree.display()))?;
 
     let status_path = partial_tree.join("var/lib/dpkg/status");
     let status = std::fs::read_to_string(&status_path)
@@ -200,14 +228,43 @@ pub fn mmdebstrap_command(spec: &BaseSpec, target: &Path) -> Command {
             .arg("--customize-hook=chroot \"$1\" sh -c \"DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends /var/cache/habuild-bundle/*.deb\"")
             .arg("--customize-hook=rm -rf \"$1/var/cache/habuild-bundle\"");
     }
-    cmd.arg(&spec.sources[0].suites[0])
-        .arg(target);
+    // mmdebstrap copies these two from the build host; the overlays write
+    // the node's own, so the base must not vary with the host.
+    cmd.arg("--customize-hook=rm -f \"$1/etc/resolv.conf\" \"$1/etc/hostname\"")
+        .env("SOURCE_DATE_EPOCH", BASE_SOURCE_DATE_EPOCH.to_string());
+    cmd.arg(&spec.sources[0].suites[0]).arg(target);
     for s in &spec.sources {
         for line in s.lines() {
             cmd.arg(line);
         }
     }
     cmd
+}
+
+/// Lowers every access and modification time later than `epoch` to it
+/// (symlinks themselves, not their targets).
+fn clamp_times(tree: &Path, epoch: i64) -> Result<()> {
+    use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
+    use std::os::unix::fs::MetadataExt;
+    let at = |t: i64, ns: i64| Timespec {
+        tv_sec: t.min(epoch),
+        tv_nsec: if t >= epoch { 0 } else { ns },
+    };
+    for entry in walkdir::WalkDir::new(tree) {
+        let entry = entry.with_context(|| format!("walking {}", tree.display()))?;
+        let m = std::fs::symlink_metadata(entry.path())
+            .with_context(|| format!("reading {}", entry.path().display()))?;
+        if m.atime() < epoch && m.mtime() < epoch {
+            continue;
+        }
+        let times = Timestamps {
+            last_access: at(m.atime(), m.atime_nsec()),
+            last_modification: at(m.mtime(), m.mtime_nsec()),
+        };
+        rustix::fs::utimensat(CWD, entry.path(), &times, AtFlags::SYMLINK_NOFOLLOW)
+            .with_context(|| format!("setting the times of {}", entry.path().display()))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -223,10 +280,52 @@ mod tests {
         BaseSpec {
             distro: "debian-13".into(),
             arch: Arch::Arm64,
-            sources: vec![AptSource { uri: "http://mirror.example/debian".into(), suites: vec!["trixie".into()], components: vec!["main".into()], signed_by: dir.join("keyring.gpg") }],
+            sources: vec![AptSource {
+                uri: "http://mirror.example/debian".into(),
+                suites: vec!["trixie".into()],
+                components: vec!["main".into()],
+                signed_by: dir.join("keyring.gpg"),
+            }],
             packages: packages.iter().map(|p| p.to_string()).collect(),
             local_debs: vec![dir.join("kubeadm_1_arm64.deb")],
         }
+    }
+
+    #[test]
+    fn times_after_the_epoch_are_clamped_older_ones_kept() {
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        let (new, old) = (t.path().join("new"), t.path().join("old"));
+        std::fs::write(&new, "n").unwrap();
+        std::fs::write(&old, "o").unwrap();
+        let old_time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1000);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(old_time)
+            .unwrap();
+        std::os::unix::fs::symlink("new", t.path().join("link")).unwrap();
+        clamp_times(t.path(), 5000).unwrap();
+        let m = |p: &Path| std::fs::symlink_metadata(p).unwrap();
+        assert_eq!((m(&new).mtime(), m(&new).atime()), (5000, 5000));
+        assert_eq!(m(&t.path().join("link")).mtime(), 5000);
+        assert_eq!(m(&old).mtime(), 1000);
+        assert_eq!(m(t.path()).mtime(), 5000);
+    }
+
+    #[test]
+    fn bootstrap_has_a_fixed_epoch_and_no_host_files() {
+        let t = tempfile::tempdir().unwrap();
+        let cmd = mmdebstrap_command(&spec(t.path(), &["systemd"]), t.path());
+        let epoch = cmd.get_envs().find(|(k, _)| *k == "SOURCE_DATE_EPOCH");
+        assert_eq!(
+            epoch.and_then(|(_, v)| v),
+            Some(std::ffi::OsStr::new("1735689600"))
+        );
+        assert!(cmd
+            .get_args()
+            .any(|a| a.to_string_lossy().contains("rm -f \"$1/etc/resolv.conf\"")));
     }
 
     #[test]
@@ -236,11 +335,23 @@ mod tests {
         let mut b = spec(&t.path().join("b"), &["systemd"]);
         // Same keyring path for both: only the bundle moved.
         b.sources = a.sources.clone();
-        assert_eq!(cache_key(&a).unwrap(), cache_key(&b).unwrap(), "a bundle in another directory is the same base");
+        assert_eq!(
+            cache_key(&a).unwrap(),
+            cache_key(&b).unwrap(),
+            "a bundle in another directory is the same base"
+        );
         std::fs::write(&b.local_debs[0], "another deb").unwrap();
-        assert_ne!(cache_key(&a).unwrap(), cache_key(&b).unwrap(), "changed .deb content");
+        assert_ne!(
+            cache_key(&a).unwrap(),
+            cache_key(&b).unwrap(),
+            "changed .deb content"
+        );
         let c = spec(&t.path().join("a"), &["systemd", "keepalived"]);
-        assert_ne!(cache_key(&a).unwrap(), cache_key(&c).unwrap(), "changed package set");
+        assert_ne!(
+            cache_key(&a).unwrap(),
+            cache_key(&c).unwrap(),
+            "changed package set"
+        );
         let before = cache_key(&a).unwrap();
         std::fs::write(&a.sources[0].signed_by, "other key").unwrap();
         assert_ne!(before, cache_key(&a).unwrap(), "changed signing keyring");
