@@ -179,13 +179,23 @@ fn rpi4_debian_image_checked_with_independent_tools() {
         let stat = debugfs_stat(&root, &path);
         assert!(stat.contains(&format!("Mode:  {mode}")), "{path}: {stat}");
         let body = debugfs_cat(&root, &path);
-        assert!(secrets_text.contains(body.trim_end()), "{path} is not the secrets file's");
+        assert!(
+            secrets_text.contains(body.trim_end()),
+            "{path} is not the secrets file's"
+        );
     }
     let kubeadm = debugfs_cat(&root, "/etc/habuild/kubeadm/kubeadm.yaml");
     assert!(kubeadm.contains("kind: InitConfiguration"), "{kubeadm}");
     assert!(debugfs_stat(&root, "/etc/habuild/kubeadm/kubeadm.yaml").contains("Mode:  0600"));
-    assert!(wants.iter().any(|w| w == "habuild-firstboot.service"), "{wants:?}");
-    assert!(run.stderr.contains("secrets in this image"), "{}", run.stderr);
+    assert!(
+        wants.iter().any(|w| w == "habuild-firstboot.service"),
+        "{wants:?}"
+    );
+    assert!(
+        run.stderr.contains("secrets in this image"),
+        "{}",
+        run.stderr
+    );
 
     // Content manifest.
     let report: serde_json::Value =
@@ -295,20 +305,68 @@ fn rpi4_debian_image_checked_with_independent_tools() {
 
     // 3. A build that fails after staging (an image too small for its root
     //    filesystem) publishes nothing and leaves nothing half-made.
-    let run = habuild(&["image", "--node", "master-arm-3", "--manifest", manifest.to_str().unwrap(), "--secrets", secrets.to_str().unwrap(), "--k8s-bundle", bundle.to_str().unwrap(), "--out", out.to_str().unwrap(), "--image-size", "300M"]);
-    assert!(!run.status.success(), "a 300 MiB image cannot hold the root filesystem");
+    let run = habuild(&[
+        "image",
+        "--node",
+        "master-arm-3",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--secrets",
+        secrets.to_str().unwrap(),
+        "--k8s-bundle",
+        bundle.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--image-size",
+        "300M",
+    ]);
+    assert!(
+        !run.status.success(),
+        "a 300 MiB image cannot hold the root filesystem"
+    );
     assert!(run.stderr.contains("master-arm-3"), "{}", run.stderr);
     assert!(!dir.join("master-arm-3.img").exists() && !dir.join("master-arm-3.json").exists());
-    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with('.')).collect();
-    assert!(leftovers.is_empty(), "leftovers after a failed build: {leftovers:?}");
-    sh(Command::new("sha256sum").arg("-c").arg("SHA256SUMS").current_dir(&dir));
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "leftovers after a failed build: {leftovers:?}"
+    );
+    sh(Command::new("sha256sum")
+        .arg("-c")
+        .arg("SHA256SUMS")
+        .current_dir(&dir));
 
     // 4. A bad manifest: exit status 2, the file and key named, no build.
     let bad = t.path().join("bad.toml");
-    std::fs::write(&bad, std::fs::read_to_string(&manifest).unwrap().replace("address = \"10.10.197.99\"", "address = \"10.10.197.98\"")).unwrap();
-    let run = habuild(&["image", "--node", "master-arm-3", "--manifest", bad.to_str().unwrap(), "--out", out.to_str().unwrap(), "--without-kubernetes"]);
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&manifest)
+            .unwrap()
+            .replace("address = \"10.10.197.99\"", "address = \"10.10.197.98\""),
+    )
+    .unwrap();
+    let run = habuild(&[
+        "image",
+        "--node",
+        "master-arm-3",
+        "--manifest",
+        bad.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--without-kubernetes",
+    ]);
     assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
-    assert!(run.stderr.contains("bad.toml") && run.stderr.contains("nodes[3].address") && run.stderr.contains("duplicate address"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("bad.toml")
+            && run.stderr.contains("nodes[3].address")
+            && run.stderr.contains("duplicate address"),
+        "{}",
+        run.stderr
+    );
 }
 
 fn extract_partition(
