@@ -54,7 +54,7 @@ pub fn write_sha256sums(dir: &Path, names: &[&str]) -> Result<()> {
         text.push_str(&sha256sum_line(&hex, name)?);
     }
     let out = dir.join(SHA256SUMS);
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+    let mut tmp = super::artifact_temp(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     tmp.write_all(text.as_bytes())
         .with_context(|| format!("writing {}", tmp.path().display()))?;

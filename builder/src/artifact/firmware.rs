@@ -31,7 +31,7 @@ pub fn write_firmware_bundle(boot_tree: &Path, out: &Path, epoch: i64) -> Result
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| {
+    let tmp = super::artifact_temp(dir).with_context(|| {
         format!(
             "creating a temporary file in {} for the firmware bundle",
             dir.display()
