@@ -41,7 +41,7 @@ pub fn last_block(log: &str) -> Option<Facts> {
         seq: seq_end.parse().ok()?,
         ..Facts::default()
     };
-    for line in log[start..end].lines().map(|l| l.trim_end_matches('\r')) {
+    for line in log[start..end].lines().map(strip_console_prefix) {
         let (key, rest) = line.split_once(' ').unwrap_or((line, ""));
         let rest = rest.trim();
         match key {
@@ -72,6 +72,16 @@ pub fn last_block(log: &str) -> Option<Facts> {
         }
     }
     Some(f)
+}
+
+/// A console line without the `[   93.006] sh[419]: ` that journald puts
+/// before a unit's output when it forwards it to the console.
+fn strip_console_prefix(line: &str) -> &str {
+    let line = line.trim_end_matches('\r');
+    match line.find("]: ") {
+        Some(p) if line.starts_with('[') => &line[p + 3..],
+        _ => line,
+    }
 }
 
 /// A real server as `ipvsadm -L -n` lists it under a virtual service.
@@ -256,6 +266,17 @@ mod tests {
         assert!(f
             .addrs
             .contains(&("lan0".into(), "10.10.197.101/32".into())));
+    }
+
+    #[test]
+    fn journald_console_prefixes_are_skipped() {
+        let log = "[   93.0] sh[419]: HABUILD-T2-BEGIN 2\n[   93.1] sh[419]: hostname master-x86-1\n[   93.2] sh[419]: addr lan0 10.10.197.101/32\n[   93.3] sh[419]: HABUILD-T2-END 2\n";
+        let f = last_block(log).unwrap();
+        assert_eq!(f.hostname, "master-x86-1");
+        assert_eq!(
+            f.addrs,
+            [("lan0".to_string(), "10.10.197.101/32".to_string())]
+        );
     }
 
     #[test]

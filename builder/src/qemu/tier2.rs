@@ -148,7 +148,15 @@ fn prepare(
                 .context("no OVMF firmware found (package ovmf; habuild doctor --install)")?;
             (
                 "qemu-system-x86_64".to_string(),
-                director_args(&ovmf, &machine, kvm_usable(), &copy, &tap, &mac, &qmp_path),
+                director_args(
+                    &ovmf,
+                    &machine,
+                    kvm_for_director(),
+                    &copy,
+                    &tap,
+                    &mac,
+                    &qmp_path,
+                ),
                 None,
             )
         }
@@ -187,6 +195,14 @@ fn prepare(
         address: node.address,
         config_sha,
     })
+}
+
+/// KVM for the director only when asked (HABUILD_QEMU_KVM=1) and usable:
+/// on the nested-virtualisation build machines KVM opens but OVMF dies
+/// ("KVM internal error ... emulation failure" with the default CPU model,
+/// a failed MSR write with `-cpu host`), so TCG is the default.
+fn kvm_for_director() -> bool {
+    std::env::var("HABUILD_QEMU_KVM").is_ok_and(|v| v == "1") && kvm_usable()
 }
 
 fn holds_vip(f: &Facts, vip: &str) -> bool {
