@@ -1,7 +1,8 @@
 //! Same manifest, secrets, base and SOURCE_DATE_EPOCH → the same bytes.
 //! Builds the amd64 director twice into two output directories and compares
 //! every artifact; when the images differ, the failure names the first
-//! differing partition and file (`habuild::artifact::compare`).
+//! differing partition and file (`habuild::artifact::compare`). The same
+//! builds then serve `habuild verify`: untouched, one byte flipped, truncated.
 //!
 //! Needs root and the host tools `habuild doctor --install` sets up; the
 //! base comes from (or goes into) `target/habuild-test-cache`.
@@ -33,7 +34,7 @@ fn build(manifest: &Path, out: &Path) {
 }
 
 #[test]
-fn director_image_is_bit_identical_across_builds() {
+fn director_image_is_bit_identical_and_verifiable() {
     let t = tempfile::tempdir().unwrap();
     let manifest = t.path().join("cluster.toml");
     std::fs::copy(
@@ -67,6 +68,16 @@ fn director_image_is_bit_identical_across_builds() {
         );
     }
 
+    // habuild verify: the untouched image passes every check.
+    let img_a = a.join("master-x86-1.img");
+    let run = habuild_plain(&["verify", img_a.to_str().unwrap()]);
+    assert!(run.status.success(), "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.lines().count() >= 5 && run.stdout.lines().all(|l| l.starts_with("ok")),
+        "{}",
+        run.stdout
+    );
+
     // The comparer names what differs: one byte of /etc/hostname's data.
     let root = &layout.partitions[1];
     let fs = format!(
@@ -89,5 +100,59 @@ fn director_image_is_bit_identical_across_builds() {
     assert!(
         diff.contains("partition 2 `root`") && diff.contains("/etc/hostname"),
         "{diff}"
+    );
+
+    // verify names the range holding the flipped byte, and the image's sum.
+    let run = habuild_plain(&["verify", img.to_str().unwrap()]);
+    assert!(!run.status.success(), "{}", run.stdout);
+    let at = root.start + block * 4096;
+    assert!(
+        run.stdout.contains("MISMATCH  master-x86-1.img against"),
+        "{}",
+        run.stdout
+    );
+    let named = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("mapped ranges of the bmap"))
+        .unwrap();
+    assert!(
+        named.starts_with("MISMATCH") && named.contains("1 differ: blocks "),
+        "{named}"
+    );
+    let (lo, hi) = named
+        .split_once("(bytes ")
+        .unwrap()
+        .1
+        .split_once(')')
+        .unwrap()
+        .0
+        .split_once("..")
+        .unwrap();
+    assert!(
+        lo.parse::<u64>().unwrap() <= at && at < hi.parse::<u64>().unwrap(),
+        "{named} should hold byte {at}"
+    );
+
+    // A truncated copy: a clear error, not a read failure.
+    let short = t.path().join("short.img");
+    std::fs::copy(&img_a, &short).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&short)
+        .unwrap();
+    f.set_len(layout.size / 2).unwrap();
+    let run = habuild_plain(&[
+        "verify",
+        short.to_str().unwrap(),
+        "--image",
+        img_a.to_str().unwrap(),
+    ]);
+    assert!(!run.status.success());
+    assert!(run.stdout.contains("truncated"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("past the end of the target"),
+        "{}",
+        run.stdout
     );
 }

@@ -21,6 +21,9 @@ pub struct PartitionSpan {
     pub role: String,
     pub start: u64,
     pub size: u64,
+    /// PARTUUID as Linux shows it (GPT GUID, or MBR `<signature>-<index>`).
+    #[serde(default)]
+    pub part_uuid: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -37,6 +40,8 @@ struct ReportImage {
 
 #[derive(Debug, Deserialize)]
 struct ReportLayout {
+    #[serde(default)]
+    disk_id: String,
     partitions: Vec<PartitionSpan>,
 }
 
@@ -46,6 +51,8 @@ pub struct ImageLayout {
     pub size: u64,
     /// "mbr" or "gpt".
     pub table: String,
+    /// GPT disk GUID, or MBR signature as `0x1234abcd`.
+    pub disk_id: String,
     pub partitions: Vec<PartitionSpan>,
 }
 
@@ -55,6 +62,7 @@ pub fn parse_layout(json: &str) -> Result<ImageLayout> {
     Ok(ImageLayout {
         size: r.image.size,
         table: r.image.partition_table,
+        disk_id: r.image.layout.disk_id,
         partitions: r.image.layout.partitions,
     })
 }
@@ -329,12 +337,14 @@ mod tests {
                 role: "esp".into(),
                 start: 1 << 20,
                 size: 4 << 20,
+                part_uuid: String::new(),
             },
             PartitionSpan {
                 label: "root".into(),
                 role: "root".into(),
                 start: 5 << 20,
                 size: 8 << 20,
+                part_uuid: String::new(),
             },
         ]
     }

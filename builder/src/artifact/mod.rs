@@ -5,6 +5,7 @@ pub mod bmap;
 pub mod checksums;
 pub mod compare;
 pub mod firmware;
+pub mod verify;
 
 /// A temporary file for an artifact, readable by all once renamed into
 /// place (tempfile's default 0600 is for secrets; artifacts are not).

@@ -8,6 +8,7 @@ pub mod kubeconfig;
 pub mod secrets;
 pub mod test;
 pub mod test_doubles;
+pub mod verify;
 
 use std::process::ExitCode;
 
@@ -41,6 +42,8 @@ pub enum Command {
     Secrets(secrets::SecretsArgs),
     /// Write an admin kubeconfig for the cluster's API VIP, signed by the cluster CA.
     Kubeconfig(kubeconfig::KubeconfigArgs),
+    /// Check an image, or a card it was flashed to, against its SHA256SUMS, bmap and <node>.json.
+    Verify(verify::VerifyArgs),
     /// Boot built images under QEMU and check them from inside.
     Test(test::TestArgs),
     /// Build the offline bundle of Kubernetes/CRI-O TEST DOUBLES (for tests only).
@@ -69,6 +72,7 @@ pub fn main() -> ExitCode {
         Command::Secrets(a) => secrets::run(a),
         Command::Kubeconfig(a) => kubeconfig::run(a),
         Command::Test(a) => test::run(a),
+        Command::Verify(a) => verify::run(a),
         Command::TestDoubles(a) => test_doubles::run(a),
     };
     match result {

@@ -142,7 +142,7 @@ pub fn plan_layout(
     total_size: u64,
 ) -> Result<DiskLayout, LayoutError> {
     validate_requests(table, requests)?;
-    if total_size == 0 || total_size % MIB != 0 {
+    if total_size == 0 || !total_size.is_multiple_of(MIB) {
         return Err(LayoutError::UnalignedDiskSize(total_size));
     }
     if table == PartitionTable::Mbr && total_size > MBR_MAX_BYTES {

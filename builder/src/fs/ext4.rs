@@ -71,11 +71,11 @@ pub fn make_ext4(
     params: &Ext4Params,
 ) -> Result<()> {
     ensure!(
-        offset % 512 == 0,
+        offset.is_multiple_of(512),
         "ext4 offset {offset} is not sector aligned"
     );
     ensure!(
-        size % BLOCK_SIZE == 0 && size > 0,
+        size.is_multiple_of(BLOCK_SIZE) && size > 0,
         "ext4 size {size} is not a positive multiple of {BLOCK_SIZE}"
     );
     ensure!(

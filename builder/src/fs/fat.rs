@@ -63,11 +63,11 @@ pub fn make_fat(
     params: &FatParams,
 ) -> Result<()> {
     ensure!(
-        offset % 512 == 0,
+        offset.is_multiple_of(512),
         "FAT offset {offset} is not sector aligned"
     );
     ensure!(
-        size % 1024 == 0 && size > 0,
+        size.is_multiple_of(1024) && size > 0,
         "FAT size {size} is not a positive multiple of 1 KiB"
     );
     validate_label(params.label)?;

@@ -1,0 +1,305 @@
+//! `habuild verify`: is this image file, or this card it was flashed to,
+//! what the build published? Checked against the artifacts beside the
+//! image: its `SHA256SUMS` entry (the `.img` itself only: a card is larger
+//! and its unmapped blocks hold anything), every mapped range of the `.bmap`,
+//! and the partition table `<node>.json` records.
+
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+use super::compare::{read_layout, ImageLayout};
+use crate::flash::bmap::{self, Bmap};
+use crate::flash::sums::{file_name, Sums};
+use crate::util::CommandExt;
+
+/// What to check and against what.
+#[derive(Debug, Clone)]
+pub struct VerifyRequest {
+    /// The image file, or the device/file it was flashed to.
+    pub target: PathBuf,
+    pub bmap: PathBuf,
+    pub json: PathBuf,
+    /// Directory whose `SHA256SUMS` lists the image (and bmap, json).
+    pub sums_dir: PathBuf,
+}
+
+/// One check's outcome; `problem` is None when it passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub check: String,
+    pub problem: Option<String>,
+}
+
+impl Finding {
+    fn ok(check: impl Into<String>) -> Finding {
+        Finding {
+            check: check.into(),
+            problem: None,
+        }
+    }
+    fn bad(check: impl Into<String>, problem: impl Into<String>) -> Finding {
+        Finding {
+            check: check.into(),
+            problem: Some(problem.into()),
+        }
+    }
+}
+
+/// Defaults for a built image `<dir>/<node>.img`: `.img.bmap` and
+/// `<node>.json` beside it, and that directory's SHA256SUMS.
+pub fn request_for_image(target: &Path, image: Option<&Path>) -> VerifyRequest {
+    let image = image.unwrap_or(target);
+    let s = image.to_string_lossy();
+    let stem = s.strip_suffix(".img").unwrap_or(&s);
+    VerifyRequest {
+        target: target.to_path_buf(),
+        bmap: PathBuf::from(format!("{s}.bmap")),
+        json: PathBuf::from(format!("{stem}.json")),
+        sums_dir: image
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf(),
+    }
+}
+
+/// Runs every check; errors only when the inputs cannot be read at all.
+pub fn verify(req: &VerifyRequest) -> Result<Vec<Finding>> {
+    let mut out = Vec::new();
+    let sums = Sums::load(&req.sums_dir)?;
+    for f in [&req.bmap, &req.json] {
+        if let Some(s) = &sums {
+            let check = format!("{} against {}", file_name(f), s.path.display());
+            out.push(match s.check_file(f) {
+                Ok(()) => Finding::ok(check),
+                Err(e) => Finding::bad(check, format!("{e:#}")),
+            });
+        }
+    }
+    let bmap = bmap::read(&req.bmap)?;
+    let layout = read_layout(&req.json)?;
+    let mut target =
+        File::open(&req.target).with_context(|| format!("opening {}", req.target.display()))?;
+    // Block devices report length 0 in metadata; seeking to the end works for both.
+    let len = target
+        .seek(SeekFrom::End(0))
+        .with_context(|| format!("finding the size of {}", req.target.display()))?;
+
+    let size_check = format!("size of {} ({len} bytes)", req.target.display());
+    out.push(size_finding(&size_check, len, bmap.image_size, layout.size));
+
+    let name = file_name(&req.target);
+    if let Some(expected) = sums.as_ref().and_then(|s| s.entry(&name)) {
+        let check = format!(
+            "{name} against {}",
+            req.sums_dir.join(super::checksums::SHA256SUMS).display()
+        );
+        let actual = super::checksums::sha256_file(&req.target)?;
+        out.push(if actual.eq_ignore_ascii_case(expected) {
+            Finding::ok(check)
+        } else {
+            Finding::bad(check, format!("sha256 {actual}, SHA256SUMS has {expected}"))
+        });
+    }
+
+    out.extend(check_ranges(&target, len, &bmap)?);
+    if len >= layout.size.min(1 << 20) {
+        let table = Command::new("sfdisk")
+            .arg("-J")
+            .arg(&req.target)
+            .output_checked();
+        let check = format!("partition table against {}", req.json.display());
+        out.push(match table {
+            Ok(json) => match compare_table(&layout, &json) {
+                Ok(diffs) if diffs.is_empty() => Finding::ok(check),
+                Ok(diffs) => Finding::bad(check, diffs.join("; ")),
+                Err(e) => Finding::bad(check, format!("{e:#}")),
+            },
+            Err(e) => Finding::bad(check, format!("no readable partition table: {e:#}")),
+        });
+    }
+    Ok(out)
+}
+
+/// A target shorter than the image cannot hold it (truncated or too small).
+pub fn size_finding(check: &str, len: u64, bmap_size: u64, json_size: u64) -> Finding {
+    if bmap_size != json_size {
+        return Finding::bad(check, format!("the bmap says the image is {bmap_size} bytes, the node report {json_size}: they are not from one build"));
+    }
+    if len < bmap_size {
+        return Finding::bad(
+            check,
+            format!("shorter than the image's {bmap_size} bytes: truncated, or not the whole card"),
+        );
+    }
+    Finding::ok(check)
+}
+
+/// Every mapped range's sha256; each differing range is named.
+fn check_ranges(target: &File, len: u64, bmap: &Bmap) -> Result<Vec<Finding>> {
+    let mut bad = Vec::new();
+    let mut buf = vec![0u8; 4 << 20];
+    for r in &bmap.ranges {
+        let span = bmap.byte_range(r);
+        if span.end > len {
+            bad.push(format!("{}: past the end of the target", bmap.describe(r)));
+            continue;
+        }
+        let mut h = Sha256::new();
+        let mut pos = span.start;
+        while pos < span.end {
+            let n = (span.end - pos).min(buf.len() as u64) as usize;
+            target
+                .read_exact_at(&mut buf[..n], pos)
+                .with_context(|| format!("reading {n} bytes at offset {pos}"))?;
+            h.update(&buf[..n]);
+            pos += n as u64;
+        }
+        let actual = hex::encode(h.finalize());
+        if actual != r.sha256 {
+            bad.push(format!(
+                "{}: sha256 {actual}, the bmap has {}",
+                bmap.describe(r),
+                r.sha256
+            ));
+        }
+    }
+    let check = format!("{} mapped ranges of the bmap", bmap.ranges.len());
+    Ok(vec![if bad.is_empty() {
+        Finding::ok(check)
+    } else {
+        Finding::bad(check, format!("{} differ: {}", bad.len(), bad.join("; ")))
+    }])
+}
+
+/// Differences between `sfdisk -J` output and the recorded layout.
+pub fn compare_table(expected: &ImageLayout, sfdisk_json: &str) -> Result<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_str(sfdisk_json).context("parsing sfdisk -J")?;
+    let t = &v["partitiontable"];
+    let mut diffs = Vec::new();
+    let label = t["label"].as_str().unwrap_or_default();
+    let want_label = if expected.table == "mbr" {
+        "dos"
+    } else {
+        expected.table.as_str()
+    };
+    if label != want_label {
+        diffs.push(format!("table is {label:?}, expected {want_label:?}"));
+    }
+    let id = t["id"].as_str().unwrap_or_default();
+    if !expected.disk_id.is_empty() && !id.eq_ignore_ascii_case(&expected.disk_id) {
+        diffs.push(format!("disk id {id}, expected {}", expected.disk_id));
+    }
+    let sector = t["sectorsize"].as_u64().unwrap_or(512);
+    let found = t["partitions"].as_array().cloned().unwrap_or_default();
+    if found.len() != expected.partitions.len() {
+        diffs.push(format!(
+            "{} partitions, expected {}",
+            found.len(),
+            expected.partitions.len()
+        ));
+    }
+    for (i, (p, f)) in expected.partitions.iter().zip(&found).enumerate() {
+        let start = f["start"].as_u64().unwrap_or_default() * sector;
+        let size = f["size"].as_u64().unwrap_or_default() * sector;
+        if (start, size) != (p.start, p.size) {
+            diffs.push(format!(
+                "partition {} `{}` at {start} ({size} bytes), expected at {} ({} bytes)",
+                i + 1,
+                p.label,
+                p.start,
+                p.size
+            ));
+        }
+        // GPT partitions carry their GUID; MBR ones derive it from the disk id.
+        if let Some(uuid) = f["uuid"].as_str() {
+            if !p.part_uuid.is_empty() && !uuid.eq_ignore_ascii_case(&p.part_uuid) {
+                diffs.push(format!(
+                    "partition {} `{}` has PARTUUID {uuid}, expected {}",
+                    i + 1,
+                    p.label,
+                    p.part_uuid
+                ));
+            }
+        }
+    }
+    Ok(diffs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifact::compare::PartitionSpan;
+
+    fn layout() -> ImageLayout {
+        ImageLayout {
+            size: 10 << 20,
+            table: "gpt".into(),
+            disk_id: "98ed6762-66dd-5329-aef0-2ea10f4fe1bb".into(),
+            partitions: vec![PartitionSpan {
+                label: "ESP".into(),
+                role: "esp".into(),
+                start: 1 << 20,
+                size: 4 << 20,
+                part_uuid: "223961bc-5515-5a79-bbdf-9db8a93ac111".into(),
+            }],
+        }
+    }
+
+    const SFDISK: &str = r#"{"partitiontable":{"label":"gpt","id":"98ED6762-66DD-5329-AEF0-2EA10F4FE1BB",
+        "sectorsize":512,"partitions":[{"start":2048,"size":8192,
+        "uuid":"223961BC-5515-5A79-BBDF-9DB8A93AC111","name":"ESP"}]}}"#;
+
+    #[test]
+    fn matching_table_has_no_differences() {
+        assert_eq!(
+            compare_table(&layout(), SFDISK).unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn moved_partition_and_other_ids_are_named() {
+        let moved = SFDISK
+            .replace("\"start\":2048", "\"start\":4096")
+            .replace("98ED", "00ED");
+        let d = compare_table(&layout(), &moved).unwrap();
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d[0].starts_with("disk id 00ED"), "{d:?}");
+        assert!(d[1].contains("partition 1 `ESP` at 2097152"), "{d:?}");
+        let mbr = r#"{"partitiontable":{"label":"dos","id":"0x1","partitions":[]}}"#;
+        let d = compare_table(&layout(), mbr).unwrap();
+        assert!(d[0].contains("\"dos\", expected \"gpt\""), "{d:?}");
+    }
+
+    #[test]
+    fn short_target_is_truncated() {
+        assert!(size_finding("s", 100, 100, 100).problem.is_none());
+        assert!(
+            size_finding("s", 200, 100, 100).problem.is_none(),
+            "a card is larger"
+        );
+        let p = size_finding("s", 99, 100, 100).problem.unwrap();
+        assert!(p.contains("truncated"), "{p}");
+        assert!(size_finding("s", 100, 100, 101).problem.is_some());
+    }
+
+    #[test]
+    fn defaults_sit_beside_the_image() {
+        let r = request_for_image(Path::new("out/c/n.img"), None);
+        assert_eq!(r.bmap, Path::new("out/c/n.img.bmap"));
+        assert_eq!(r.json, Path::new("out/c/n.json"));
+        assert_eq!(r.sums_dir, Path::new("out/c"));
+        let r = request_for_image(Path::new("/dev/sdx"), Some(Path::new("out/c/n.img")));
+        assert_eq!(
+            (r.target.as_path(), r.bmap.as_path()),
+            (Path::new("/dev/sdx"), Path::new("out/c/n.img.bmap"))
+        );
+    }
+}
