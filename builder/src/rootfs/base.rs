@@ -15,6 +15,7 @@ use super::reach;
 use crate::plan::BaseSpec;
 use crate::util::cmd::run_streaming;
 use crate::util::progress::Step;
+use crate::util::CommandExt;
 
 /// Bumped when the way habuild calls the bootstrapper changes, so old cache
 /// entries stop matching. 3: pinned bootstrap epoch, clamped times, no host
@@ -134,6 +135,10 @@ pub fn ensure_base(spec: &BaseSpec, cache_dir: &Path) -> Result<Base> {
 
     let partial = cache_dir.join("base").join(format!("{key}.partial"));
     if partial.exists() {
+        // A bootstrap killed hard leaves /proc, /sys and /dev mounted inside
+        // its tree: unmount them first, or removing the tree would reach
+        // into the host's filesystems.
+        unmount_under(&partial)?;
         std::fs::remove_dir_all(&partial)
             .with_context(|| format!("removing the leftover {}", partial.display()))?;
     }
@@ -193,6 +198,37 @@ pub fn ensure_base(spec: &BaseSpec, cache_dir: &Path) -> Result<Base> {
         packages,
         reused: false,
     })
+}
+
+/// Mount points at or below `dir`, deepest first, from /proc/self/mountinfo
+/// text (field 5 is the mount point, with spaces escaped as \040).
+pub fn mounts_under(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    found.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    found
+}
+
+fn unmount_under(dir: &Path) -> Result<()> {
+    let info =
+        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    for m in mounts_under(&info, dir) {
+        Command::new("umount")
+            .arg("--lazy")
+            .arg(&m)
+            .run_checked()
+            .with_context(|| {
+                format!(
+                    "unmounting {} left by an interrupted bootstrap",
+                    m.display()
+                )
+            })?;
+    }
+    Ok(())
 }
 
 pub fn mmdebstrap_command(spec: &BaseSpec, target: &Path) -> Command {
@@ -326,6 +362,22 @@ mod tests {
         assert!(cmd
             .get_args()
             .any(|a| a.to_string_lossy().contains("rm -f \"$1/etc/resolv.conf\"")));
+    }
+
+    #[test]
+    fn finds_mounts_left_in_a_partial_tree() {
+        let info = "22 1 0:21 / /proc rw - proc proc rw\n\
+                    90 30 0:5 / /c/base/k.partial/rootfs/proc rw - proc proc rw\n\
+                    91 90 0:6 / /c/base/k.partial/rootfs/dev/pts rw - devpts none rw\n\
+                    92 30 0:7 / /c/base/k.partialx/rootfs/sys rw - sysfs sys rw\n";
+        let m = mounts_under(info, Path::new("/c/base/k.partial"));
+        assert_eq!(
+            m,
+            [
+                PathBuf::from("/c/base/k.partial/rootfs/dev/pts"),
+                PathBuf::from("/c/base/k.partial/rootfs/proc")
+            ]
+        );
     }
 
     #[test]
