@@ -33,8 +33,12 @@ pub struct InitArgs {
     pub secrets: Option<PathBuf>,
     /// Replace an existing secrets file (its cluster's nodes will no longer
     /// trust images built from the new one).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "if_missing")]
     pub force: bool,
+    /// Keep an existing secrets file and succeed (for scripts that run
+    /// `secrets init` before every build).
+    #[arg(long)]
+    pub if_missing: bool,
 }
 
 #[derive(Debug, Args)]
@@ -62,6 +66,10 @@ fn init(a: &InitArgs) -> Result<()> {
         .unwrap_or_else(|| project.root.join(DEFAULT_MANIFEST));
     let cluster = project.manifest(Some(&manifest))?;
     let path = store::resolve(&manifest, a.secrets.as_deref());
+    if a.if_missing && path.exists() {
+        println!("kept the existing secrets file {}", path.display());
+        return Ok(());
+    }
     let s = generate::generate(&cluster.name, time::OffsetDateTime::now_utc())
         .context("creating the cluster secrets")?;
     store::write_private(&path, &secrets::render(&s), a.force)?;
