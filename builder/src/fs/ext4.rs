@@ -88,6 +88,11 @@ pub fn make_ext4(
         "ext4 source tree {} is not a directory",
         tree.display()
     );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the system clock is before 1970")?
+        .as_secs();
+    check_epoch(params.source_date_epoch, now)?;
     raise_atimes(tree, params.source_date_epoch)
         .with_context(|| format!("normalising access times under {}", tree.display()))?;
     let file = fs::OpenOptions::new()
@@ -159,6 +164,18 @@ pub fn make_ext4(
                 tree.display()
             )
         })?;
+    Ok(())
+}
+
+/// mke2fs copies each file's change time (ctime) and lowers only those after
+/// the epoch. No tool can set a ctime, and the staged tree's are the time of
+/// this build, so an epoch in the future would leak the build time into
+/// every inode: refuse it rather than make an image that looks reproducible.
+fn check_epoch(epoch: i64, now: u64) -> Result<()> {
+    ensure!(
+        u64::try_from(epoch).is_ok_and(|e| e <= now),
+        "SOURCE_DATE_EPOCH {epoch} is in the future (now {now}): the files' change times, which no tool can set, would carry the build time into the image; use a time in the past (e.g. the last commit's)"
+    );
     Ok(())
 }
 
@@ -260,6 +277,14 @@ mod tests {
         let link = debugfs(Path::new(&at), "stat /etc/link");
         assert!(link.contains("Fast link dest: \"hostname\""), "{link}");
         assert_eq!(debugfs(Path::new(&at), "cat /etc/hostname"), "node\n");
+    }
+
+    #[test]
+    fn future_epoch_is_refused() {
+        check_epoch(1_700_000_000, 1_700_000_000).unwrap();
+        let e = check_epoch(1_700_000_001, 1_700_000_000).unwrap_err();
+        assert!(e.to_string().contains("in the future"), "{e}");
+        assert!(check_epoch(-1, 1_700_000_000).is_err());
     }
 
     #[test]
