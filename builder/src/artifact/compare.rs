@@ -220,7 +220,13 @@ pub fn parse_icheck(text: &str) -> Option<u64> {
 pub fn parse_ncheck(text: &str) -> Option<String> {
     let line = text.lines().nth(1)?;
     let (_, path) = line.split_once(char::is_whitespace)?;
-    Some(path.trim().to_string()).filter(|p| !p.is_empty())
+    // debugfs prints entries of the root directory as `//name`.
+    let path = path.trim();
+    let path = path
+        .strip_prefix('/')
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or(path);
+    Some(path.to_string()).filter(|p| !p.is_empty())
 }
 
 /// Inodes below the first ordinary one have no path; name them (ext4 docs).
@@ -412,6 +418,10 @@ mod tests {
         assert_eq!(
             parse_ncheck("Inode\tPathname\n12\t/etc/hostname\n").as_deref(),
             Some("/etc/hostname")
+        );
+        assert_eq!(
+            parse_ncheck("Inode\tPathname\n12\t//bin\n").as_deref(),
+            Some("/bin")
         );
         assert_eq!(parse_ncheck("Inode\tPathname\n"), None);
     }
