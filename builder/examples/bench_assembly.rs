@@ -23,13 +23,22 @@ const EPOCH: i64 = 1_735_689_600;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    ensure!(args.len() >= 3, "usage: bench_assembly ROOT_TREE BOOT_TREE [RUNS]");
+    ensure!(
+        args.len() >= 3,
+        "usage: bench_assembly ROOT_TREE BOOT_TREE [RUNS]"
+    );
     let runs: usize = args.get(3).map_or(Ok(3), |r| r.parse())?;
-    let scratch = tempfile::Builder::new().prefix("habuild-bench-asm-").tempdir_in("/var/tmp")?;
+    let scratch = tempfile::Builder::new()
+        .prefix("habuild-bench-asm-")
+        .tempdir_in("/var/tmp")?;
     let root = scratch.path().join("root");
     let boot = scratch.path().join("boot");
     for (from, to) in [(&args[1], &root), (&args[2], &boot)] {
-        Command::new("cp").arg("-a").arg(from).arg(to).run_checked()?;
+        Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(to)
+            .run_checked()?;
     }
     let root_bytes = tree_bytes(&root)?;
     let total = default_image_size(256 * MIB, root_bytes, false);
@@ -37,8 +46,16 @@ fn main() -> Result<()> {
         PartitionTable::Gpt,
         Arch::Amd64,
         &[
-            PartitionRequest { label: "ESP".into(), role: PartitionRole::Esp, size: Some(256 * MIB) },
-            PartitionRequest { label: "root".into(), role: PartitionRole::Root, size: None },
+            PartitionRequest {
+                label: "ESP".into(),
+                role: PartitionRole::Esp,
+                size: Some(256 * MIB),
+            },
+            PartitionRequest {
+                label: "root".into(),
+                role: PartitionRole::Root,
+                size: None,
+            },
         ],
         total,
     )?;
@@ -131,7 +148,10 @@ image disk.img {{
         .run_checked()
         .context("running genimage")?;
     let secs = t.elapsed().as_secs_f64();
-    ensure!(dir.join("out/disk.img").is_file(), "genimage wrote no disk.img");
+    ensure!(
+        dir.join("out/disk.img").is_file(),
+        "genimage wrote no disk.img"
+    );
     std::fs::remove_dir_all(&dir)?;
     Ok(secs)
 }
