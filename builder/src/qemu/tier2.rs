@@ -413,6 +413,16 @@ pub fn run(
         lb.retry.into(),
         lb.delay_before_retry.into(),
     );
+    let victim_ip = prepared[victim].address.to_string();
+    // keepalived also logged removals while the cluster formed: only
+    // removal lines that appear after the power-off count.
+    let removals = |f: &Facts| {
+        f.klog
+            .iter()
+            .filter(|l| l.contains("Removing service") && l.contains(&format!("[{victim_ip}]")))
+            .count()
+    };
+    let removals_before = c.guests[active].facts().map(|f| removals(&f)).unwrap_or(0);
     r.line(format!("3. power off {victim_name}"));
     let t = Instant::now();
     let shutdown = power_off(&mut c, victim, Duration::from_secs(120), &mut r)?;
@@ -436,14 +446,12 @@ pub fn run(
         ),
     );
     let f = c.guests[active].facts().unwrap_or_default();
-    let victim_ip = prepared[victim].address.to_string();
     r.check(
-        f.klog
-            .iter()
-            .any(|l| l.contains("Removing service") && l.contains(&victim_ip)),
+        removals(&f) > removals_before,
         format!(
-            "keepalived logged the removal of {victim_ip} (journal lines: {})",
-            f.klog.iter().filter(|l| l.contains(&victim_ip)).count()
+            "keepalived logged the removal of {victim_ip} after the power-off ({} removal line(s) before, {} after)",
+            removals_before,
+            removals(&f)
         ),
     );
     let others: Vec<String> = names
