@@ -1,14 +1,15 @@
-//! Flash benchmark (not a timed test): `habuild flash` vs `dd bs=4M
-//! conv=fsync` vs `bmaptool copy`, to a regular file and to a loop device,
-//! on one image; prints a Markdown table.
+//! Flash benchmark (not a timed test): `habuild flash` (with and without
+//! a SHA256SUMS beside the image) vs `dd bs=4M conv=fsync` vs `bmaptool
+//! copy`, to a regular file and to a loop device, on one image; prints a
+//! Markdown table.
 //!
 //!     cargo run --release --example bench_flash -- IMAGE [RUNS]
 //!
 //! IMAGE needs its `.bmap` beside it (and may have a SHA256SUMS). Each
-//! cell is the median of RUNS (default 3) runs, each to a fresh sparse
-//! target in a temporary directory next to the image (so the same disk).
-//! The image is read once first so every tool starts from a warm cache.
-//! "Bytes written" is what each tool handed to write(2) (`wchar` in
+//! cell is the median of RUNS (default 3) interleaved runs, each to a fresh
+//! sparse target in a temporary directory next to the image (so the same
+//! disk). The image is read once first so every tool starts from a warm
+//! cache. "Bytes written" is what each tool handed to write(2) (`wchar` in
 //! /proc/<pid>/io; for a child process, read from the shell that waited for
 //! it). habuild runs in-process (the library call `habuild flash` makes) and
 //! its time includes reading every mapped range back.
@@ -26,6 +27,9 @@ use habuild::util::CommandExt;
 #[derive(Clone, Copy, PartialEq)]
 enum Tool {
     Habuild,
+    /// The same, from a directory without SHA256SUMS: shows what the
+    /// whole-image hash costs.
+    HabuildNoSums,
     Dd,
     Bmaptool,
 }
@@ -34,6 +38,7 @@ impl Tool {
     fn name(self) -> &'static str {
         match self {
             Tool::Habuild => "habuild flash",
+            Tool::HabuildNoSums => "habuild flash, no SHA256SUMS",
             Tool::Dd => "dd bs=4M conv=fsync",
             Tool::Bmaptool => "bmaptool copy",
         }
@@ -73,40 +78,55 @@ fn main() -> Result<()> {
         .status()
         .context("reading the image once")?;
 
-    let tools = [Tool::Habuild, Tool::Bmaptool, Tool::Dd];
+    // Hard links in a directory without SHA256SUMS, for HabuildNoSums.
+    let bare = work.path().join("no-sums");
+    std::fs::create_dir(&bare).context("creating the no-SHA256SUMS directory")?;
+    let bare_image = bare.join(image.file_name().context("image has no file name")?);
+    let bare_bmap = flash::default_bmap(&bare_image);
+    std::fs::hard_link(&image, &bare_image).context("linking the image")?;
+    std::fs::hard_link(&bmap_path, &bare_bmap).context("linking the bmap")?;
+
+    let tools = [Tool::Habuild, Tool::HabuildNoSums, Tool::Bmaptool, Tool::Dd];
     let mut rows = Vec::new();
     for target_kind in ["file", "loop device"] {
-        for tool in tools {
-            let mut samples = Vec::new();
-            for run in 0..runs {
+        // Runs interleave the tools, so a busy moment on a shared machine
+        // hits every tool alike instead of one tool's whole series.
+        let mut samples: Vec<Vec<Sample>> = tools.iter().map(|_| Vec::new()).collect();
+        'runs: for run in 0..runs {
+            for (i, &tool) in tools.iter().enumerate() {
+                let (img, bm) = match tool {
+                    Tool::HabuildNoSums => (&bare_image, &bare_bmap),
+                    _ => (&image, &bmap_path),
+                };
                 let backing = work.path().join(format!("target-{run}"));
                 let _ = std::fs::remove_file(&backing);
                 let sample = if target_kind == "file" {
-                    measure(tool, &image, &bmap_path, &backing)?
+                    measure(tool, img, bm, &backing)?
                 } else {
                     std::fs::File::create(&backing)?.set_len(size + (16 << 20))?;
                     let dev = match Loop::attach(&backing) {
                         Ok(d) => d,
                         Err(e) => {
                             eprintln!("no loop device ({e:#}); skipping loop-device rows");
-                            break;
+                            break 'runs;
                         }
                     };
-                    measure(tool, &image, &bmap_path, &dev.0)?
+                    measure(tool, img, bm, &dev.0)?
                 };
                 eprintln!(
-                    "{target_kind:>11} {:<22} run {run}: {:>7.2}s {}",
+                    "{target_kind:>11} {:<30} run {run}: {:>7.2}s {}",
                     tool.name(),
                     sample.wall.as_secs_f64(),
                     flash::human(sample.bytes)
                 );
-                samples.push(sample);
+                samples[i].push(sample);
                 let _ = std::fs::remove_file(&backing);
             }
-            if !samples.is_empty() {
-                samples.sort_by_key(|s| s.wall);
-                let mid = samples.swap_remove(samples.len() / 2);
-                rows.push((target_kind, tool, mid));
+        }
+        for (tool, mut s) in tools.into_iter().zip(samples) {
+            if !s.is_empty() {
+                s.sort_by_key(|x| x.wall);
+                rows.push((target_kind, tool, s.swap_remove(s.len() / 2)));
             }
         }
     }
@@ -115,7 +135,7 @@ fn main() -> Result<()> {
     for (target, tool, s) in rows {
         let note = match s.split {
             Some((w, v)) => format!(
-                "write {:.2}s + read-back verify {:.2}s",
+                "write {:.2} s + read-back verify {:.2} s",
                 w.as_secs_f64(),
                 v.as_secs_f64()
             ),
@@ -136,7 +156,7 @@ fn main() -> Result<()> {
 fn measure(tool: Tool, image: &Path, bmap: &Path, target: &Path) -> Result<Sample> {
     let started = Instant::now();
     match tool {
-        Tool::Habuild => {
+        Tool::Habuild | Tool::HabuildNoSums => {
             let before = own_wchar()?;
             let opts = FlashOptions {
                 image: image.to_path_buf(),

@@ -8,12 +8,14 @@
 //! MiB → fsync → read every mapped range back and check it.
 //!
 //! Modules: `bmap` (reading the map), `source` (raw or zstd image stream),
-//! `sums` (SHA256SUMS), `target` (pure safety checks) over `sysfs` (reading
-//! /sys and /proc), `writer`, `verify`; `refusal` names why we stop.
+//! `sums` (SHA256SUMS), `stream` (the reading thread of a write), `target`
+//! (pure safety checks) over `sysfs` (reading /sys and /proc), `writer`,
+//! `verify`; `refusal` names why we stop.
 
 pub mod bmap;
 pub mod refusal;
 pub mod source;
+pub mod stream;
 pub mod sums;
 pub mod sysfs;
 pub mod target;

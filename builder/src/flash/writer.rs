@@ -12,15 +12,15 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
-use sha2::{Digest, Sha256};
 
 use super::bmap::Bmap;
-use super::refusal::Refusal;
 use super::source::ImageSource;
+use super::stream::{self, Chunk};
 use super::target::BlockFacts;
 use super::Stopped;
 use crate::util::CommandExt;
@@ -32,7 +32,8 @@ pub const HEAD: u64 = 1 << 20;
 /// bytes are written and synced, so tests can interrupt a flash part-way.
 pub const PAUSE_ENV: &str = "HABUILD_TEST_FLASH_PAUSE_AFTER_BYTES";
 
-const CHUNK: usize = 4 << 20;
+/// Chunks in flight between the reading and the writing thread.
+const QUEUE: usize = 4;
 
 /// On a block device, flush every this many bytes: the page cache would
 /// otherwise take the whole image in seconds, the progress bar would show
@@ -41,6 +42,7 @@ const CHUNK: usize = 4 << 20;
 const BLOCK_SYNC_EVERY: u64 = 64 << 20;
 
 /// The first MiB of the image, held back until everything else is written.
+#[derive(Debug)]
 pub struct Head {
     pub buf: Vec<u8>,
     /// Mapped pieces of `buf`; the rest is zeros and already zero on the target.
@@ -149,9 +151,11 @@ fn discard(device: &Path, span: &Range<u64>) -> Result<u64> {
     Ok(span.end - span.start)
 }
 
-/// Streams the mapped ranges from `source` to `target`, checking each
-/// against the bmap's SHA-256 as it goes; the first MiB is kept in memory
-/// for `write_head`. `sync` flushes periodically (block devices).
+/// Streams the mapped ranges from `source` to `target`. A second thread
+/// (`stream::read_ranges`) reads, hashes and checks each range against the
+/// bmap and keeps the first MiB back, while this one writes: on two cores,
+/// reading and hashing then overlap the writes instead of taking turns.
+/// `sync` flushes periodically (block devices).
 pub fn write_body(
     source: &mut ImageSource,
     target: &File,
@@ -160,76 +164,60 @@ pub fn write_body(
     stop: &dyn Fn() -> bool,
     bar: &ProgressBar,
 ) -> Result<Body> {
-    let head_len = HEAD.min(bmap.image_size);
-    let mut head = Head {
-        buf: vec![0u8; head_len as usize],
-        pieces: Vec::new(),
-    };
     let pause_after = std::env::var(PAUSE_ENV)
         .ok()
         .and_then(|v| v.parse::<u64>().ok());
-    let mut buf = vec![0u8; CHUNK];
-    let mut bytes = 0u64;
-    let mut unsynced = 0u64;
-    for range in &bmap.ranges {
-        let span = bmap.byte_range(range);
-        source.skip_to(span.start)?;
-        let mut hasher = Sha256::new();
-        let mut pos = span.start;
-        while pos < span.end {
-            if stop() {
-                return Err(Stopped.into());
-            }
-            let n = (span.end - pos).min(CHUNK as u64) as usize;
-            let data = &mut buf[..n];
-            source.read(data)?;
-            hasher.update(&*data);
-            // The part below HEAD waits in memory; the rest goes out now.
-            let split = head_len.clamp(pos, pos + n as u64) - pos;
-            if split > 0 {
-                let at = pos as usize;
-                head.buf[at..at + split as usize].copy_from_slice(&data[..split as usize]);
-                push_piece(&mut head.pieces, pos..pos + split);
-            }
-            if (split as usize) < n {
-                let off = pos + split;
-                target
-                    .write_all_at(&data[split as usize..], off)
-                    .with_context(|| {
-                        format!("writing {} bytes at offset {off}", n - split as usize)
-                    })?;
-                let w = n as u64 - split;
-                bytes += w;
-                unsynced += w;
-                bar.inc(w);
-            }
-            pos += n as u64;
-            if sync && unsynced >= BLOCK_SYNC_EVERY {
-                target.sync_data().context("flushing written data")?;
-                unsynced = 0;
-            }
-            if pause_after.is_some_and(|p| bytes >= p) {
-                pause(target, bytes, stop)?;
-            }
-        }
-        let actual = hex::encode(hasher.finalize());
-        if actual != range.sha256 {
-            return Err(Refusal::ImageRange {
-                range: bmap.describe(range),
-                expected: range.sha256.clone(),
-                actual,
-            }
-            .into());
-        }
-    }
-    Ok(Body { head, bytes })
+    std::thread::scope(|scope| {
+        let (full_tx, full_rx) = mpsc::sync_channel::<Chunk>(QUEUE);
+        let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
+        let reader = scope.spawn(move || stream::read_ranges(source, bmap, full_tx, free_rx));
+        // The channels end with this call, so a failed write stops the reader.
+        let written = write_chunks(full_rx, free_tx, target, sync, stop, bar, pause_after);
+        let head = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the image reading thread panicked"))?;
+        // A write error or stop comes first: the reader then only saw a
+        // closed channel. Otherwise the reader's error (a range that does
+        // not match the bmap) is the story.
+        let bytes = written?;
+        Ok(Body { head: head?, bytes })
+    })
 }
 
-fn push_piece(pieces: &mut Vec<Range<u64>>, r: Range<u64>) {
-    match pieces.last_mut() {
-        Some(last) if last.end == r.start => last.end = r.end,
-        _ => pieces.push(r),
+fn write_chunks(
+    full: mpsc::Receiver<Chunk>,
+    free: mpsc::Sender<Vec<u8>>,
+    target: &File,
+    sync: bool,
+    stop: &dyn Fn() -> bool,
+    bar: &ProgressBar,
+    pause_after: Option<u64>,
+) -> Result<u64> {
+    let mut bytes = 0u64;
+    let mut unsynced = 0u64;
+    for chunk in full {
+        if stop() {
+            return Err(Stopped.into());
+        }
+        let data = &chunk.buf[..chunk.len];
+        target
+            .write_all_at(data, chunk.offset)
+            .with_context(|| format!("writing {} bytes at offset {}", chunk.len, chunk.offset))?;
+        let n = chunk.len as u64;
+        bytes += n;
+        unsynced += n;
+        bar.inc(n);
+        // The reader may already be gone (it read the last range).
+        let _ = free.send(chunk.buf);
+        if sync && unsynced >= BLOCK_SYNC_EVERY {
+            target.sync_data().context("flushing written data")?;
+            unsynced = 0;
+        }
+        if pause_after.is_some_and(|p| bytes >= p) {
+            pause(target, bytes, stop)?;
+        }
     }
+    Ok(bytes)
 }
 
 /// Writes the held-back first MiB. Returns the bytes written.
@@ -299,14 +287,5 @@ mod tests {
             ..facts
         };
         assert_eq!(discard_span(&no_discard, 100 << 20), None);
-    }
-
-    #[test]
-    fn pieces_merge_when_adjacent() {
-        let mut p = Vec::new();
-        push_piece(&mut p, 0..10);
-        push_piece(&mut p, 10..20);
-        push_piece(&mut p, 30..40);
-        assert_eq!(p, [0..20, 30..40]);
     }
 }
