@@ -258,17 +258,8 @@ fn uefi(cmd: &mut Command, profile: &QemuProfile, copy: &Path) -> Result<()> {
         copy.display(),
         profile.drive
     ));
-    if Path::new("/dev/kvm").exists()
-        && std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")
-            .is_ok()
-    {
-        cmd.args(["-accel", "kvm"]);
-    } else {
-        cmd.args(["-accel", "tcg"]);
-    }
+    // Same rule as tier 2: see `kvm_for_director` for why TCG is the default.
+    cmd.args(["-accel", if super::tier2::kvm_for_director() { "kvm" } else { "tcg" }]);
     // A NIC on a hub with no other port: the link is up, nothing leaves.
     cmd.args([
         "-netdev",

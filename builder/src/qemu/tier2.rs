@@ -201,7 +201,7 @@ fn prepare(
 /// on the nested-virtualisation build machines KVM opens but OVMF dies
 /// ("KVM internal error ... emulation failure" with the default CPU model,
 /// a failed MSR write with `-cpu host`), so TCG is the default.
-fn kvm_for_director() -> bool {
+pub fn kvm_for_director() -> bool {
     std::env::var("HABUILD_QEMU_KVM").is_ok_and(|v| v == "1") && kvm_usable()
 }
 
