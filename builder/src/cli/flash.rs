@@ -10,6 +10,9 @@ use crate::config::Project;
 use crate::flash::{self, FlashOptions, Interrupted};
 
 #[derive(Debug, Args)]
+#[command(
+    override_usage = "habuild flash [OPTIONS] IMAGE TARGET\n       habuild flash [OPTIONS] --node NAME TARGET"
+)]
 pub struct FlashArgs {
     /// IMAGE TARGET, or only TARGET with --node. IMAGE is a .img or
     /// .img.zst; TARGET the card's whole-disk device (/dev/sdX,
