@@ -41,8 +41,16 @@ pub fn habuild(args: &[&str]) -> Run {
 
 /// Runs the habuild binary without build options (e.g. `habuild test`).
 pub fn habuild_plain(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_habuild")).args(args).env("HABUILD_ROOT", repo_root()).output().expect("running habuild");
-    let run = Run { status: out.status, stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() };
+    let out = Command::new(env!("CARGO_BIN_EXE_habuild"))
+        .args(args)
+        .env("HABUILD_ROOT", repo_root())
+        .output()
+        .expect("running habuild");
+    let run = Run {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    };
     eprintln!("habuild {}:\n{}", args.join(" "), run.stderr);
     run
 }

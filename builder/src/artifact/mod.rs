@@ -11,5 +11,7 @@ pub mod verify;
 /// place (tempfile's default 0600 is for secrets; artifacts are not).
 pub(crate) fn artifact_temp(dir: &std::path::Path) -> std::io::Result<tempfile::NamedTempFile> {
     use std::os::unix::fs::PermissionsExt;
-    tempfile::Builder::new().permissions(std::fs::Permissions::from_mode(0o644)).tempfile_in(dir)
+    tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o644))
+        .tempfile_in(dir)
 }

@@ -24,7 +24,12 @@ pub struct TestDoublesArgs {
 
 pub fn run(args: &TestDoublesArgs) -> Result<()> {
     let project = Project::locate()?;
-    let debs = crate::testdoubles::build_bundle(&project.root.join("tests/doubles"), &args.arch, &args.out, args.source_date_epoch)?;
+    let debs = crate::testdoubles::build_bundle(
+        &project.root.join("tests/doubles"),
+        &args.arch,
+        &args.out,
+        args.source_date_epoch,
+    )?;
     for d in &debs {
         eprintln!("TEST DOUBLE {}", d.display());
     }

@@ -259,7 +259,14 @@ fn uefi(cmd: &mut Command, profile: &QemuProfile, copy: &Path) -> Result<()> {
         profile.drive
     ));
     // Same rule as tier 2: see `kvm_for_director` for why TCG is the default.
-    cmd.args(["-accel", if super::tier2::kvm_for_director() { "kvm" } else { "tcg" }]);
+    cmd.args([
+        "-accel",
+        if super::tier2::kvm_for_director() {
+            "kvm"
+        } else {
+            "tcg"
+        },
+    ]);
     // A NIC on a hub with no other port: the link is up, nothing leaves.
     cmd.args([
         "-netdev",
