@@ -22,7 +22,7 @@ pub fn parse_report(log: &str) -> Option<GuestReport> {
     let start = log.rfind("HABUILD-BEGIN")?;
     let end = start + log[start..].find("HABUILD-END")?;
     let mut r = GuestReport::default();
-    for line in log[start..end].lines().map(|l| l.trim_end_matches('\r')) {
+    for line in log[start..end].lines().map(strip_console_prefix) {
         let (key, rest) = line.split_once(' ').unwrap_or((line, ""));
         match key {
             "state" => r.state = rest.trim().to_string(),
@@ -47,6 +47,16 @@ pub fn parse_report(log: &str) -> Option<GuestReport> {
         }
     }
     Some(r)
+}
+
+/// journald forwards the check's output to the console as
+/// `[  77.49] sh[463]: state running`: keep what follows the `ident[pid]: `.
+fn strip_console_prefix(line: &str) -> &str {
+    let line = line.trim_end_matches('\r');
+    match line.find("]: ") {
+        Some(i) => &line[i + 3..],
+        None => line,
+    }
 }
 
 /// What the image is expected to show when it runs.
@@ -143,6 +153,14 @@ mod tests {
             parse_report("HABUILD-BEGIN\nstate running\n").is_none(),
             "an unfinished report is no report"
         );
+    }
+
+    #[test]
+    fn reads_lines_forwarded_by_journald() {
+        let log = "[   77.49] sh[463]: HABUILD-BEGIN\r\n[   77.50] sh[463]: state running\r\n[   78.00] sh[463]: sha256 abc  /etc/hostname\r\n[   92.60] sh[463]: HABUILD-END\r\n";
+        let r = parse_report(log).unwrap();
+        assert_eq!(r.state, "running");
+        assert_eq!(r.files["/etc/hostname"], "abc");
     }
 
     #[test]
