@@ -469,6 +469,9 @@ mod tests {
         let name2 = name.clone();
         let pid_file2 = pid_file.clone();
         let log = t.path().join("g.log");
+        // Paths only go into the closure: the temporary directory must
+        // outlive it, or unwinding removes the pid file this test reads.
+        let qmp = t.path().join("q.sock");
         let r = std::panic::catch_unwind(move || {
             let ns = Netns::create(&name2, CLIENT_CIDR).unwrap();
             let mut c = Cluster::new(ns);
@@ -479,7 +482,7 @@ mod tests {
                     "-c".into(),
                     format!("echo $$ > {}; exec sleep 300", pid_file2.display()).into(),
                 ],
-                qmp: t.path().join("q.sock"),
+                qmp,
                 log,
             })
             .unwrap();
