@@ -103,8 +103,6 @@ pub struct PlanInputs {
     pub source_date_epoch: i64,
 }
 
-const KUBERNETES_PACKAGES: &[&str] = &["kubeadm", "kubelet", "kubectl", "cri-o"];
-
 pub fn pkgs_k8s_io_sources(cluster: &Cluster, keyring: &std::path::Path) -> Vec<AptSource> {
     let minor = |v: &str| v.split('.').take(2).collect::<Vec<_>>().join(".");
     vec![
@@ -213,9 +211,4 @@ pub fn plan_node(
         },
         source_date_epoch: inputs.source_date_epoch,
     })
-}
-
-/// Names of the packages that make a control plane a Kubernetes node.
-pub fn kubernetes_package_names() -> &'static [&'static str] {
-    KUBERNETES_PACKAGES
 }

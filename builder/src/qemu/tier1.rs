@@ -64,7 +64,7 @@ pub struct Tier1Result {
     pub report: PathBuf,
 }
 
-fn part(j: &NodeJson, role: &str) -> Result<Extent> {
+pub(crate) fn part(j: &NodeJson, role: &str) -> Result<Extent> {
     j.image
         .layout
         .partitions

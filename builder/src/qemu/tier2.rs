@@ -23,7 +23,7 @@ use super::t2facts::{
     answered_by, ipvs_service, judge_first_boot, readd_window_secs, removal_window_secs,
     vrrp_takeover_window_secs, Facts, Verdict,
 };
-use super::tier1::{qemu_cmdline, NodeJson};
+use super::tier1::{part, qemu_cmdline, NodeJson};
 use crate::config::manifest::{Cluster as Manifest, Role};
 use crate::config::Project;
 use crate::util::CommandExt;
@@ -68,19 +68,6 @@ impl Report {
             ),
         );
     }
-}
-
-fn part(j: &NodeJson, role: &str) -> Result<Extent> {
-    j.image
-        .layout
-        .partitions
-        .iter()
-        .find(|p| p.role == role)
-        .map(|p| Extent {
-            start: p.start,
-            size: p.size,
-        })
-        .with_context(|| format!("{}.json lists no {role} partition", j.node))
 }
 
 fn debugfs_cat(copy: &Path, root: Extent, path: &str) -> Result<String> {
