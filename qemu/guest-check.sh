@@ -11,6 +11,7 @@ for u in $(systemctl list-unit-files --plain --no-legend | cut -d' ' -f1); do
     echo "unit $u $(systemctl is-enabled "$u" 2>/dev/null) $(systemctl is-active "$u" 2>/dev/null)";;
   esac
 done
+ip -o -4 addr show | while read -r _ dev _ cidr _; do echo "addr $dev $cidr"; done
 find /etc /usr/local /root /usr/lib/systemd/system -type f ! -path '*/habuild-check*' 2>/dev/null | sort | xargs -r sha256sum | sed 's/^/sha256 /'
 echo "target $(systemctl is-active multi-user.target)"
 echo HABUILD-END

@@ -15,44 +15,13 @@ use common::*;
 
 #[test]
 fn rpi4_debian_image_checked_with_independent_tools() {
-    let t = tempfile::tempdir().unwrap();
-    let out = t.path().join("out");
-    let bundle = t.path().join("bundle");
-    habuild::testdoubles::build_bundle(&repo_root().join("tests/doubles"), "arm64", &bundle, EPOCH)
-        .unwrap();
-
-    // 1. Cold (or cached) build of the first control plane.
-    let manifest = repo_root().join("tests/fixtures/test-cluster.toml");
-    // The cluster's secrets (CAs, service-account key, bootstrap token),
-    // which every control-plane image carries.
-    let secrets = t.path().join("testcluster.secrets.toml");
-    let init = habuild_plain(&[
-        "secrets",
-        "init",
-        "--manifest",
-        manifest.to_str().unwrap(),
-        "--secrets",
-        secrets.to_str().unwrap(),
-    ]);
-    assert!(init.status.success(), "{}", init.stderr);
-    let run = habuild(&[
-        "image",
-        "--board",
-        "rpi4",
-        "--manifest",
-        manifest.to_str().unwrap(),
-        "--secrets",
-        secrets.to_str().unwrap(),
-        "--k8s-bundle",
-        bundle.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(
-        run.status.success(),
-        "habuild image failed:\n{}",
-        run.stderr
-    );
+    // 1. Cold (or cached) build of the first control plane, with the
+    //    cluster's secrets (CAs, service-account key, bootstrap token),
+    //    which every control-plane image carries.
+    let w = Workspace::new("test-cluster.toml");
+    let run = w.build(&["--board", "rpi4"]);
+    let (t, out, manifest) = (&w.dir, &w.out, &w.manifest);
+    let (secrets, bundle) = (&w.secrets, &w.bundle);
     let dir = out.join("testcluster");
     let img = dir.join("master-arm-1.img");
 
@@ -164,7 +133,7 @@ fn rpi4_debian_image_checked_with_independent_tools() {
     assert!(debugfs_cat(&root, "/usr/bin/kubeadm").contains("TEST DOUBLE"));
     assert_eq!(debugfs_cat(&root, "/etc/machine-id"), "");
     // The cluster's PKI with kubeadm's names; keys (and the token) root-only.
-    let secrets_text = std::fs::read_to_string(&secrets).unwrap();
+    let secrets_text = std::fs::read_to_string(secrets).unwrap();
     for (file, mode) in [
         ("ca.crt", "0644"),
         ("ca.key", "0600"),
@@ -258,7 +227,7 @@ fn rpi4_debian_image_checked_with_independent_tools() {
     let changed = t.path().join("changed.toml");
     std::fs::write(
         &changed,
-        std::fs::read_to_string(&manifest)
+        std::fs::read_to_string(manifest)
             .unwrap()
             .replace("dns = [\"10.10.197.1\"]", "dns = [\"10.10.197.53\"]"),
     )
@@ -344,7 +313,7 @@ fn rpi4_debian_image_checked_with_independent_tools() {
     let bad = t.path().join("bad.toml");
     std::fs::write(
         &bad,
-        std::fs::read_to_string(&manifest)
+        std::fs::read_to_string(manifest)
             .unwrap()
             .replace("address = \"10.10.197.99\"", "address = \"10.10.197.98\""),
     )

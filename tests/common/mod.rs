@@ -22,11 +22,23 @@ pub fn habuild(args: &[&str]) -> Run {
     let cache = std::env::var("HABUILD_TEST_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|_| repo_root().join("target/habuild-test-cache"));
-    let out = Command::new(env!("CARGO_BIN_EXE_habuild"))
-        .args(args)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_habuild"));
+    cmd.args(args)
         .arg("--cache-dir")
         .arg(cache)
-        .env("SOURCE_DATE_EPOCH", EPOCH.to_string())
+        .env("SOURCE_DATE_EPOCH", EPOCH.to_string());
+    run_habuild(cmd, args)
+}
+
+/// Runs the habuild binary without build options (e.g. `habuild test`).
+pub fn habuild_plain(args: &[&str]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_habuild"));
+    cmd.args(args);
+    run_habuild(cmd, args)
+}
+
+fn run_habuild(mut cmd: Command, args: &[&str]) -> Run {
+    let out = cmd
         .env("HABUILD_ROOT", repo_root())
         .output()
         .expect("running habuild");
@@ -39,20 +51,92 @@ pub fn habuild(args: &[&str]) -> Run {
     run
 }
 
-/// Runs the habuild binary without build options (e.g. `habuild test`).
-pub fn habuild_plain(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_habuild"))
-        .args(args)
-        .env("HABUILD_ROOT", repo_root())
-        .output()
-        .expect("running habuild");
-    let run = Run {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    };
-    eprintln!("habuild {}:\n{}", args.join(" "), run.stderr);
-    run
+/// A fixture copied into a temporary directory, with its own secrets beside
+/// it and the arm64 test-double Kubernetes bundle: what a test needs to
+/// build any node of the fixture. Dropping it removes everything.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+    pub manifest: PathBuf,
+    pub secrets: PathBuf,
+    pub bundle: PathBuf,
+    pub out: PathBuf,
+}
+
+impl Workspace {
+    /// `fixture` is a file name under tests/fixtures.
+    pub fn new(fixture: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join(fixture);
+        std::fs::copy(repo_root().join("tests/fixtures").join(fixture), &manifest)
+            .unwrap_or_else(|e| panic!("copying fixture {fixture}: {e}"));
+        let secrets = manifest.with_extension("secrets.toml");
+        let init = habuild_plain(&[
+            "secrets",
+            "init",
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--secrets",
+            secrets.to_str().unwrap(),
+        ]);
+        assert!(
+            init.status.success(),
+            "secrets init failed:\n{}",
+            init.stderr
+        );
+        let bundle = dir.path().join("bundle");
+        habuild::testdoubles::build_bundle(
+            &repo_root().join("tests/doubles"),
+            "arm64",
+            &bundle,
+            EPOCH,
+        )
+        .unwrap();
+        let out = dir.path().join("out");
+        Workspace {
+            dir,
+            manifest,
+            secrets,
+            bundle,
+            out,
+        }
+    }
+
+    pub fn m(&self) -> &str {
+        self.manifest.to_str().unwrap()
+    }
+
+    pub fn o(&self) -> &str {
+        self.out.to_str().unwrap()
+    }
+
+    /// `habuild image` with this workspace's manifest, secrets, bundle and
+    /// output directory, plus `extra` (which images, other options).
+    pub fn try_build(&self, extra: &[&str]) -> Run {
+        let mut args = vec![
+            "image",
+            "--manifest",
+            self.m(),
+            "--secrets",
+            self.secrets.to_str().unwrap(),
+            "--k8s-bundle",
+            self.bundle.to_str().unwrap(),
+            "--out",
+            self.o(),
+        ];
+        args.extend_from_slice(extra);
+        habuild(&args)
+    }
+
+    /// [`Self::try_build`], failing the test when the build fails.
+    pub fn build(&self, extra: &[&str]) -> Run {
+        let run = self.try_build(extra);
+        assert!(
+            run.status.success(),
+            "habuild image {extra:?} failed:\n{}",
+            run.stderr
+        );
+        run
+    }
 }
 
 /// Runs a checking tool; panics with its output when it fails.

@@ -76,12 +76,25 @@ pub fn run(args: &TestArgs) -> Result<()> {
             out_dir.display()
         );
     }
-    crate::host::doctor::require(&["qemu-system-aarch64", "mcopy", "debugfs", "fdtput", "dtc"])?;
+    let boards = nodes
+        .iter()
+        .map(|n| project.board(&n.board))
+        .collect::<Result<Vec<_>>>()?;
+    let mut tools: Vec<String> = ["mcopy", "debugfs", "fdtput", "dtc"]
+        .map(String::from)
+        .into();
+    for b in &boards {
+        if let Some(q) = &b.qemu {
+            tools.push(format!("qemu-system-{}", q.system));
+        }
+    }
+    tools.sort();
+    tools.dedup();
+    crate::host::doctor::require(&tools.iter().map(String::as_str).collect::<Vec<_>>())?;
     let mut failed = Vec::new();
-    for n in nodes {
-        let board = project.board(&n.board)?;
+    for (n, board) in nodes.into_iter().zip(boards) {
         eprintln!("tier 1: booting {} ({}) under QEMU", n.name, board.name);
-        match crate::qemu::tier1::run(&out_dir, &n.name, &board, &project.root) {
+        match crate::qemu::tier1::run(&out_dir, n, cluster.subnet.prefix, &board, &project.root) {
             Ok(r) => {
                 eprint!("{}", std::fs::read_to_string(&r.report).unwrap_or_default());
                 if !r.passed {

@@ -13,6 +13,8 @@ pub struct GuestReport {
     pub units: BTreeMap<String, (String, String)>,
     /// path → sha256
     pub files: BTreeMap<String, String>,
+    /// (interface, address/prefix) of every IPv4 address
+    pub addresses: Vec<(String, String)>,
     pub target: String,
 }
 
@@ -36,6 +38,12 @@ pub fn parse_report(log: &str) -> Option<GuestReport> {
                         u.to_string(),
                         (en.to_string(), p.next().unwrap_or("").to_string()),
                     );
+                }
+            }
+            "addr" => {
+                let mut p = rest.split_whitespace();
+                if let (Some(dev), Some(cidr)) = (p.next(), p.next()) {
+                    r.addresses.push((dev.to_string(), cidr.to_string()));
                 }
             }
             "sha256" => {
@@ -65,6 +73,10 @@ pub struct Expectations {
     pub hostname: String,
     /// unit → expected is-enabled value ("enabled", "disabled").
     pub unit_enablement: Vec<(String, String)>,
+    /// unit → expected is-active value ("active").
+    pub unit_activity: Vec<(String, String)>,
+    /// (interface, address/prefix) the running system must have.
+    pub addresses: Vec<(String, String)>,
     /// Files habuild rendered (path, sha256), from `<node>.json`.
     pub files: Vec<(String, String)>,
 }
@@ -107,6 +119,27 @@ pub fn judge(r: &GuestReport, e: &Expectations) -> Vec<Check> {
             .unwrap_or("not-found");
         check(got == want, format!("{unit} is {got} (expected {want})"));
     }
+    for (unit, want) in &e.unit_activity {
+        let got = r
+            .units
+            .get(unit)
+            .map(|(_, active)| active.as_str())
+            .filter(|a| !a.is_empty())
+            .unwrap_or("not-found");
+        check(got == want, format!("{unit} is {got} (expected {want})"));
+    }
+    for (dev, cidr) in &e.addresses {
+        let got: Vec<&str> = r
+            .addresses
+            .iter()
+            .filter(|(d, _)| d == dev)
+            .map(|(_, a)| a.as_str())
+            .collect();
+        check(
+            got.contains(&cidr.as_str()),
+            format!("{dev} has {cidr} (found {got:?})"),
+        );
+    }
     let mut matched = 0;
     for (path, sha) in &e.files {
         match r.files.get(path) {
@@ -129,12 +162,14 @@ pub fn judge(r: &GuestReport, e: &Expectations) -> Vec<Check> {
 mod tests {
     use super::*;
 
-    const LOG: &str = "[   80.1] random kernel line\r\nHABUILD-BEGIN\r\nstate running\r\nhostname master-arm-1\r\nunit realServer.service disabled inactive\r\n[   81.0] audit: something\r\nunit habuild-growroot.service enabled inactive\r\nsha256 abc  /etc/hostname\r\ntarget active\r\nHABUILD-END\r\n";
+    const LOG: &str = "[   80.1] random kernel line\r\nHABUILD-BEGIN\r\nstate running\r\nhostname master-arm-1\r\nunit realServer.service disabled inactive\r\n[   81.0] audit: something\r\nunit habuild-growroot.service enabled inactive\r\naddr lan0 10.10.197.98/24\r\nsha256 abc  /etc/hostname\r\ntarget active\r\nHABUILD-END\r\n";
 
     fn expect() -> Expectations {
         Expectations {
             hostname: "master-arm-1".into(),
             unit_enablement: vec![("realServer.service".into(), "disabled".into())],
+            unit_activity: vec![("habuild-growroot.service".into(), "inactive".into())],
+            addresses: vec![("lan0".into(), "10.10.197.98/24".into())],
             files: vec![("/etc/hostname".into(), "abc".into())],
         }
     }
@@ -174,7 +209,12 @@ mod tests {
         let bad = LOG
             .replace("state running", "state degraded\r\nfailed foo.service")
             .replace("sha256 abc", "sha256 abd")
-            .replace("realServer.service disabled", "realServer.service enabled");
+            .replace("realServer.service disabled", "realServer.service enabled")
+            .replace(
+                "growroot.service enabled inactive",
+                "growroot.service enabled failed",
+            )
+            .replace("addr lan0 10.10.197.98/24", "addr eth0 10.10.197.98/24");
         let failed: Vec<String> = judge(&parse_report(&bad).unwrap(), &expect())
             .into_iter()
             .filter(|c| !c.ok)
@@ -193,6 +233,18 @@ mod tests {
             failed
                 .iter()
                 .any(|w| w.contains("realServer.service is enabled")),
+            "{failed:?}"
+        );
+        assert!(
+            failed
+                .iter()
+                .any(|w| w.contains("habuild-growroot.service is failed (expected inactive)")),
+            "{failed:?}"
+        );
+        assert!(
+            failed
+                .iter()
+                .any(|w| w.contains("lan0 has 10.10.197.98/24")),
             "{failed:?}"
         );
     }

@@ -13,6 +13,7 @@ use super::console::{run_stages, Stage};
 use super::guest::{judge, parse_report, Check, Expectations};
 use super::prepare::{add_check_unit, extract, fat_files, sparse_copy, Extent};
 use crate::config::board::QemuProfile;
+use crate::config::manifest::Node;
 use crate::config::Board;
 
 /// The parts of `<node>.json` the test reads.
@@ -86,13 +87,23 @@ pub fn expectations(j: &NodeJson) -> Expectations {
         "habuild-growroot.service".to_string(),
         "enabled".to_string(),
     )];
-    if j.role == "control-plane" {
-        unit_enablement.push(("habuild-firstboot.service".into(), "enabled".into()));
-        unit_enablement.push(("realServer.service".into(), "enabled".into()));
+    let mut unit_activity = vec![("systemd-networkd.service".to_string(), "active".to_string())];
+    match j.role.as_str() {
+        "control-plane" => {
+            unit_enablement.push(("habuild-firstboot.service".into(), "enabled".into()));
+            unit_enablement.push(("realServer.service".into(), "enabled".into()));
+        }
+        "director" => {
+            unit_enablement.push(("keepalived.service".into(), "enabled".into()));
+            unit_activity.push(("keepalived.service".into(), "active".into()));
+        }
+        _ => {}
     }
     Expectations {
         hostname: j.node.clone(),
         unit_enablement,
+        unit_activity,
+        addresses: Vec::new(),
         files: j
             .files
             .root
@@ -103,7 +114,14 @@ pub fn expectations(j: &NodeJson) -> Expectations {
 }
 
 /// Boots `<out_dir>/<node>.img` and judges what the guest reports.
-pub fn run(out_dir: &Path, node: &str, board: &Board, project_root: &Path) -> Result<Tier1Result> {
+pub fn run(
+    out_dir: &Path,
+    manifest_node: &Node,
+    prefix_length: u8,
+    board: &Board,
+    project_root: &Path,
+) -> Result<Tier1Result> {
+    let node = manifest_node.name.as_str();
     let json_path = out_dir.join(format!("{node}.json"));
     let j: NodeJson = serde_json::from_slice(&std::fs::read(&json_path).with_context(|| {
         format!(
@@ -149,7 +167,15 @@ pub fn run(out_dir: &Path, node: &str, board: &Board, project_root: &Path) -> Re
     ]);
     match &profile.dtb {
         Some(dtb) => direct_kernel(&mut cmd, &j, profile, dtb, &copy, work.path())?,
-        None => uefi(&mut cmd, profile, &copy)?,
+        None => {
+            // The manifest's MAC, so that the image's .link file names the
+            // NIC lan0 as it will on the real machine.
+            let mac = manifest_node
+                .mac
+                .clone()
+                .unwrap_or_else(|| super::cluster::guest_mac(manifest_node.address));
+            uefi(&mut cmd, profile, &copy, &mac)?
+        }
     }
     let log = test_dir.join(format!("{node}-tier1.log"));
     let stages = [
@@ -173,7 +199,15 @@ pub fn run(out_dir: &Path, node: &str, board: &Board, project_root: &Path) -> Re
         .with_context(|| format!("booting {node} under QEMU ({})", profile.machine))?;
     let boot_seconds = run.reached.last().map(|r| r.1).unwrap_or_default();
     let report = parse_report(&run.log).context("the guest's report is incomplete")?;
-    let checks = judge(&report, &expectations(&j));
+    let mut expect = expectations(&j);
+    if profile.dtb.is_none() {
+        // Only the UEFI machines get a NIC (QEMU's raspi4b has no Ethernet).
+        expect.addresses = vec![(
+            "lan0".to_string(),
+            format!("{}/{prefix_length}", manifest_node.address),
+        )];
+    }
+    let checks = judge(&report, &expect);
     let passed = checks.iter().all(|c| c.ok);
     let report_path = test_dir.join(format!("{node}-tier1.txt"));
     let verdict = if passed { "PASS" } else { "FAIL" };
@@ -246,7 +280,7 @@ fn direct_kernel(
     Ok(())
 }
 
-fn uefi(cmd: &mut Command, profile: &QemuProfile, copy: &Path) -> Result<()> {
+fn uefi(cmd: &mut Command, profile: &QemuProfile, copy: &Path, mac: &str) -> Result<()> {
     let code = crate::host::tools::ovmf_code()
         .context("no OVMF firmware found (package ovmf; habuild doctor --install)")?;
     cmd.arg("-drive").arg(format!(
@@ -272,7 +306,7 @@ fn uefi(cmd: &mut Command, profile: &QemuProfile, copy: &Path) -> Result<()> {
         "-netdev",
         "hubport,id=n0,hubid=0",
         "-device",
-        "virtio-net-pci,netdev=n0",
+        &format!("virtio-net-pci,netdev=n0,mac={mac}"),
     ]);
     Ok(())
 }

@@ -1,0 +1,119 @@
+//! `habuild test` on every image of the two-director fixture (the seed's
+//! cluster plus a VRRP backup director), built with the Kubernetes TEST
+//! DOUBLES bundle:
+//! - tier 1: each image boots as itself (rpi4 on raspi4b from its own boot
+//!   partition, the directors under OVMF through their own bootloader),
+//!   reaches multi-user.target with no failed unit and passes the checks
+//!   inside the guest; the images themselves are not touched;
+//! - tier 2: the whole cluster on a closed segment in a network namespace
+//!   and the seed's failover test, scenarios 1 to 5.
+//!
+//! Needs root (network namespaces, taps) and about 20 minutes on 2 cores.
+//! Shares the base cache with image_rpi4 and image_director.
+
+mod common;
+
+use common::*;
+
+const NODES: [&str; 5] = [
+    "master-x86-1",
+    "master-x86-2",
+    "master-arm-1",
+    "master-arm-2",
+    "master-arm-3",
+];
+
+#[test]
+fn every_image_boots_then_the_cluster_fails_over() {
+    let w = Workspace::new("two-directors.toml");
+    w.build(&["--all"]);
+    let dir = w.out.join("twodirectors");
+    let before: Vec<String> = NODES
+        .iter()
+        .map(|n| sha256(&dir.join(format!("{n}.img"))))
+        .collect();
+
+    // Tier 1, every image.
+    let run = habuild_plain(&["test", "--all", "--manifest", w.m(), "--out", w.o()]);
+    let reports: Vec<(String, String)> = NODES
+        .iter()
+        .map(|n| {
+            let r = std::fs::read_to_string(dir.join(format!("test/{n}-tier1.txt")))
+                .unwrap_or_default();
+            (n.to_string(), r)
+        })
+        .collect();
+    assert!(
+        run.status.success(),
+        "tier 1 failed:\n{}\n{reports:#?}",
+        run.stderr
+    );
+    for (node, report) in &reports {
+        assert!(report.contains(": PASS"), "{node}:\n{report}");
+        assert!(!report.contains("[FAIL]"), "{node}:\n{report}");
+        assert!(
+            report.contains("[ok] system state \"running\""),
+            "{node}:\n{report}"
+        );
+        let log = dir.join(format!("test/{node}-tier1.log"));
+        assert!(
+            std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) > 10_000,
+            "{node}: the serial log was not kept"
+        );
+    }
+    let report = |n: &str| &reports.iter().find(|(m, _)| m == n).unwrap().1;
+    // The rpi4 image booted under raspi4b; first boot (kubeadm init, a
+    // TEST DOUBLE) ran and then enabled realServer.
+    assert!(report("master-arm-1").contains("raspi4b"));
+    assert!(report("master-arm-1").contains("realServer.service is enabled"));
+    // The directors booted through OVMF and run keepalived.
+    for d in ["master-x86-1", "master-x86-2"] {
+        assert!(report(d).contains("q35"), "{}", report(d));
+        assert!(
+            report(d).contains("keepalived.service is active"),
+            "{}",
+            report(d)
+        );
+    }
+
+    // Tier 2: the cluster and its failover test.
+    let run = habuild_plain(&["test", "--tier", "2", "--manifest", w.m(), "--out", w.o()]);
+    let report = std::fs::read_to_string(dir.join("test/tier2.txt")).unwrap_or_default();
+    assert!(
+        run.status.success(),
+        "tier 2 failed:\n{}\n{report}",
+        run.stderr
+    );
+    assert!(report.ends_with("tier 2: PASS\n"), "{report}");
+    assert!(!report.contains("[FAIL]"), "{report}");
+    assert!(report.contains("TEST DOUBLES"), "{report}");
+    // Each scenario ran and was timed against its window.
+    for needle in [
+        "1. first-boot order",
+        "2. LVS-DR",
+        "3. power off master-arm-1",
+        "removed from 10.10.197.101:6443",
+        "4. power master-arm-1 on again",
+        "re-added: the VIP is answered by master-arm-1 again",
+        "5. stop the MASTER director master-x86-1",
+        "VIP moved to master-x86-2",
+    ] {
+        assert!(report.contains(needle), "missing {needle:?}:\n{report}");
+    }
+
+    // The guests booted copies: no image changed.
+    let after: Vec<String> = NODES
+        .iter()
+        .map(|n| sha256(&dir.join(format!("{n}.img"))))
+        .collect();
+    assert_eq!(before, after, "an image was modified by habuild test");
+    // Nothing left behind: no namespace of this run.
+    let ns = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&ns.stdout).contains("habuild-t2-"),
+        "a tier-2 namespace survived"
+    );
+}
