@@ -60,7 +60,8 @@ pub struct Tier1Result {
     pub node: String,
     pub passed: bool,
     pub checks: Vec<Check>,
-    pub boot_seconds: f64,
+    /// (stage, seconds since QEMU started) for each boot stage reached.
+    pub reached: Vec<(&'static str, f64)>,
     pub log: PathBuf,
     pub report: PathBuf,
 }
@@ -197,7 +198,6 @@ pub fn run(
     ];
     let run = run_stages(cmd, &stages, &log)
         .with_context(|| format!("booting {node} under QEMU ({})", profile.machine))?;
-    let boot_seconds = run.reached.last().map(|r| r.1).unwrap_or_default();
     let report = parse_report(&run.log).context("the guest's report is incomplete")?;
     let mut expect = expectations(&j);
     if profile.dtb.is_none() {
@@ -229,7 +229,7 @@ pub fn run(
         node: node.into(),
         passed,
         checks,
-        boot_seconds,
+        reached: run.reached.clone(),
         log,
         report: report_path,
     })
