@@ -1,10 +1,11 @@
 //! `habuild test`: boot the images `habuild image` built, under QEMU.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::Args;
 
+use crate::config::manifest::Cluster;
 use crate::config::Project;
 
 #[derive(Debug, Args)]
@@ -24,42 +25,82 @@ pub struct TestArgs {
     /// 1: each image boots as itself (--node or --all). 2: the whole
     /// cluster on a closed segment in a network namespace, and the seed's
     /// failover test (needs every node's image, root, and Kubernetes TEST
-    /// DOUBLES in the control-plane images).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
-    pub tier: u8,
+    /// DOUBLES in the control-plane images). all: tier 1 on every image,
+    /// then tier 2.
+    #[arg(long, value_enum, default_value = "1")]
+    pub tier: Tier,
     /// Tier 2: seconds allowed for the cluster to boot and form.
     #[arg(long, default_value_t = 600)]
     pub boot_timeout: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tier {
+    #[value(name = "1")]
+    One,
+    #[value(name = "2")]
+    Two,
+    All,
 }
 
 pub fn run(args: &TestArgs) -> Result<()> {
     let project = Project::locate()?;
     let cluster = project.manifest(args.manifest.as_deref())?;
     let out_dir = args.out.join(&cluster.name);
-    if args.tier == 2 {
-        if args.node.is_some() || args.all {
-            bail!("tier 2 boots every node of the manifest: drop --node/--all");
-        }
-        crate::host::doctor::require(&[
-            "qemu-system-aarch64",
-            "qemu-system-x86_64",
-            "ip",
-            "mcopy",
-            "debugfs",
-        ])?;
-        let r = crate::qemu::tier2::run(
-            &project,
-            &cluster,
-            &out_dir,
-            std::time::Duration::from_secs(args.boot_timeout),
-        )?;
-        eprintln!("report: {}", r.report.display());
-        if !r.passed {
-            bail!("tier 2 failed (see {})", r.report.display());
-        }
-        return Ok(());
+    if args.tier != Tier::One && args.node.is_some() {
+        bail!("tier 2 boots every node of the manifest: drop --node");
     }
-    let nodes: Vec<_> = match (&args.node, args.all) {
+    match args.tier {
+        Tier::One => tier1(&project, &cluster, &out_dir, args.node.as_deref(), args.all),
+        Tier::Two => tier2(&project, &cluster, &out_dir, args.boot_timeout),
+        Tier::All => {
+            let started = std::time::Instant::now();
+            // Tier 2 runs even when an image fails tier 1: its report says
+            // more about why, and the run ends failed either way.
+            let first = tier1(&project, &cluster, &out_dir, None, true);
+            let second = tier2(&project, &cluster, &out_dir, args.boot_timeout);
+            eprintln!(
+                "habuild test --tier all: {:.0}s",
+                started.elapsed().as_secs_f64()
+            );
+            match (first, second) {
+                (Ok(()), Ok(())) => Ok(()),
+                (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+                (Err(t1), Err(t2)) => Err(t2.context(format!("and tier 1: {t1:#}"))),
+            }
+        }
+    }
+}
+
+fn tier2(project: &Project, cluster: &Cluster, out_dir: &Path, boot_timeout: u64) -> Result<()> {
+    crate::host::doctor::require(&[
+        "qemu-system-aarch64",
+        "qemu-system-x86_64",
+        "ip",
+        "mcopy",
+        "debugfs",
+    ])?;
+    let r = crate::qemu::tier2::run(
+        project,
+        cluster,
+        out_dir,
+        std::time::Duration::from_secs(boot_timeout),
+    )?;
+    eprintln!("report: {}", r.report.display());
+    if !r.passed {
+        bail!("tier 2 failed (see {})", r.report.display());
+    }
+    Ok(())
+}
+
+fn tier1(
+    project: &Project,
+    cluster: &Cluster,
+    out_dir: &Path,
+    node: Option<&str>,
+    all: bool,
+) -> Result<()> {
+    let nodes: Vec<_> = match (node, all) {
         (Some(n), _) => vec![cluster
             .node(n)
             .ok_or_else(|| anyhow::anyhow!("the manifest has no node {n:?}"))?],
@@ -94,7 +135,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
     let mut failed = Vec::new();
     for (n, board) in nodes.into_iter().zip(boards) {
         eprintln!("tier 1: booting {} ({}) under QEMU", n.name, board.name);
-        match crate::qemu::tier1::run(&out_dir, n, cluster.subnet.prefix, &board, &project.root) {
+        match crate::qemu::tier1::run(out_dir, n, cluster.subnet.prefix, &board, &project.root) {
             Ok(r) => {
                 eprint!("{}", std::fs::read_to_string(&r.report).unwrap_or_default());
                 if !r.passed {
