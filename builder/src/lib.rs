@@ -11,6 +11,7 @@ pub mod disk;
 pub mod flash;
 pub mod fs;
 pub mod host;
+pub mod lock;
 pub mod pipeline;
 pub mod pki;
 pub mod plan;

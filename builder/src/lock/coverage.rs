@@ -1,0 +1,255 @@
+//! Which entry of a lock covers the base an image needs, and when none
+//! does, why: a problem per key of the lock file, naming the node and the
+//! package, repository or bundle file the lock does not cover. Pure.
+
+use std::path::Path;
+
+use super::{BundleFile, Lock, LockedBase};
+use crate::config::ConfigError;
+use crate::plan::BaseSpec;
+
+/// One suite of a repository: `uri` only for sources other than the
+/// distro's archive (see `LockedRepository::uri`).
+type RepositoryId = (Option<String>, String, Vec<String>);
+
+/// What identifies a base apart from the archive's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseIdentity {
+    pub distro: String,
+    pub arch: String,
+    pub repositories: Vec<RepositoryId>,
+    pub requested: Vec<String>,
+    pub bundle: Vec<BundleFile>,
+}
+
+impl BaseIdentity {
+    /// The identity of the base `spec` describes; `bundle` is its local
+    /// .debs by name and sha256 (read by the caller).
+    pub fn of_spec(spec: &BaseSpec, bundle: &[BundleFile]) -> BaseIdentity {
+        let mut repositories = Vec::new();
+        for (i, s) in spec.sources.iter().enumerate() {
+            // `plan_node` puts the distro's archive first.
+            let uri = (i > 0).then(|| s.uri.clone());
+            for suite in &s.suites {
+                repositories.push((uri.clone(), suite.clone(), s.components.clone()));
+            }
+        }
+        let mut requested = spec.packages.clone();
+        requested.sort();
+        let mut bundle = bundle.to_vec();
+        bundle.sort();
+        BaseIdentity {
+            distro: spec.distro.clone(),
+            arch: spec.arch.debian_name().to_string(),
+            repositories,
+            requested,
+            bundle,
+        }
+    }
+
+    pub fn of_locked(b: &LockedBase) -> BaseIdentity {
+        let mut requested = b.requested.clone();
+        requested.sort();
+        let mut bundle = b.bundle.clone();
+        bundle.sort();
+        BaseIdentity {
+            distro: b.distro.clone(),
+            arch: b.arch.clone(),
+            repositories: b
+                .repositories
+                .iter()
+                .map(|r| (r.uri.clone(), r.suite.clone(), r.components.clone()))
+                .collect(),
+            requested,
+            bundle,
+        }
+    }
+}
+
+pub fn same_identity(a: &LockedBase, b: &LockedBase) -> bool {
+    BaseIdentity::of_locked(a) == BaseIdentity::of_locked(b)
+}
+
+/// The lock's base for `node`, or every reason it has none. `file` is the
+/// lock file, for the messages.
+pub fn find<'a>(
+    lock: &'a Lock,
+    file: &Path,
+    node: &str,
+    want: &BaseIdentity,
+) -> Result<&'a LockedBase, Vec<ConfigError>> {
+    if let Some(b) = lock
+        .bases
+        .iter()
+        .find(|b| &BaseIdentity::of_locked(b) == want)
+    {
+        return Ok(b);
+    }
+    let problem = |key: String, problem: String| ConfigError {
+        file: file.to_path_buf(),
+        key,
+        problem: format!("{problem}; run `habuild lock` to pin it"),
+    };
+    // The nearest entry: the one made for this node, else one of the same
+    // distro and architecture.
+    let same_kind = |b: &&LockedBase| b.distro == want.distro && b.arch == want.arch;
+    let nearest = lock
+        .bases
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| same_kind(b))
+        .max_by_key(|(_, b)| b.nodes.iter().any(|n| n == node));
+    let Some((i, b)) = nearest else {
+        let has: Vec<String> = lock
+            .bases
+            .iter()
+            .map(|b| format!("{} {}", b.distro, b.arch))
+            .collect();
+        return Err(vec![problem(
+            "base".into(),
+            format!(
+                "node {node} needs a {} {} base, which the lock does not have (it has: {})",
+                want.distro,
+                want.arch,
+                if has.is_empty() {
+                    "none".into()
+                } else {
+                    has.join(", ")
+                }
+            ),
+        )]);
+    };
+    let have = BaseIdentity::of_locked(b);
+    let mut errors = Vec::new();
+    let missing: Vec<&str> = want
+        .requested
+        .iter()
+        .filter(|r| !have.requested.contains(r))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        errors.push(problem(
+            format!("base[{i}].requested"),
+            format!(
+                "node {node} asks for {}, which the lock's base {} does not cover",
+                missing.join(", "),
+                b.label()
+            ),
+        ));
+    }
+    let extra: Vec<&str> = have
+        .requested
+        .iter()
+        .filter(|r| !want.requested.contains(r))
+        .map(String::as_str)
+        .collect();
+    if !extra.is_empty() {
+        errors.push(problem(
+            format!("base[{i}].requested"),
+            format!(
+                "the lock's base {} was resolved with {}, which node {node} no longer asks for",
+                b.label(),
+                extra.join(", ")
+            ),
+        ));
+    }
+    if have.bundle != want.bundle {
+        let show = |files: &[BundleFile]| {
+            if files.is_empty() {
+                "no bundle".to_string()
+            } else {
+                files
+                    .iter()
+                    .map(|f| format!("{} (sha256 {})", f.file, f.sha256))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        errors.push(problem(
+            format!("base[{i}].bundle"),
+            format!(
+                "node {node} is built with {}, the lock's base {} with {}",
+                show(&want.bundle),
+                b.label(),
+                show(&have.bundle)
+            ),
+        ));
+    }
+    if have.repositories != want.repositories {
+        let show = |r: &[RepositoryId]| {
+            r.iter()
+                .map(|(uri, suite, comps)| {
+                    format!(
+                        "{} {}",
+                        super::repository_name(uri.as_deref(), suite),
+                        comps.join(" ")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        errors.push(problem(
+            format!("base[{i}].repositories"),
+            format!(
+                "node {node} installs from [{}], the lock's base {} from [{}]",
+                show(&want.repositories),
+                b.label(),
+                show(&have.repositories)
+            ),
+        ));
+    }
+    Err(errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lock::format::tests::sample;
+
+    fn wanted() -> BaseIdentity {
+        BaseIdentity::of_locked(&sample().bases[0])
+    }
+
+    #[test]
+    fn finds_the_entry_with_the_same_inputs() {
+        let lock = sample();
+        let b = find(&lock, Path::new("habuild.lock"), "master-arm-3", &wanted()).unwrap();
+        assert_eq!(b.arch, "arm64");
+    }
+
+    #[test]
+    fn a_package_the_lock_does_not_cover_is_named_with_file_and_key() {
+        let lock = sample();
+        let mut want = wanted();
+        want.requested.push("htop".into());
+        want.requested.sort();
+        let errs = find(&lock, Path::new("/m/habuild.lock"), "master-arm-1", &want).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        let msg = errs[0].to_string();
+        assert_eq!(errs[0].key, "base[0].requested");
+        assert!(
+            msg.starts_with("/m/habuild.lock: `base[0].requested`: "),
+            "{msg}"
+        );
+        assert!(msg.contains("node master-arm-1 asks for htop"), "{msg}");
+        assert!(msg.contains("habuild lock"), "{msg}");
+    }
+
+    #[test]
+    fn other_bundle_and_missing_architecture() {
+        let lock = sample();
+        let mut want = wanted();
+        want.bundle[0].sha256 = "0".repeat(64);
+        let errs = find(&lock, Path::new("habuild.lock"), "master-arm-1", &want).unwrap_err();
+        assert_eq!(errs[0].key, "base[0].bundle");
+        assert!(errs[0].problem.contains(&"0".repeat(64)));
+
+        let mut want = wanted();
+        want.arch = "amd64".into();
+        let errs = find(&lock, Path::new("habuild.lock"), "master-x86-1", &want).unwrap_err();
+        assert_eq!(errs[0].key, "base");
+        assert!(errs[0].problem.contains(
+            "needs a debian-13 amd64 base, which the lock does not have (it has: debian-13 arm64)"
+        ));
+    }
+}
