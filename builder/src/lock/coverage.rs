@@ -70,12 +70,12 @@ pub fn same_identity(a: &LockedBase, b: &LockedBase) -> bool {
     BaseIdentity::of_locked(a) == BaseIdentity::of_locked(b)
 }
 
-/// The lock's base for `node`, or every reason it has none. `file` is the
-/// lock file, for the messages.
+/// The lock's base for `nodes` (the nodes built on one base), or every
+/// reason it has none. `file` is the lock file, for the messages.
 pub fn find<'a>(
     lock: &'a Lock,
     file: &Path,
-    node: &str,
+    nodes: &[String],
     want: &BaseIdentity,
 ) -> Result<&'a LockedBase, Vec<ConfigError>> {
     if let Some(b) = lock
@@ -98,7 +98,12 @@ pub fn find<'a>(
         .iter()
         .enumerate()
         .filter(|(_, b)| same_kind(b))
-        .max_by_key(|(_, b)| b.nodes.iter().any(|n| n == node));
+        .max_by_key(|(_, b)| b.nodes.iter().any(|n| nodes.contains(n)));
+    // The verb's ending agrees with the subject: "node a asks", "nodes a, b ask".
+    let (node, s) = match nodes {
+        [one] => (format!("node {one}"), "s"),
+        _ => (format!("nodes {}", nodes.join(", ")), ""),
+    };
     let Some((i, b)) = nearest else {
         let has: Vec<String> = lock
             .bases
@@ -108,7 +113,7 @@ pub fn find<'a>(
         return Err(vec![problem(
             "base".into(),
             format!(
-                "node {node} needs a {} {} base, which the lock does not have (it has: {})",
+                "{node} need{s} a {} {} base, which the lock does not have (it has: {})",
                 want.distro,
                 want.arch,
                 if has.is_empty() {
@@ -131,7 +136,7 @@ pub fn find<'a>(
         errors.push(problem(
             format!("base[{i}].requested"),
             format!(
-                "node {node} asks for {}, which the lock's base {} does not cover",
+                "{node} ask{s} for {}, which the lock's base {} does not cover",
                 missing.join(", "),
                 b.label()
             ),
@@ -147,31 +152,19 @@ pub fn find<'a>(
         errors.push(problem(
             format!("base[{i}].requested"),
             format!(
-                "the lock's base {} was resolved with {}, which node {node} no longer asks for",
+                "the lock's base {} was resolved with {}, which {node} no longer ask{s} for",
                 b.label(),
                 extra.join(", ")
             ),
         ));
     }
     if have.bundle != want.bundle {
-        let show = |files: &[BundleFile]| {
-            if files.is_empty() {
-                "no bundle".to_string()
-            } else {
-                files
-                    .iter()
-                    .map(|f| format!("{} (sha256 {})", f.file, f.sha256))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
-        };
         errors.push(problem(
             format!("base[{i}].bundle"),
             format!(
-                "node {node} is built with {}, the lock's base {} with {}",
-                show(&want.bundle),
-                b.label(),
-                show(&have.bundle)
+                "{node}: {} (the lock's base {})",
+                bundle_difference(&want.bundle, &have.bundle),
+                b.label()
             ),
         ));
     }
@@ -191,7 +184,7 @@ pub fn find<'a>(
         errors.push(problem(
             format!("base[{i}].repositories"),
             format!(
-                "node {node} installs from [{}], the lock's base {} from [{}]",
+                "{node} install{s} from [{}], the lock's base {} from [{}]",
                 show(&want.repositories),
                 b.label(),
                 show(&have.repositories)
@@ -199,6 +192,29 @@ pub fn find<'a>(
         ));
     }
     Err(errors)
+}
+
+/// How the bundle an image is built with differs from the locked one.
+fn bundle_difference(want: &[BundleFile], have: &[BundleFile]) -> String {
+    let names = |b: &[BundleFile]| b.iter().map(|f| f.file.clone()).collect::<Vec<_>>();
+    if names(want) != names(have) {
+        let show = |b: &[BundleFile]| match names(b).join(", ") {
+            n if n.is_empty() => "no bundle".to_string(),
+            n => n,
+        };
+        return format!("built with {}, locked with {}", show(want), show(have));
+    }
+    want.iter()
+        .zip(have)
+        .filter(|(w, h)| w.sha256 != h.sha256)
+        .map(|(w, h)| {
+            format!(
+                "bundle file {} has sha256 {}, the lock {}",
+                w.file, w.sha256, h.sha256
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(test)]
@@ -213,7 +229,13 @@ mod tests {
     #[test]
     fn finds_the_entry_with_the_same_inputs() {
         let lock = sample();
-        let b = find(&lock, Path::new("habuild.lock"), "master-arm-3", &wanted()).unwrap();
+        let b = find(
+            &lock,
+            Path::new("habuild.lock"),
+            &["master-arm-3".into()],
+            &wanted(),
+        )
+        .unwrap();
         assert_eq!(b.arch, "arm64");
     }
 
@@ -223,7 +245,13 @@ mod tests {
         let mut want = wanted();
         want.requested.push("htop".into());
         want.requested.sort();
-        let errs = find(&lock, Path::new("/m/habuild.lock"), "master-arm-1", &want).unwrap_err();
+        let errs = find(
+            &lock,
+            Path::new("/m/habuild.lock"),
+            &["master-arm-1".into()],
+            &want,
+        )
+        .unwrap_err();
         assert_eq!(errs.len(), 1);
         let msg = errs[0].to_string();
         assert_eq!(errs[0].key, "base[0].requested");
@@ -240,13 +268,37 @@ mod tests {
         let lock = sample();
         let mut want = wanted();
         want.bundle[0].sha256 = "0".repeat(64);
-        let errs = find(&lock, Path::new("habuild.lock"), "master-arm-1", &want).unwrap_err();
+        let nodes = ["master-arm-1".to_string(), "master-arm-2".to_string()];
+        let errs = find(&lock, Path::new("habuild.lock"), &nodes, &want).unwrap_err();
         assert_eq!(errs[0].key, "base[0].bundle");
-        assert!(errs[0].problem.contains(&"0".repeat(64)));
+        assert!(
+            errs[0].problem.starts_with(&format!(
+                "nodes master-arm-1, master-arm-2: bundle file cri-o_1.31.3-1.1_arm64.deb has sha256 {}, the lock {}",
+                "0".repeat(64),
+                "c".repeat(64)
+            )),
+            "{}",
+            errs[0].problem
+        );
+        want.bundle.clear();
+        let errs = find(&lock, Path::new("habuild.lock"), &nodes, &want).unwrap_err();
+        assert!(
+            errs[0]
+                .problem
+                .contains("built with no bundle, locked with cri-o_1.31.3-1.1_arm64.deb"),
+            "{}",
+            errs[0].problem
+        );
 
         let mut want = wanted();
         want.arch = "amd64".into();
-        let errs = find(&lock, Path::new("habuild.lock"), "master-x86-1", &want).unwrap_err();
+        let errs = find(
+            &lock,
+            Path::new("habuild.lock"),
+            &["master-x86-1".into()],
+            &want,
+        )
+        .unwrap_err();
         assert_eq!(errs[0].key, "base");
         assert!(errs[0].problem.contains(
             "needs a debian-13 amd64 base, which the lock does not have (it has: debian-13 arm64)"

@@ -53,17 +53,27 @@ pub fn load(flag: Option<&Path>, manifest: &Path) -> Result<Option<LockInUse>> {
 /// The lock's base for each plan, in order; or every node's problems at
 /// once (a configuration error naming the lock file and its keys).
 pub fn entries<'a>(lock: &'a LockInUse, plans: &[NodePlan]) -> Result<Vec<&'a LockedBase>> {
-    let mut found = Vec::new();
+    let wanted = plans
+        .iter()
+        .map(|p| Ok(BaseIdentity::of_spec(&p.base, &bundle_files(&p.base)?)))
+        .collect::<Result<Vec<_>>>()?;
     let mut problems = Vec::new();
-    for plan in plans {
-        let want = BaseIdentity::of_spec(&plan.base, &bundle_files(&plan.base)?);
-        match coverage::find(&lock.lock, &lock.path, &plan.node.name, &want) {
+    let mut found = Vec::new();
+    for (i, want) in wanted.iter().enumerate() {
+        // The nodes on the same base share one report.
+        let nodes: Vec<String> = plans
+            .iter()
+            .zip(&wanted)
+            .filter(|(_, w)| *w == want)
+            .map(|(p, _)| p.node.name.clone())
+            .collect();
+        match coverage::find(&lock.lock, &lock.path, &nodes, want) {
             Ok(b) => found.push(b),
+            Err(e) if wanted[..i].contains(want) => drop(e),
             Err(e) => problems.extend(e),
         }
     }
     if !problems.is_empty() {
-        problems.dedup();
         return Err(ConfigErrors(problems).into());
     }
     Ok(found)
@@ -131,16 +141,19 @@ fn mismatch(pin: Pin, what: &str, differences: &[String]) -> String {
     }
     m.push_str("The lock was resolved from:\n");
     for r in &pin.base.repositories {
-        m.push_str(&format!("  {}: Release of {}", r.name(), r.date));
-        if let Some(s) = &r.snapshot {
-            m.push_str(&format!(", snapshot {s}"));
-        }
-        m.push('\n');
+        m.push_str(&format!("  {}: Release of {}\n", r.name(), r.date));
+    }
+    // A snapshot holds every suite as it was at one time: the newest
+    // suite's publication is the earliest that has them all.
+    match pin.base.repositories.iter().filter_map(|r| r.snapshot.as_deref()).max() {
+        Some(t) => m.push_str(&format!(
+            "To build what the lock pins, point --mirror at a snapshot mirror of the archive \
+             at {t} (the first snapshot taken at or after it); "
+        )),
+        None => m.push_str("To build what the lock pins, point --mirror at a mirror that still serves those versions; "),
     }
     m.push_str(
-        "To build what the lock pins, point --mirror at a snapshot mirror of the archive \
-         at the recorded snapshot (the first snapshot taken at or after it); to take what \
-         the archive gives now, run `habuild lock` again and commit the new lock.",
+        "to take what the archive gives now, run `habuild lock` again and commit the new lock.",
     );
     m
 }
@@ -163,9 +176,11 @@ mod tests {
         assert!(m.starts_with("/m/habuild.lock: base debian-13 arm64 (master-arm-1, master-arm-2): the archive no longer gives"), "{m}");
         assert!(m.contains("  bash (arm64): locked 5.2, now 5.3\n"), "{m}");
         assert!(
-            m.contains(
-                "trixie: Release of Sat, 21 Nov 2026 09:15:44 UTC, snapshot 20261121T091544Z"
-            ),
+            m.contains("  trixie: Release of Sat, 21 Nov 2026 09:15:44 UTC\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains("a snapshot mirror of the archive at 20261121T091544Z"),
             "{m}"
         );
         assert!(m.contains("--mirror") && m.contains("habuild lock"), "{m}");

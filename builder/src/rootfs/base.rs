@@ -134,7 +134,7 @@ pub fn ensure_base(spec: &BaseSpec, cache_dir: &Path, pinned: Option<&Pinned>) -
         // the state this base was bootstrapped from is the right one.
         match pinned {
             Some(p) if record.packages != p.packages => eprintln!(
-                "  the cached base {key} has other package versions than the lock: bootstrapping it again"
+                "  the cached base {key} has other package versions than the lock: building it again if the archive gives the locked ones"
             ),
             _ => {
                 log::info!(
