@@ -12,36 +12,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use habuild::lock::{format, Lock, LockedBase};
-
-/// Runs habuild with `root` as its project directory (boards, distro
-/// profiles, overlays).
-fn habuild_with_root(root: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_habuild"))
-        .args(args)
-        .env("HABUILD_ROOT", root)
-        .env("SOURCE_DATE_EPOCH", EPOCH.to_string())
-        .output()
-        .expect("running habuild");
-    let run = Run {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    };
-    eprintln!("habuild {}:\n{}", args.join(" "), run.stderr);
-    run
-}
-
-fn test_cache() -> PathBuf {
-    std::env::var("HABUILD_TEST_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo_root().join("target/habuild-test-cache"))
-}
 
 fn read_lock(path: &Path) -> Lock {
     format::parse(path, &std::fs::read_to_string(path).unwrap()).unwrap()
@@ -68,16 +44,11 @@ fn tampered(lock: &Path, package: &str, to: &Path) {
 #[test]
 fn lock_is_written_canonically_checked_and_enforced_by_image() {
     let t = tempfile::tempdir().unwrap();
-    let manifest = t.path().join("test-cluster.toml");
-    std::fs::copy(
-        repo_root().join("tests/fixtures/test-cluster.toml"),
-        &manifest,
-    )
-    .unwrap();
+    let manifest = fixture_copy(t.path(), "test-cluster.toml", "test-cluster.toml");
     let m = manifest.to_str().unwrap();
     let bundle = t.path().join("bundle");
-    let run = habuild_plain(&["test-doubles", "--out", bundle.to_str().unwrap()]);
-    assert!(run.status.success(), "{}", run.stderr);
+    habuild::testdoubles::build_bundle(&repo_root().join("tests/doubles"), "arm64", &bundle, EPOCH)
+        .unwrap();
     let b = bundle.to_str().unwrap();
     let lock_path = t.path().join("habuild.lock");
 
@@ -205,12 +176,9 @@ fn lock_is_written_canonically_checked_and_enforced_by_image() {
     std::fs::write(&profile, wanting_htop).unwrap();
     let out = t.path().join("out");
     let o = out.to_str().unwrap();
-    let cache = test_cache();
-    let c = cache.to_str().unwrap();
-    let started = Instant::now();
-    let run = habuild_with_root(
-        &root,
-        &[
+    // The director's image, with these options added.
+    let director_image = |root: &Path, extra: &[&str]| {
+        let mut args = vec![
             "image",
             "--node",
             "master-x86-1",
@@ -218,10 +186,12 @@ fn lock_is_written_canonically_checked_and_enforced_by_image() {
             m,
             "--out",
             o,
-            "--cache-dir",
-            c,
-        ],
-    );
+        ];
+        args.extend(extra);
+        habuild_in(root, &args)
+    };
+    let started = Instant::now();
+    let run = director_image(&root, &[]);
     assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
     assert!(started.elapsed() < Duration::from_secs(30));
     let expected = format!(
@@ -234,17 +204,7 @@ fn lock_is_written_canonically_checked_and_enforced_by_image() {
 
     // 5. The archive does not give the tampered version: the build stops
     //    before bootstrapping, and says what to do.
-    let run = habuild(&[
-        "image",
-        "--node",
-        "master-x86-1",
-        "--manifest",
-        m,
-        "--out",
-        o,
-        "--lock",
-        bad_s,
-    ]);
+    let run = director_image(&repo_root(), &["--lock", bad_s]);
     assert!(!run.status.success(), "{}", run.stderr);
     for needle in [
         "the archive no longer gives the locked packages",
@@ -263,15 +223,7 @@ fn lock_is_written_canonically_checked_and_enforced_by_image() {
 
     // 6. With the lock beside the manifest, the director builds and its
     //    installed packages are exactly the locked ones.
-    let run = habuild(&[
-        "image",
-        "--node",
-        "master-x86-1",
-        "--manifest",
-        m,
-        "--out",
-        o,
-    ]);
+    let run = director_image(&repo_root(), &[]);
     assert!(run.status.success(), "{}", run.stderr);
     assert!(
         run.stderr

@@ -18,12 +18,7 @@ fn seed_cluster_forms_and_fails_over() {
     habuild::testdoubles::build_bundle(&repo_root().join("tests/doubles"), "arm64", &bundle, EPOCH)
         .unwrap();
     // A copy of the fixture, with its own secrets beside it.
-    let manifest = t.path().join("test-cluster.toml");
-    std::fs::copy(
-        repo_root().join("tests/fixtures/test-cluster.toml"),
-        &manifest,
-    )
-    .unwrap();
+    let manifest = fixture_copy(t.path(), "test-cluster.toml", "test-cluster.toml");
     let m = manifest.to_str().unwrap();
     let run = habuild_plain(&["secrets", "init", "--manifest", m]);
     assert!(run.status.success(), "secrets init failed:\n{}", run.stderr);

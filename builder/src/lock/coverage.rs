@@ -126,35 +126,31 @@ pub fn find<'a>(
     };
     let have = BaseIdentity::of_locked(b);
     let mut errors = Vec::new();
-    let missing: Vec<&str> = want
-        .requested
-        .iter()
-        .filter(|r| !have.requested.contains(r))
-        .map(String::as_str)
-        .collect();
+    // What one list of requested packages has and the other lacks.
+    let lacking = |a: &[String], b: &[String]| {
+        a.iter()
+            .filter(|r| !b.contains(r))
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let missing = lacking(&want.requested, &have.requested);
     if !missing.is_empty() {
         errors.push(problem(
             format!("base[{i}].requested"),
             format!(
-                "{node} ask{s} for {}, which the lock's base {} does not cover",
-                missing.join(", "),
+                "{node} ask{s} for {missing}, which the lock's base {} does not cover",
                 b.label()
             ),
         ));
     }
-    let extra: Vec<&str> = have
-        .requested
-        .iter()
-        .filter(|r| !want.requested.contains(r))
-        .map(String::as_str)
-        .collect();
+    let extra = lacking(&have.requested, &want.requested);
     if !extra.is_empty() {
         errors.push(problem(
             format!("base[{i}].requested"),
             format!(
-                "the lock's base {} was resolved with {}, which {node} no longer ask{s} for",
-                b.label(),
-                extra.join(", ")
+                "the lock's base {} was resolved with {extra}, which {node} no longer ask{s} for",
+                b.label()
             ),
         ));
     }
