@@ -36,12 +36,7 @@ fn build(manifest: &Path, out: &Path) {
 #[test]
 fn director_image_is_bit_identical_and_verifiable() {
     let t = tempfile::tempdir().unwrap();
-    let manifest = t.path().join("cluster.toml");
-    std::fs::copy(
-        repo_root().join("tests/fixtures/test-cluster.toml"),
-        &manifest,
-    )
-    .unwrap();
+    let manifest = fixture_copy(t.path(), "test-cluster.toml", "cluster.toml");
     let (a, b) = (t.path().join("a"), t.path().join("b"));
     build(&manifest, &a);
     build(&manifest, &b);

@@ -43,7 +43,7 @@ fn main() -> anyhow::Result<()> {
         };
         let plan = plan_node(&cluster, node, &board, &distro, &inputs)?;
         let target = scratch.path().join("bootstrapper-only");
-        let mut cmd = habuild::rootfs::base::mmdebstrap_command(&plan.base, &target);
+        let mut cmd = habuild::rootfs::base::mmdebstrap_command(&plan.base, &target, false);
         let t = Instant::now();
         let status = cmd.stderr(std::process::Stdio::null()).status()?;
         anyhow::ensure!(status.success(), "mmdebstrap failed");

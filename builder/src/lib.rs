@@ -3,6 +3,8 @@
 //!
 //! The pipeline flows one way; each stage is a module with typed input and
 //! output: `config` → `plan` → `rootfs` → `fs` → `disk` → `artifact`.
+//! `lock` pins every base's packages (`habuild.lock`) and checks builds
+//! against it.
 
 pub mod artifact;
 pub mod cli;
@@ -11,6 +13,7 @@ pub mod disk;
 pub mod flash;
 pub mod fs;
 pub mod host;
+pub mod lock;
 pub mod pipeline;
 pub mod pki;
 pub mod plan;

@@ -17,29 +17,47 @@ pub struct Run {
     pub stderr: String,
 }
 
+/// The base root filesystem cache the tests share.
+pub fn test_cache() -> PathBuf {
+    std::env::var("HABUILD_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target/habuild-test-cache"))
+}
+
+/// A copy of `tests/fixtures/<fixture>` at `dir/<name>`, so that what goes
+/// beside it (secrets, lock) is private to the test.
+pub fn fixture_copy(dir: &Path, fixture: &str, name: &str) -> PathBuf {
+    let to = dir.join(name);
+    std::fs::copy(repo_root().join("tests/fixtures").join(fixture), &to).unwrap();
+    to
+}
+
 /// Runs the habuild binary with the test cache and a fixed epoch.
 pub fn habuild(args: &[&str]) -> Run {
-    let cache = std::env::var("HABUILD_TEST_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo_root().join("target/habuild-test-cache"));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_habuild"));
-    cmd.args(args)
-        .arg("--cache-dir")
-        .arg(cache)
-        .env("SOURCE_DATE_EPOCH", EPOCH.to_string());
-    run_habuild(cmd, args)
+    habuild_in(&repo_root(), args)
 }
 
 /// Runs the habuild binary without build options (e.g. `habuild test`).
 pub fn habuild_plain(args: &[&str]) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_habuild"));
     cmd.args(args);
-    run_habuild(cmd, args)
+    run(cmd, &repo_root(), args)
 }
 
-fn run_habuild(mut cmd: Command, args: &[&str]) -> Run {
+/// Runs the habuild binary with `root` as its project directory (boards,
+/// distro profiles, overlays), the test cache and a fixed epoch.
+pub fn habuild_in(root: &Path, args: &[&str]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_habuild"));
+    cmd.args(args)
+        .arg("--cache-dir")
+        .arg(test_cache())
+        .env("SOURCE_DATE_EPOCH", EPOCH.to_string());
+    run(cmd, root, args)
+}
+
+fn run(mut cmd: Command, root: &Path, args: &[&str]) -> Run {
     let out = cmd
-        .env("HABUILD_ROOT", repo_root())
+        .env("HABUILD_ROOT", root)
         .output()
         .expect("running habuild");
     let run = Run {
@@ -66,9 +84,7 @@ impl Workspace {
     /// `fixture` is a file name under tests/fixtures.
     pub fn new(fixture: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let manifest = dir.path().join(fixture);
-        std::fs::copy(repo_root().join("tests/fixtures").join(fixture), &manifest)
-            .unwrap_or_else(|e| panic!("copying fixture {fixture}: {e}"));
+        let manifest = fixture_copy(dir.path(), fixture, fixture);
         let secrets = manifest.with_extension("secrets.toml");
         let init = habuild_plain(&[
             "secrets",

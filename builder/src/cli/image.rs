@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Args;
 
+use super::sources::SourceArgs;
 use crate::config::Project;
 use crate::disk::layout::PartitionTable;
-use crate::pipeline::{self, BuildRequest, KubernetesChoice, Selection};
+use crate::pipeline::{self, BuildRequest, PlanRequest, Selection};
 
 #[derive(Debug, Args)]
 pub struct ImageArgs {
@@ -20,34 +21,22 @@ pub struct ImageArgs {
     /// Build every node of the manifest.
     #[arg(long, conflicts_with_all = ["node", "board"])]
     pub all: bool,
-    /// Cluster manifest (default: manifests/seed.toml, the seed's cluster).
-    #[arg(long)]
-    pub manifest: Option<PathBuf>,
+    #[command(flatten)]
+    pub sources: SourceArgs,
+    /// Lock file pinning every package (default: habuild.lock beside the
+    /// manifest, when it exists; see `habuild lock`).
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
     /// Cluster secrets file (default: beside the manifest, <stem>.secrets.toml;
     /// create it with `habuild secrets init`).
     #[arg(long, env = "HABUILD_SECRETS")]
     pub secrets: Option<PathBuf>,
-    /// Distro profile, overriding the manifest's `cluster.distro`.
-    #[arg(long)]
-    pub distro: Option<String>,
     /// Output directory; artifacts go to <out>/<cluster>/.
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
     /// Cache of base root filesystems.
     #[arg(long, env = "HABUILD_CACHE")]
     pub cache_dir: Option<PathBuf>,
-    /// Archive URL (default: the host's Debian mirror for Debian, the profile's archive otherwise).
-    #[arg(long, env = "HABUILD_DEBIAN_MIRROR")]
-    pub mirror: Option<String>,
-    /// Offline bundle: a directory of .deb files with kubeadm, kubelet, kubectl and CRI-O.
-    #[arg(long, value_name = "DIR")]
-    pub k8s_bundle: Option<PathBuf>,
-    /// Keyring that verifies the pkgs.k8s.io repositories.
-    #[arg(long, value_name = "FILE")]
-    pub k8s_keyring: Option<PathBuf>,
-    /// Build control planes without the Kubernetes and CRI-O packages (their configuration is still baked in).
-    #[arg(long)]
-    pub without_kubernetes: bool,
     /// Partition table (default: the board's).
     #[arg(long, value_parser = parse_table)]
     pub partition_table: Option<PartitionTable>,
@@ -108,28 +97,22 @@ pub fn run(args: &ImageArgs) -> Result<()> {
     let project = Project::locate()?;
     crate::host::doctor::require(&["mmdebstrap", "mke2fs", "mkfs.vfat", "mcopy"])?;
     let req = BuildRequest {
-        project,
-        manifest: args.manifest.clone(),
-        secrets: args.secrets.clone(),
-        selection,
-        board: args.board.clone(),
-        distro: args.distro.clone(),
-        mirror: args.mirror.clone(),
-        kubernetes: KubernetesChoice {
-            bundle: args.k8s_bundle.clone(),
-            keyring: args.k8s_keyring.clone(),
-            without: args.without_kubernetes,
+        plan: PlanRequest {
+            board: args.board.clone(),
+            partition_table: args.partition_table,
+            image_size: args.image_size,
+            source_date_epoch: args.source_date_epoch.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0)
+            }),
+            ..args.sources.plan_request(project, selection)
         },
-        partition_table: args.partition_table,
-        image_size: args.image_size,
+        secrets: args.secrets.clone(),
+        lock: args.lock.clone(),
         out_dir: args.out.clone(),
         cache_dir: args.cache_dir.clone().unwrap_or_else(default_cache_dir),
-        source_date_epoch: args.source_date_epoch.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0)
-        }),
     };
     let built = pipeline::build(&req)?;
     for b in &built {

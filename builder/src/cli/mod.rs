@@ -5,7 +5,9 @@ pub mod doctor;
 pub mod flash;
 pub mod image;
 pub mod kubeconfig;
+pub mod lock;
 pub mod secrets;
+pub mod sources;
 pub mod test;
 pub mod test_doubles;
 pub mod verify;
@@ -34,6 +36,8 @@ pub struct Cli {
 pub enum Command {
     /// Build node images from the cluster manifest.
     Image(Box<image::ImageArgs>),
+    /// Pin every package of every image in a lock file (habuild.lock), or check it (--check).
+    Lock(Box<lock::LockArgs>),
     /// Check (and with --install, set up) the host tools the build needs.
     Doctor(doctor::DoctorArgs),
     /// Write an image to an SD card (or file): bmap-aware, verified, refuses disks in use.
@@ -67,6 +71,7 @@ pub fn main() -> ExitCode {
     crate::util::cleanup::install_interrupt_handler();
     let result = match &cli.command {
         Command::Image(a) => image::run(a),
+        Command::Lock(a) => lock::run(a),
         Command::Doctor(a) => doctor::run(a),
         Command::Flash(a) => flash::run(a),
         Command::Secrets(a) => secrets::run(a),

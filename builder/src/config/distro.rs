@@ -24,6 +24,10 @@ pub struct Distro {
     /// The package that ships `keyring`, for error messages.
     pub keyring_package: String,
     pub mirror: Mirror,
+    /// The archive has a snapshot service (the archive as it was at a
+    /// timestamp): lock files record each suite's timestamp for it.
+    #[serde(default)]
+    pub snapshots: bool,
     /// Package sets: `common` for every image, then one per role.
     pub packages: BTreeMap<String, Vec<String>>,
 }

@@ -131,6 +131,14 @@ pub fn version_after(text: &str, marker: &str) -> Option<Version> {
 pub fn parse_mmdebstrap(t: &str) -> Option<Version> {
     version_after(t, "mmdebstrap ")
 }
+/// `apt-get --version`: `apt 2.6.1 (amd64)`.
+pub fn parse_apt(t: &str) -> Option<Version> {
+    version_after(t, "apt ")
+}
+/// `dpkg-deb --version`: `Debian 'dpkg-deb' package archive backend version 1.21.22 (amd64).`
+pub fn parse_dpkg_deb(t: &str) -> Option<Version> {
+    version_after(t, "backend version ")
+}
 /// `mke2fs -V`: `mke2fs 1.47.2 (1-Jan-2025)`.
 pub fn parse_mke2fs(t: &str) -> Option<Version> {
     version_after(t, "mke2fs ")
@@ -223,6 +231,25 @@ pub const TOOLS: &[Tool] = &[
         min_version: Some(&[1, 3]),
         backports: false,
         probe: cmd("mmdebstrap", &["--version"], parse_mmdebstrap),
+    },
+    Tool {
+        name: "apt-get",
+        purpose:
+            "resolves the packages of a lock file without a bootstrap (`update --error-on=any`)",
+        package: "apt",
+        need: Need::Image,
+        min_version: Some(&[2, 2]),
+        backports: false,
+        probe: cmd("apt-get", &["--version"], parse_apt),
+    },
+    Tool {
+        name: "dpkg-deb",
+        purpose: "reads the control fields of the offline bundle's .debs for the lock file",
+        package: "dpkg",
+        need: Need::Image,
+        min_version: None,
+        backports: false,
+        probe: cmd("dpkg-deb", &["--version"], parse_dpkg_deb),
     },
     Tool {
         name: "mke2fs",
@@ -549,6 +576,16 @@ mod tests {
             (parse_keepalived, KEEPALIVED, "2.2.7"),
             (parse_iproute2, IP, "6.1.0"),
             (parse_systemd, SYSTEMD, "254"),
+            (
+                parse_apt,
+                "apt 2.6.1 (amd64)\nSupported modules:\n",
+                "2.6.1",
+            ),
+            (
+                parse_dpkg_deb,
+                "Debian 'dpkg-deb' package archive backend version 1.21.22 (amd64).\n",
+                "1.21.22",
+            ),
         ];
         for (i, (parse, text, want)) in cases.iter().enumerate() {
             assert_eq!(parse(text), v(want), "case {i}: {text}");

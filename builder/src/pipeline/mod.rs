@@ -2,6 +2,7 @@
 //! manifest → plan → base rootfs → layer → filesystems + disk → artifacts.
 
 pub mod context;
+pub mod locked;
 pub mod output;
 pub mod report;
 
@@ -41,12 +42,12 @@ pub struct KubernetesChoice {
     pub without: bool,
 }
 
+/// What decides the images' plans: the manifest, the profile, where the
+/// packages come from, and the disk's shape.
 #[derive(Debug, Clone)]
-pub struct BuildRequest {
+pub struct PlanRequest {
     pub project: Project,
     pub manifest: Option<PathBuf>,
-    /// `--secrets FILE`; default: beside the manifest (`pki::store`).
-    pub secrets: Option<PathBuf>,
     pub selection: Selection,
     /// `--board` given together with `--node`: must agree.
     pub board: Option<String>,
@@ -55,9 +56,27 @@ pub struct BuildRequest {
     pub kubernetes: KubernetesChoice,
     pub partition_table: Option<PartitionTable>,
     pub image_size: Option<u64>,
+    pub source_date_epoch: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    pub plan: PlanRequest,
+    /// `--secrets FILE`; default: beside the manifest (`pki::store`).
+    pub secrets: Option<PathBuf>,
+    /// `--lock FILE`; default: `habuild.lock` beside the manifest, if there.
+    pub lock: Option<PathBuf>,
     pub out_dir: PathBuf,
     pub cache_dir: PathBuf,
-    pub source_date_epoch: i64,
+}
+
+/// The selected nodes' plans.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub cluster: Cluster,
+    /// The manifest file (the default one when none was named).
+    pub manifest: PathBuf,
+    pub plans: Vec<NodePlan>,
 }
 
 #[derive(Debug, Clone)]
@@ -108,8 +127,8 @@ pub fn select_nodes<'a>(
     Ok(nodes)
 }
 
-/// Builds every selected node; returns what was built.
-pub fn build(req: &BuildRequest) -> Result<Vec<BuiltNode>> {
+/// Loads the manifest and plans every selected node (no image work).
+pub fn plan(req: &PlanRequest) -> Result<Planned> {
     let mut cluster = req.project.manifest(req.manifest.as_deref())?;
     if let Some(d) = &req.distro {
         let known = req.project.distro_names()?;
@@ -130,21 +149,8 @@ pub fn build(req: &BuildRequest) -> Result<Vec<BuiltNode>> {
     } else {
         KubernetesSource::Without
     };
-    let out_dir = req.out_dir.join(&cluster.name);
-    let manifest = req
-        .manifest
-        .clone()
-        .unwrap_or_else(|| req.project.root.join(crate::config::DEFAULT_MANIFEST));
-    let secrets = crate::pki::store::for_build(
-        &manifest,
-        req.secrets.as_deref(),
-        &cluster,
-        nodes
-            .iter()
-            .any(|n| n.role == crate::config::Role::ControlPlane),
-    )?;
-    let mut built = Vec::new();
-    for node in nodes {
+    let mut plans = Vec::new();
+    for node in &nodes {
         let board = req.project.board(&node.board)?;
         let mirror = resolve_mirror(&distro, board.arch.debian_name(), req.mirror.as_deref())?;
         let inputs = PlanInputs {
@@ -155,22 +161,65 @@ pub fn build(req: &BuildRequest) -> Result<Vec<BuiltNode>> {
             image_size: req.image_size,
             source_date_epoch: req.source_date_epoch,
         };
-        let plan = plan_node(&cluster, node, &board, &distro, &inputs)
-            .with_context(|| format!("planning node {}", node.name))?;
+        plans.push(
+            plan_node(&cluster, node, &board, &distro, &inputs)
+                .with_context(|| format!("planning node {}", node.name))?,
+        );
+    }
+    let manifest = req
+        .manifest
+        .clone()
+        .unwrap_or_else(|| req.project.root.join(crate::config::DEFAULT_MANIFEST));
+    Ok(Planned {
+        cluster,
+        manifest,
+        plans,
+    })
+}
+
+/// Builds every selected node; returns what was built.
+pub fn build(req: &BuildRequest) -> Result<Vec<BuiltNode>> {
+    let Planned {
+        cluster,
+        manifest,
+        plans,
+    } = plan(&req.plan)?;
+    let out_dir = req.out_dir.join(&cluster.name);
+    let secrets = crate::pki::store::for_build(
+        &manifest,
+        req.secrets.as_deref(),
+        &cluster,
+        plans
+            .iter()
+            .any(|p| p.node.role == crate::config::Role::ControlPlane),
+    )?;
+    // Before any image work: every selected image's base is in the lock.
+    let lock = locked::load(req.lock.as_deref(), &manifest)?;
+    let pins = match &lock {
+        Some(l) => locked::entries(l, &plans)?.into_iter().map(Some).collect(),
+        None => vec![None; plans.len()],
+    };
+    let mut built = Vec::new();
+    for (plan, pin) in plans.iter().zip(pins) {
+        let node = &plan.node;
         eprintln!(
             "building {} ({} on {}, {})",
             node.name,
             node.role.as_str(),
-            board.name,
-            distro.pretty_name
+            plan.board.name,
+            plan.distro.pretty_name
         );
         if let KubernetesSource::Without = plan.kubernetes {
             if node.role == crate::config::Role::ControlPlane {
                 eprintln!("  WARNING: built WITHOUT kubeadm, kubelet, kubectl and CRI-O (--without-kubernetes): their configuration is baked in, the packages are not; {}.json says so", node.name);
             }
         }
+        let pin = pin.zip(lock.as_ref()).map(|(base, l)| locked::Pin {
+            file: &l.path,
+            base,
+        });
         built.push(
-            build_node(&plan, &out_dir, &req.cache_dir, secrets.as_ref())
+            build_node(plan, &out_dir, &req.cache_dir, secrets.as_ref(), pin)
                 .with_context(|| format!("building the image of {}", node.name))?,
         );
     }
@@ -268,10 +317,14 @@ fn build_node(
     out_dir: &Path,
     cache_dir: &Path,
     secrets: Option<&crate::pki::ClusterSecrets>,
+    pin: Option<locked::Pin>,
 ) -> Result<BuiltNode> {
     let started = Instant::now();
     let node = &plan.node.name;
-    let base = base::ensure_base(&plan.base, cache_dir)?;
+    let base = match pin {
+        Some(pin) => locked::ensure_pinned_base(plan, cache_dir, pin)?,
+        None => base::ensure_base(&plan.base, cache_dir, None)?,
+    };
     if base.reused {
         eprintln!("  {:<44} {:>7}", "base root filesystem (cached)", "0.0s");
     }

@@ -80,13 +80,29 @@ pub fn cache_key(spec: &BaseSpec) -> Result<String> {
     Ok(hex::encode(&h.finalize()[..16]))
 }
 
-/// Returns the cached base for `spec`, bootstrapping it first if needed.
-pub fn ensure_base(spec: &BaseSpec, cache_dir: &Path) -> Result<Base> {
+/// Every source's signing keyring must be there: signatures are always verified.
+pub fn check_keyrings(spec: &BaseSpec) -> Result<()> {
     for s in &spec.sources {
         if !s.signed_by.is_file() {
             bail!("the signing keyring {} for {} is missing: repository signatures are always verified (install the package that ships it, see `habuild doctor`)", s.signed_by.display(), s.uri);
         }
     }
+    Ok(())
+}
+
+/// What a lock file requires of a base (see `lock`).
+pub struct Pinned<'a> {
+    /// The installed set (name, version, architecture) the base must have:
+    /// a cached base with another set is bootstrapped again.
+    pub packages: &'a [InstalledPackage],
+    /// Runs before a bootstrap; fails when the archive would not give
+    /// `packages` (minutes of bootstrap saved).
+    pub before_bootstrap: &'a dyn Fn() -> Result<()>,
+}
+
+/// Returns the cached base for `spec`, bootstrapping it first if needed.
+pub fn ensure_base(spec: &BaseSpec, cache_dir: &Path, pinned: Option<&Pinned>) -> Result<Base> {
+    check_keyrings(spec)?;
     let key = cache_key(spec)?;
     let entry = cache_dir.join("base").join(&key);
     // Two builds needing the same base (parallel tests, `--all`) must not
@@ -114,16 +130,28 @@ pub fn ensure_base(spec: &BaseSpec, cache_dir: &Path) -> Result<Base> {
                 record_path.display()
             )
         })?;
-        log::info!(
-            "base root filesystem {key} found in the cache ({})",
-            entry.display()
-        );
-        return Ok(Base {
-            key,
-            tree,
-            packages: record.packages,
-            reused: true,
-        });
+        // The key leaves out the archive's state; a lock decides whether
+        // the state this base was bootstrapped from is the right one.
+        match pinned {
+            Some(p) if record.packages != p.packages => eprintln!(
+                "  the cached base {key} has other package versions than the lock: building it again if the archive gives the locked ones"
+            ),
+            _ => {
+                log::info!(
+                    "base root filesystem {key} found in the cache ({})",
+                    entry.display()
+                );
+                return Ok(Base {
+                    key,
+                    tree,
+                    packages: record.packages,
+                    reused: true,
+                });
+            }
+        }
+    }
+    if let Some(p) = pinned {
+        (p.before_bootstrap)()?;
     }
 
     let step = Step::start(format!("checking package sources ({})", spec.sources.len()));
@@ -151,7 +179,7 @@ pub fn ensure_base(spec: &BaseSpec, cache_dir: &Path) -> Result<Base> {
         spec.arch.debian_name(),
         spec.packages.len() + spec.local_debs.len()
     ));
-    let mut cmd = mmdebstrap_command(spec, &partial_tree);
+    let mut cmd = mmdebstrap_command(spec, &partial_tree, pinned.is_some());
     run_streaming(&mut cmd, |line| {
         if let Some(msg) = line.strip_prefix("I: ") {
             step.detail(msg);
@@ -231,7 +259,11 @@ fn unmount_under(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn mmdebstrap_command(spec: &BaseSpec, target: &Path) -> Command {
+/// `pinned`: the build has a lock, so a Release file past its
+/// `Valid-Until` (a snapshot mirror's) is accepted; the lock checks what
+/// gets installed (see `lock::apt::EXPIRED_RELEASE_OPTION`). Without a
+/// lock the command is unchanged.
+pub fn mmdebstrap_command(spec: &BaseSpec, target: &Path, pinned: bool) -> Command {
     let mut cmd = Command::new("mmdebstrap");
     cmd.arg("--mode=root")
         .arg(format!("--arch={}", spec.arch.debian_name()))
@@ -247,6 +279,12 @@ pub fn mmdebstrap_command(spec: &BaseSpec, target: &Path) -> Command {
         .arg("--aptopt=Acquire::https::Timeout \"30\"")
         // Never install without verified signatures, whatever the host says.
         .arg("--aptopt=APT::Get::AllowUnauthenticated \"false\"");
+    if pinned {
+        cmd.arg(format!(
+            "--aptopt={}",
+            crate::lock::apt::EXPIRED_RELEASE_OPTION
+        ));
+    }
     if !spec.local_debs.is_empty() {
         // The offline bundle: apt inside the new system installs the .debs
         // (resolving their dependencies from the verified archive). Passing
@@ -263,6 +301,13 @@ pub fn mmdebstrap_command(spec: &BaseSpec, target: &Path) -> Command {
             // The glob must expand inside the chroot, not on the host.
             .arg("--customize-hook=chroot \"$1\" sh -c \"DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends /var/cache/habuild-bundle/*.deb\"")
             .arg("--customize-hook=rm -rf \"$1/var/cache/habuild-bundle\"");
+    }
+    if pinned {
+        // --aptopt lands in the image's apt configuration too; the image's
+        // own apt must keep refusing expired Release files.
+        cmd.arg(
+            "--customize-hook=sed -i '/Check-Valid-Until/d' \"$1/etc/apt/apt.conf.d/99mmdebstrap\"",
+        );
     }
     // mmdebstrap copies these two from the build host; the overlays write
     // the node's own, so the base must not vary with the host.
@@ -353,7 +398,7 @@ mod tests {
     #[test]
     fn bootstrap_has_a_fixed_epoch_and_no_host_files() {
         let t = tempfile::tempdir().unwrap();
-        let cmd = mmdebstrap_command(&spec(t.path(), &["systemd"]), t.path());
+        let cmd = mmdebstrap_command(&spec(t.path(), &["systemd"]), t.path(), false);
         let epoch = cmd.get_envs().find(|(k, _)| *k == "SOURCE_DATE_EPOCH");
         assert_eq!(
             epoch.and_then(|(_, v)| v),
@@ -362,6 +407,33 @@ mod tests {
         assert!(cmd
             .get_args()
             .any(|a| a.to_string_lossy().contains("rm -f \"$1/etc/resolv.conf\"")));
+    }
+
+    #[test]
+    fn only_a_locked_bootstrap_accepts_expired_release_files_and_the_image_does_not() {
+        let t = tempfile::tempdir().unwrap();
+        let args = |pinned| {
+            mmdebstrap_command(&spec(t.path(), &["systemd"]), t.path(), pinned)
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        };
+        let unpinned = args(false);
+        assert!(!unpinned.iter().any(|a| a.contains("Check-Valid-Until")));
+        let pinned = args(true);
+        let opt = pinned
+            .iter()
+            .position(|a| a.starts_with("--aptopt=Acquire::Check-Valid-Until"))
+            .expect("the option");
+        let removal = pinned
+            .iter()
+            .position(|a| a.starts_with("--customize-hook=sed -i '/Check-Valid-Until/d'"))
+            .expect("the removal hook");
+        let bundle_install = pinned
+            .iter()
+            .position(|a| a.contains("apt-get install"))
+            .unwrap();
+        assert!(opt < removal && bundle_install < removal, "{pinned:?}");
     }
 
     #[test]

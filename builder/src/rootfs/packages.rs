@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::util::deb822::stanzas;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
 pub struct InstalledPackage {
     pub name: String,
@@ -13,28 +15,17 @@ pub struct InstalledPackage {
 /// Parses `/var/lib/dpkg/status`; keeps packages whose status is
 /// "install ok installed", sorted by name.
 pub fn parse_dpkg_status(text: &str) -> Vec<InstalledPackage> {
-    let mut out = Vec::new();
-    for stanza in text.split("\n\n") {
-        let field = |name: &str| {
-            stanza.lines().find_map(|l| {
-                l.strip_prefix(name)
-                    .and_then(|r| r.strip_prefix(':'))
-                    .map(|v| v.trim().to_string())
+    let mut out: Vec<InstalledPackage> = stanzas(text)
+        .iter()
+        .filter(|s| s.get("Status") == Some("install ok installed"))
+        .filter_map(|s| {
+            Some(InstalledPackage {
+                name: s.get("Package")?.to_string(),
+                version: s.get("Version")?.to_string(),
+                architecture: s.get("Architecture")?.to_string(),
             })
-        };
-        if field("Status").as_deref() != Some("install ok installed") {
-            continue;
-        }
-        if let (Some(name), Some(version), Some(architecture)) =
-            (field("Package"), field("Version"), field("Architecture"))
-        {
-            out.push(InstalledPackage {
-                name,
-                version,
-                architecture,
-            });
-        }
-    }
+        })
+        .collect();
     out.sort();
     out
 }

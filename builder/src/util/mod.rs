@@ -2,6 +2,7 @@
 
 pub mod cleanup;
 pub mod cmd;
+pub mod deb822;
 pub mod progress;
 
 pub use cmd::CommandExt;
