@@ -33,13 +33,7 @@ fn main() -> Result<()> {
     let all = Instant::now();
     for node in &cluster.nodes {
         let board = project.board(&node.board)?;
-        let r = habuild::qemu::tier1::run(
-            &out_dir,
-            node,
-            cluster.subnet.prefix,
-            &board,
-            &project.root,
-        )?;
+        let r = habuild::qemu::tier1::run(&out_dir, &cluster, node, &board, &project.root)?;
         let at = |i: usize| {
             r.reached
                 .get(i)

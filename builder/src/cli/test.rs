@@ -135,7 +135,7 @@ fn tier1(
     let mut failed = Vec::new();
     for (n, board) in nodes.into_iter().zip(boards) {
         eprintln!("tier 1: booting {} ({}) under QEMU", n.name, board.name);
-        match crate::qemu::tier1::run(out_dir, n, cluster.subnet.prefix, &board, &project.root) {
+        match crate::qemu::tier1::run(out_dir, cluster, n, &board, &project.root) {
             Ok(r) => {
                 eprint!("{}", std::fs::read_to_string(&r.report).unwrap_or_default());
                 if !r.passed {

@@ -13,7 +13,7 @@ use super::console::{run_stages, Stage};
 use super::guest::{judge, parse_report, Check, Expectations};
 use super::prepare::{add_check_unit, extract, fat_files, sparse_copy, Extent};
 use crate::config::board::QemuProfile;
-use crate::config::manifest::Node;
+use crate::config::manifest::{Cluster, Node};
 use crate::config::Board;
 
 /// The parts of `<node>.json` the test reads.
@@ -79,11 +79,13 @@ pub(crate) fn part(j: &NodeJson, role: &str) -> Result<Extent> {
         .with_context(|| format!("{}.json lists no {role} partition", j.node))
 }
 
-/// What the running node must show: its hostname, on control planes the
-/// first-boot unit and realServer enabled (habuild-firstboot enables
-/// realServer once `kubeadm init`/`join` succeeded: a test double in tests),
-/// and every file habuild rendered.
-pub fn expectations(j: &NodeJson) -> Expectations {
+/// What the running node must show, booted alone: its hostname, and every
+/// file habuild rendered. Control planes: the first-boot unit enabled; the
+/// init node's first boot runs `kubeadm init` (a test double in tests)
+/// and then enables realServer, while a joiner's keeps waiting for the
+/// VIP, which nothing answers in tier 1, with realServer still disabled.
+/// Directors: keepalived enabled and running.
+pub fn expectations(j: &NodeJson, init_node: bool) -> Expectations {
     let mut unit_enablement = vec![(
         "habuild-growroot.service".to_string(),
         "enabled".to_string(),
@@ -92,7 +94,12 @@ pub fn expectations(j: &NodeJson) -> Expectations {
     match j.role.as_str() {
         "control-plane" => {
             unit_enablement.push(("habuild-firstboot.service".into(), "enabled".into()));
-            unit_enablement.push(("realServer.service".into(), "enabled".into()));
+            if init_node {
+                unit_enablement.push(("realServer.service".into(), "enabled".into()));
+            } else {
+                unit_enablement.push(("realServer.service".into(), "disabled".into()));
+                unit_activity.push(("habuild-firstboot.service".into(), "active".into()));
+            }
         }
         "director" => {
             unit_enablement.push(("keepalived.service".into(), "enabled".into()));
@@ -117,11 +124,12 @@ pub fn expectations(j: &NodeJson) -> Expectations {
 /// Boots `<out_dir>/<node>.img` and judges what the guest reports.
 pub fn run(
     out_dir: &Path,
+    cluster: &Cluster,
     manifest_node: &Node,
-    prefix_length: u8,
     board: &Board,
     project_root: &Path,
 ) -> Result<Tier1Result> {
+    let prefix_length = cluster.subnet.prefix;
     let node = manifest_node.name.as_str();
     let json_path = out_dir.join(format!("{node}.json"));
     let j: NodeJson = serde_json::from_slice(&std::fs::read(&json_path).with_context(|| {
@@ -199,7 +207,7 @@ pub fn run(
     let run = run_stages(cmd, &stages, &log)
         .with_context(|| format!("booting {node} under QEMU ({})", profile.machine))?;
     let report = parse_report(&run.log).context("the guest's report is incomplete")?;
-    let mut expect = expectations(&j);
+    let mut expect = expectations(&j, cluster.init_node().name == node);
     if profile.dtb.is_none() {
         // Only the UEFI machines get a NIC (QEMU's raspi4b has no Ethernet).
         expect.addresses = vec![(
@@ -339,5 +347,45 @@ mod tests {
             c,
             "root=LABEL=root rootwait console=ttyAMA0,115200 clk_ignore_unused"
         );
+    }
+
+    fn node_json(role: &str) -> NodeJson {
+        serde_json::from_value(serde_json::json!({
+            "node": "n", "role": role, "board": "rpi4",
+            "image": {"file": "n.img", "layout": {"partitions": []}},
+            "files": {"root": [{"path": "/etc/hostname", "sha256": "ab"}]},
+        }))
+        .unwrap()
+    }
+
+    fn wanted(e: &Expectations, unit: &str) -> (Option<String>, Option<String>) {
+        let find = |v: &[(String, String)]| v.iter().find(|(u, _)| u == unit).map(|p| p.1.clone());
+        (find(&e.unit_enablement), find(&e.unit_activity))
+    }
+
+    #[test]
+    fn a_joiner_alone_waits_for_the_vip_and_the_init_node_does_not() {
+        let init = expectations(&node_json("control-plane"), true);
+        assert_eq!(
+            wanted(&init, "realServer.service").0.as_deref(),
+            Some("enabled")
+        );
+        assert_eq!(wanted(&init, "habuild-firstboot.service").1, None);
+        let joiner = expectations(&node_json("control-plane"), false);
+        assert_eq!(
+            wanted(&joiner, "realServer.service").0.as_deref(),
+            Some("disabled")
+        );
+        assert_eq!(
+            wanted(&joiner, "habuild-firstboot.service"),
+            (Some("enabled".into()), Some("active".into()))
+        );
+        let director = expectations(&node_json("director"), false);
+        assert_eq!(
+            wanted(&director, "keepalived.service"),
+            (Some("enabled".into()), Some("active".into()))
+        );
+        assert_eq!(wanted(&director, "realServer.service"), (None, None));
+        assert_eq!(director.files, vec![("/etc/hostname".into(), "ab".into())]);
     }
 }
