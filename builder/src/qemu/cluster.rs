@@ -231,20 +231,24 @@ pub fn qmp(path: &Path, command: &str) -> Result<String> {
 
 /// Connects once to `vip:port` from the client inside the namespace and
 /// returns the name the stand-in API server (TEST DOUBLE) answered with,
-/// or None when nothing answered within 5 s. TLS first (the double's
-/// default), plain TCP when the double runs without openssl.
+/// or None when nothing answered within 5 s.
 pub fn client_probe(ns: &Netns, vip: &str, port: u16) -> Option<String> {
-    let target = format!("{vip}:{port}");
-    let tls = ns
-        .command("timeout")
-        .args([
-            "5",
-            "openssl",
-            "s_client",
-            "-quiet",
-            "-verify_quiet",
-            "-connect",
-        ])
+    probe_from(&ns.name, vip, port, 5)
+}
+
+/// [`client_probe`] by namespace name (usable from another thread), with
+/// its own timeout. TLS first (the double's default), plain TCP when the
+/// double runs without openssl.
+pub fn probe_from(ns_name: &str, addr: &str, port: u16, timeout_secs: u32) -> Option<String> {
+    let target = format!("{addr}:{port}");
+    let timeout = timeout_secs.to_string();
+    let in_ns = |program: &str| {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", ns_name, "timeout", &timeout, program]);
+        c
+    };
+    let tls = in_ns("openssl")
+        .args(["s_client", "-quiet", "-verify_quiet", "-connect"])
         .arg(&target)
         .stderr(Stdio::null())
         .output_checked()
@@ -258,14 +262,11 @@ pub fn client_probe(ns: &Netns, vip: &str, port: u16) -> Option<String> {
     if let Some(n) = tls.as_deref().and_then(name) {
         return Some(n);
     }
-    let plain = ns
-        .command("timeout")
+    let plain = in_ns("bash")
         .args([
-            "5",
-            "bash",
             "-c",
             "exec 3<>\"/dev/tcp/$0/$1\" && cat <&3",
-            vip,
+            addr,
             &port.to_string(),
         ])
         .output_checked()

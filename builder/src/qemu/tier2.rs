@@ -14,8 +14,8 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use super::cluster::{
-    client_probe, control_plane_args, director_args, guest_mac, kvm_usable, qmp, wait_facts,
-    Cluster, GuestSpec, CLIENT_CIDR,
+    client_probe, control_plane_args, director_args, guest_mac, kvm_usable, probe_from, qmp,
+    wait_facts, Cluster, GuestSpec, CLIENT_CIDR,
 };
 use super::netns::{name_for, Netns};
 use super::prepare::{add_test_unit, extract, fat_files, sparse_copy, Extent};
@@ -222,6 +222,72 @@ fn poll_probe(
         std::thread::sleep(Duration::from_millis(200));
     }
     None
+}
+
+/// A client on the segment that connects to the VIP over and over in a
+/// thread of its own, so an outage is seen on the host's clock while the
+/// harness is busy powering a guest off.
+struct VipWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<Vec<(Duration, Duration, bool)>>,
+}
+
+/// Each probe may wait this long for an answer.
+const WATCH_TIMEOUT_SECS: u32 = 1;
+
+impl VipWatch {
+    fn start(ns: &Netns, vip: &str, port: u16) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, ns_name, vip) = (stop.clone(), ns.name.clone(), vip.to_string());
+        let handle = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let mut probes = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let start = t0.elapsed();
+                let ok = probe_from(&ns_name, &vip, port, WATCH_TIMEOUT_SECS).is_some();
+                probes.push((start, t0.elapsed(), ok));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            probes
+        });
+        VipWatch { stop, handle }
+    }
+
+    /// Stops probing; returns the longest stretch without an answer (from
+    /// the end of an answered probe to the start of the next answered one)
+    /// and how many probes there were.
+    fn finish(self) -> (Duration, usize) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let probes = self.handle.join().unwrap_or_default();
+        (longest_outage(&probes), probes.len())
+    }
+}
+
+/// Longest time between an answered probe's end and the next answered
+/// probe's start, over probes (start, end, answered).
+fn longest_outage(probes: &[(Duration, Duration, bool)]) -> Duration {
+    let mut last_ok_end: Option<Duration> = None;
+    let mut longest = Duration::ZERO;
+    let mut since_ok_failed = false;
+    for &(start, end, ok) in probes {
+        if ok {
+            if let (Some(prev), true) = (last_ok_end, since_ok_failed) {
+                longest = longest.max(start.saturating_sub(prev));
+            }
+            last_ok_end = Some(end);
+            since_ok_failed = false;
+        } else {
+            since_ok_failed = true;
+        }
+    }
+    if since_ok_failed {
+        // No answer again before the watch stopped: the outage lasted at
+        // least until the last probe ended.
+        if let Some(&(_, end, _)) = probes.last() {
+            longest = longest.max(end.saturating_sub(last_ok_end.unwrap_or_default()));
+        }
+    }
+    longest
 }
 
 fn probes(ns: &Netns, vip: &str, port: u16, n: usize) -> Vec<Option<String>> {
@@ -547,6 +613,8 @@ pub fn run(
             "5. stop the MASTER director {}",
             c.guests[master].spec.name
         ));
+        let watch = VipWatch::start(c.ns(), &vip, port);
+        std::thread::sleep(Duration::from_secs(2));
         let t = Instant::now();
         let shutdown = power_off(&mut c, master, Duration::from_secs(60), &mut r)?;
         let limit = Duration::from_secs(window + FACT_PERIOD * 2) + shutdown;
@@ -564,6 +632,16 @@ pub fn run(
             took,
             window,
             &format!("3 x advert_int {} + skew (256 - priority {})/256 x advert_int; the {:.1}s shutdown and {}s of fact sampling allowed on top", lb.advert_int, backup_node.priority, shutdown.as_secs_f64(), FACT_PERIOD * 2),
+        );
+        let (outage, count) = watch.finish();
+        r.timed(
+            outage <= Duration::from_secs(window),
+            &format!(
+                "longest stretch with the VIP unanswered, seen by a client connecting {count} times during the failover ({WATCH_TIMEOUT_SECS} s per attempt)"
+            ),
+            outage,
+            window,
+            "the takeover window: a clean shutdown hands the VIP over at once (keepalived sends priority 0), a crash within it",
         );
         let answers = probes(c.ns(), &vip, port, 3 * names.len());
         let seen = answered_by(&answers);
@@ -624,5 +702,33 @@ fn wait_active_director(
             );
         }
         std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(secs: f64) -> Duration {
+        Duration::from_secs_f64(secs)
+    }
+
+    #[test]
+    fn outage_is_the_longest_gap_between_answers() {
+        assert_eq!(longest_outage(&[]), Duration::ZERO);
+        let all_ok = [(s(0.0), s(0.1), true), (s(0.2), s(0.3), true)];
+        assert_eq!(longest_outage(&all_ok), Duration::ZERO);
+        let gap = [
+            (s(0.0), s(0.1), true),
+            (s(0.2), s(1.2), false),
+            (s(1.3), s(2.3), false),
+            (s(2.4), s(2.5), true),
+            (s(2.6), s(3.6), false),
+            (s(3.7), s(3.8), true),
+        ];
+        assert_eq!(longest_outage(&gap), s(2.4) - s(0.1));
+        // Never answered again: counted to the end of the last attempt.
+        let lost = [(s(0.0), s(0.1), true), (s(0.2), s(5.2), false)];
+        assert_eq!(longest_outage(&lost), s(5.1));
     }
 }
