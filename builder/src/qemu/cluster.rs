@@ -314,6 +314,40 @@ pub fn wait_facts(
     }
 }
 
+/// Waits until `pred(i, facts)` holds on every guest `i` of `guests`,
+/// polling them all every second, and returns for each the time since
+/// `since` at which it was first seen to hold (so that guests that get
+/// there at different times get different times). On timeout or a QEMU
+/// exit, the error names the first guest still waiting.
+pub fn wait_all_facts(
+    cluster: &mut Cluster,
+    guests: &[usize],
+    what: &str,
+    since: Instant,
+    timeout: Duration,
+    pred: impl Fn(usize, &Facts) -> bool,
+) -> Result<Vec<Duration>> {
+    let start = Instant::now();
+    let mut seen: Vec<Option<Duration>> = vec![None; guests.len()];
+    loop {
+        for (k, &i) in guests.iter().enumerate() {
+            if seen[k].is_none() && cluster.guests[i].facts().is_some_and(|f| pred(i, &f)) {
+                seen[k] = Some(since.elapsed());
+            }
+        }
+        if let Some(waiting) = seen.iter().position(Option::is_none) {
+            let i = guests[waiting];
+            if start.elapsed() > timeout || !cluster.guests[i].running() {
+                // Report it the way a single wait does.
+                wait_facts(cluster, i, what, Duration::ZERO, |f| pred(i, f))?;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        } else {
+            return Ok(seen.into_iter().flatten().collect());
+        }
+    }
+}
+
 /// The QEMU arguments of a control plane on `-M virt`: the image's kernel
 /// and initrd, the copy as a virtio disk, one virtio NIC on `tap`.
 #[allow(clippy::too_many_arguments)]

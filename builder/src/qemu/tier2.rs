@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::cluster::{
     client_probe, control_plane_args, director_args, guest_mac, kvm_usable, probe_from, qmp,
-    wait_facts, Cluster, GuestSpec, CLIENT_CIDR,
+    wait_all_facts, wait_facts, Cluster, GuestSpec, CLIENT_CIDR,
 };
 use super::netns::{name_for, Netns};
 use super::prepare::{add_test_unit, extract, fat_files, sparse_copy, Extent};
@@ -366,42 +366,49 @@ pub fn run(
     // Boot: every guest prints facts; first boot finishes on every control plane.
     r.line("boot".into());
     let deadline = |t0: Instant| boot_timeout.saturating_sub(t0.elapsed());
-    for (i, p) in prepared.iter().enumerate() {
-        let took = wait_facts(
-            &mut c,
-            i,
-            "boot to the first fact block",
-            deadline(t0),
-            |_| true,
-        )?;
-        let _ = took;
+    let everyone: Vec<usize> = (0..prepared.len()).collect();
+    let booted = wait_all_facts(
+        &mut c,
+        &everyone,
+        "boot to the first fact block",
+        t0,
+        deadline(t0),
+        |_, _| true,
+    )?;
+    for (p, took) in prepared.iter().zip(&booted) {
         r.line(format!(
-            "  {}: booted (first fact block) {:.1}s after start",
+            "  {}: booted (first fact block) {:.0}s after start",
             p.spec.name,
-            c.guests[i].started.elapsed().as_secs_f64()
+            took.as_secs_f64()
         ));
     }
-    for (i, p) in prepared.iter().enumerate() {
-        if p.role != Role::ControlPlane {
-            continue;
-        }
-        let want = if p.spec.name == m.init_node().name {
+    let cps: Vec<usize> = everyone
+        .iter()
+        .copied()
+        .filter(|&i| prepared[i].role == Role::ControlPlane)
+        .collect();
+    let init_name = m.init_node().name.clone();
+    let want = |i: usize| {
+        if prepared[i].spec.name == init_name {
             "initialised"
         } else {
             "joined"
-        };
-        wait_facts(
-            &mut c,
-            i,
-            &format!("first boot {want}"),
-            deadline(t0),
-            |f| f.firstboot == want || f.firstboot.starts_with("failed"),
-        )?;
+        }
+    };
+    let done = wait_all_facts(
+        &mut c,
+        &cps,
+        "first boot (kubeadm init or join) finished",
+        t0,
+        deadline(t0),
+        |i, f| f.firstboot == want(i) || f.firstboot.starts_with("failed"),
+    )?;
+    for (&i, took) in cps.iter().zip(&done) {
         r.line(format!(
-            "  {}: first boot {} {:.1}s after start",
-            p.spec.name,
+            "  {}: first boot {} {:.0}s after start",
+            prepared[i].spec.name,
             c.guests[i].facts().map(|f| f.firstboot).unwrap_or_default(),
-            t0.elapsed().as_secs_f64()
+            took.as_secs_f64()
         ));
     }
 
