@@ -237,32 +237,43 @@ pub fn client_probe(ns: &Netns, vip: &str, port: u16) -> Option<String> {
 }
 
 /// [`client_probe`] by namespace name (usable from another thread), with
-/// its own timeout. TLS first (the double's default), plain TCP when the
+/// its own timeout: TLS first (the double's default), plain TCP when the
 /// double runs without openssl.
 pub fn probe_from(ns_name: &str, addr: &str, port: u16, timeout_secs: u32) -> Option<String> {
-    let target = format!("{addr}:{port}");
-    let timeout = timeout_secs.to_string();
-    let in_ns = |program: &str| {
-        let mut c = std::process::Command::new("ip");
-        c.args(["netns", "exec", ns_name, "timeout", &timeout, program]);
-        c
-    };
-    let tls = in_ns("openssl")
+    probe_tls(ns_name, addr, port, timeout_secs)
+        .or_else(|| probe_plain(ns_name, addr, port, timeout_secs))
+}
+
+fn in_ns(ns_name: &str, timeout_secs: u32, program: &str) -> std::process::Command {
+    let mut c = std::process::Command::new("ip");
+    c.args(["netns", "exec", ns_name, "timeout"])
+        .arg(timeout_secs.to_string())
+        .arg(program);
+    c
+}
+
+/// The first word-like line the stand-in API server sent: its node name.
+fn answered_name(out: &str) -> Option<String> {
+    out.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.contains(' '))
+        .map(String::from)
+}
+
+/// One TLS connection to `addr:port` from the namespace.
+pub fn probe_tls(ns_name: &str, addr: &str, port: u16, timeout_secs: u32) -> Option<String> {
+    in_ns(ns_name, timeout_secs, "openssl")
         .args(["s_client", "-quiet", "-verify_quiet", "-connect"])
-        .arg(&target)
+        .arg(format!("{addr}:{port}"))
         .stderr(Stdio::null())
         .output_checked()
-        .ok();
-    let name = |out: &str| {
-        out.lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty() && !l.contains(' '))
-            .map(String::from)
-    };
-    if let Some(n) = tls.as_deref().and_then(name) {
-        return Some(n);
-    }
-    let plain = in_ns("bash")
+        .ok()
+        .as_deref()
+        .and_then(answered_name)
+}
+
+fn probe_plain(ns_name: &str, addr: &str, port: u16, timeout_secs: u32) -> Option<String> {
+    in_ns(ns_name, timeout_secs, "bash")
         .args([
             "-c",
             "exec 3<>\"/dev/tcp/$0/$1\" && cat <&3",
@@ -270,8 +281,9 @@ pub fn probe_from(ns_name: &str, addr: &str, port: u16, timeout_secs: u32) -> Op
             &port.to_string(),
         ])
         .output_checked()
-        .ok();
-    plain.as_deref().and_then(name)
+        .ok()
+        .as_deref()
+        .and_then(answered_name)
 }
 
 /// Waits until `pred` holds on guest `i`'s facts, polling every second;
