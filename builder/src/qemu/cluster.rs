@@ -448,15 +448,6 @@ fn common_args(disk: &Path, tap: &str, mac: &str, qmp: &Path) -> Vec<OsString> {
     .collect()
 }
 
-/// Whether /dev/kvm can be opened for reading and writing.
-pub fn kvm_usable() -> bool {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

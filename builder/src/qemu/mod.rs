@@ -4,6 +4,7 @@ pub mod cluster;
 pub mod console;
 pub mod dtb;
 pub mod guest;
+pub mod kvm;
 pub mod netns;
 pub mod prepare;
 pub mod t2facts;

@@ -300,10 +300,10 @@ fn uefi(cmd: &mut Command, profile: &QemuProfile, copy: &Path, mac: &str) -> Res
         copy.display(),
         profile.drive
     ));
-    // Same rule as tier 2: see `kvm_for_director` for why TCG is the default.
+    // KVM only when it can run OVMF here (see qemu::kvm).
     cmd.args([
         "-accel",
-        if super::tier2::kvm_for_director() {
+        if super::kvm::kvm_for_uefi() {
             "kvm"
         } else {
             "tcg"

@@ -14,8 +14,8 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use super::cluster::{
-    client_probe, control_plane_args, director_args, guest_mac, kvm_usable, probe_tls, qmp,
-    wait_all_facts, wait_facts, Cluster, GuestSpec, CLIENT_CIDR,
+    client_probe, control_plane_args, director_args, guest_mac, probe_tls, qmp, wait_all_facts,
+    wait_facts, Cluster, GuestSpec, CLIENT_CIDR,
 };
 use super::netns::{name_for, Netns};
 use super::prepare::{add_test_unit, extract, fat_files, sparse_copy, Extent};
@@ -138,7 +138,7 @@ fn prepare(
                 director_args(
                     &ovmf,
                     &machine,
-                    kvm_for_director(),
+                    super::kvm::kvm_for_uefi(),
                     &copy,
                     &tap,
                     &mac,
@@ -182,14 +182,6 @@ fn prepare(
         address: node.address,
         config_sha,
     })
-}
-
-/// KVM for the director only when asked (HABUILD_QEMU_KVM=1) and usable:
-/// on the nested-virtualisation build machines KVM opens but OVMF dies
-/// ("KVM internal error ... emulation failure" with the default CPU model,
-/// a failed MSR write with `-cpu host`), so TCG is the default.
-pub fn kvm_for_director() -> bool {
-    std::env::var("HABUILD_QEMU_KVM").is_ok_and(|v| v == "1") && kvm_usable()
 }
 
 fn holds_vip(f: &Facts, vip: &str) -> bool {
