@@ -219,7 +219,15 @@ pub fn run(
     let passed = checks.iter().all(|c| c.ok);
     let report_path = test_dir.join(format!("{node}-tier1.txt"));
     let verdict = if passed { "PASS" } else { "FAIL" };
-    let mut text = format!("{node}: tier 1 on {}: {verdict}\n", profile.machine);
+    let accel = if profile.dtb.is_none() && super::kvm::kvm_for_uefi() {
+        "KVM"
+    } else {
+        "TCG"
+    };
+    let mut text = format!(
+        "{node}: tier 1 on {} ({accel}): {verdict}\n",
+        profile.machine
+    );
     for (stage, at) in &run.reached {
         text.push_str(&format!("  reached {stage:?} at {at:.1}s\n"));
     }
