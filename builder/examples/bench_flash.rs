@@ -8,8 +8,8 @@
 //! IMAGE needs its `.bmap` beside it (and may have a SHA256SUMS). Each
 //! cell is the median of RUNS (default 3) interleaved runs, each to a fresh
 //! sparse target in a temporary directory next to the image (so the same
-//! disk). The image is read once first so every tool starts from a warm
-//! cache. "Bytes written" is what each tool handed to write(2) (`wchar` in
+//! disk), deleted and synced before the next run. The image is read once
+//! first so every tool starts from a warm cache. "Bytes written" is what each tool handed to write(2) (`wchar` in
 //! /proc/<pid>/io; for a child process, read from the shell that waited for
 //! it). habuild runs in-process (the library call `habuild flash` makes) and
 //! its time includes reading every mapped range back.
@@ -114,6 +114,9 @@ fn main() -> Result<()> {
                 );
                 samples[i].push(sample);
                 let _ = std::fs::remove_file(&backing);
+                // Let the deletion's writeback and discards finish before
+                // the next tool starts, so they are not charged to it.
+                Command::new("sync").status().context("running sync")?;
             }
         }
         for (tool, mut s) in tools.into_iter().zip(samples) {
