@@ -79,8 +79,14 @@ pub fn run(args: &FlashArgs) -> Result<()> {
     );
     if report.bytes_discarded > 0 {
         eprintln!(
-            "discarded {} of old data",
+            "cleared {} of old data without writing it (zeroed or discarded by the device)",
             flash::human(report.bytes_discarded)
+        );
+    }
+    if report.bytes_zeroed > 0 {
+        eprintln!(
+            "wrote {} of zeros over the old partition tables (the device did not clear them)",
+            flash::human(report.bytes_zeroed)
         );
     }
     if let Some(name) = &report.sums_bmap {

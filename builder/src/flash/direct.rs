@@ -92,7 +92,7 @@ impl Target {
         };
         let (file, direct) = match attempt(true) {
             Ok(f) => (Ok(f), true),
-            Err(e) if e.raw_os_error() == Some(libc_einval()) => (attempt(false), false),
+            Err(e) if e.raw_os_error() == Some(einval()) => (attempt(false), false),
             Err(e) => (Err(e), false),
         };
         let file = file.with_context(|| {
@@ -138,7 +138,7 @@ impl Target {
             return written;
         }
         match self.file.write_all_at(data, offset) {
-            Err(e) if e.raw_os_error() == Some(libc_einval()) => {
+            Err(e) if e.raw_os_error() == Some(einval()) => {
                 // The filesystem accepted the flag at open but not the write.
                 log::info!(
                     "{} refused a direct write; writing through the page cache",
@@ -205,7 +205,8 @@ fn is_aligned(addr: usize, offset: u64, len: usize) -> bool {
     addr.is_multiple_of(ALIGN) && offset.is_multiple_of(ALIGN as u64) && len.is_multiple_of(ALIGN)
 }
 
-fn libc_einval() -> i32 {
+/// EINVAL: how the kernel refuses O_DIRECT (at open, or at the first write).
+fn einval() -> i32 {
     rustix::io::Errno::INVAL.raw_os_error()
 }
 
