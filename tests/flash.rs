@@ -23,6 +23,7 @@ fn opts(image: &Path, target: &Path) -> FlashOptions {
         target: target.to_path_buf(),
         force: false,
         yes: true,
+        check_image_hash: false,
     }
 }
 
@@ -66,7 +67,9 @@ fn file_target_equals_image_and_bmaptool_copy() {
         "a file target gets only the mapped bytes"
     );
     assert_eq!(report.bytes_verified, bmap.mapped_bytes());
-    assert_eq!(report.sums_entry.as_deref(), Some("master-arm-1.img"));
+    // The bmap's entry covers every byte written: no whole-image hash.
+    assert_eq!(report.sums_bmap.as_deref(), Some("master-arm-1.img.bmap"));
+    assert_eq!(report.sums_image, None);
     assert!(
         std::fs::read(&ours).unwrap() == std::fs::read(fx.image()).unwrap(),
         "flashed file differs from the image"
@@ -98,26 +101,33 @@ fn zstd_image_is_streamed() {
     let zst = fx.path("master-arm-1.img.zst");
     let raw = std::fs::read(fx.image()).unwrap();
     std::fs::write(&zst, zstd::encode_all(&raw[..], 3).unwrap()).unwrap();
-    // SHA256SUMS lists only the .img: the decompressed stream is checked.
     let target = fx.path("from-zst.img");
     let report = flash_ok(&opts(&zst, &target));
-    assert_eq!(report.sums_entry.as_deref(), Some("master-arm-1.img"));
+    assert_eq!(report.sums_image, None);
     assert!(std::fs::read(&target).unwrap() == raw);
+    // Asked to, with SHA256SUMS listing only the .img: the decompressed
+    // stream is checked.
+    let mut o = opts(&zst, &fx.path("hashed.img"));
+    o.check_image_hash = true;
+    let report = flash_ok(&o);
+    assert_eq!(report.sums_image.as_deref(), Some("master-arm-1.img"));
 
     // Listed under its own name: the compressed file is checked, and a
     // wrong entry is refused.
     let sum = habuild::artifact::checksums::sha256_file(&zst).unwrap();
     let sums = std::fs::read_to_string(fx.sums()).unwrap();
     std::fs::write(fx.sums(), format!("{sums}{sum}  master-arm-1.img.zst\n")).unwrap();
-    let report = flash_ok(&opts(&zst, &fx.path("again.img")));
-    assert_eq!(report.sums_entry.as_deref(), Some("master-arm-1.img.zst"));
+    o.target = fx.path("again.img");
+    let report = flash_ok(&o);
+    assert_eq!(report.sums_image.as_deref(), Some("master-arm-1.img.zst"));
     std::fs::write(
         fx.sums(),
         format!("{sums}{}  master-arm-1.img.zst\n", "0".repeat(64)),
     )
     .unwrap();
+    o.target = fx.path("bad.img");
     assert!(matches!(
-        refusal(&opts(&zst, &fx.path("bad.img"))),
+        refusal(&o),
         Refusal::SumsMismatch { ref file, .. } if file == "master-arm-1.img.zst"
     ));
 }
@@ -143,11 +153,13 @@ fn loop_device_equals_bmaptool_copy() {
     assert_eq!(first_difference(&bmap, &ours.dev, &fx.image()), None);
     assert_eq!(first_difference(&bmap, &ours.dev, &theirs.dev), None);
     assert!(report.block_device);
-    assert_eq!(report.bytes_zeroed, MIB);
-    assert_eq!(report.bytes_written, bmap.mapped_bytes() + MIB);
-    // Loop devices discard by punching holes: unmapped ranges of the image
+    // Loop devices zero by punching holes in their file: the old partition
+    // table reads as zeros without a byte written, so habuild writes only
+    // the mapped bytes, as bmaptool does. Unmapped ranges of the image
     // read as zeros; past the image, the old card is untouched.
-    assert!(report.bytes_discarded > 0);
+    assert_eq!(report.bytes_zeroed, 0);
+    assert_eq!(report.bytes_written, bmap.mapped_bytes());
+    assert_eq!(report.bytes_discarded, IMAGE_SIZE);
     assert!(
         std::fs::read(&ours.dev).unwrap()[..IMAGE_SIZE as usize]
             == std::fs::read(fx.image()).unwrap()[..],
@@ -318,17 +330,35 @@ fn refuses_damaged_bmap_and_sums_mismatches() {
     ));
     std::fs::write(fx.bmap_path(), &bmap_text).unwrap();
 
-    // The image's SHA256SUMS entry wrong: found while streaming, so the
-    // first MiB is never written.
+    // The image's SHA256SUMS entry wrong. By default only the bmap's entry
+    // is checked (it covers every byte written), so the flash succeeds.
     let img_sum = habuild::artifact::checksums::sha256_file(&fx.image()).unwrap();
-    std::fs::write(fx.sums(), sums.replace(&img_sum, &"2".repeat(64))).unwrap();
-    old_card(&target, IMAGE_SIZE);
-    let r = refusal(&opts(&fx.image(), &target));
-    assert!(
-        matches!(r, Refusal::SumsMismatch { ref file, .. } if file == "master-arm-1.img"),
-        "{r}"
-    );
-    assert_eq!(read_at(&target, 0, MIB), vec![0; MIB as usize]);
+    let wrong_image = sums.replace(&img_sum, &"2".repeat(64));
+    std::fs::write(fx.sums(), &wrong_image).unwrap();
+    flash_ok(&opts(&fx.image(), &target));
+    // With --check-image-hash, or when SHA256SUMS does not list the bmap,
+    // the whole image is hashed alongside the write, and the mismatch is
+    // found before the first MiB is written.
+    let mut o = opts(&fx.image(), &target);
+    o.check_image_hash = true;
+    let without_bmap: String = wrong_image
+        .lines()
+        .filter(|l| !l.ends_with(".bmap"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for (text, o) in [
+        (&wrong_image, &o),
+        (&without_bmap, &opts(&fx.image(), &target)),
+    ] {
+        std::fs::write(fx.sums(), text).unwrap();
+        old_card(&target, IMAGE_SIZE);
+        let r = refusal(o);
+        assert!(
+            matches!(r, Refusal::SumsMismatch { ref file, .. } if file == "master-arm-1.img"),
+            "{r}"
+        );
+        assert_eq!(read_at(&target, 0, MIB), vec![0; MIB as usize]);
+    }
 }
 
 #[test]
@@ -410,7 +440,7 @@ fn cli_flashes_a_node_by_name_and_asks_before_a_device() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("SHA256SUMS entry (master-arm-1.img)"),
+        stderr.contains("SHA256SUMS entry (master-arm-1.img.bmap)"),
         "{stderr}"
     );
     assert!(

@@ -37,6 +37,11 @@ pub struct FlashArgs {
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Also hash the whole image against SHA256SUMS. By default only the
+    /// block map is (every range written is checked against the block
+    /// map's SHA-256), unless SHA256SUMS does not list the block map.
+    #[arg(long)]
+    pub check_image_hash: bool,
 }
 
 pub fn run(args: &FlashArgs) -> Result<()> {
@@ -51,6 +56,7 @@ pub fn run(args: &FlashArgs) -> Result<()> {
         target,
         force: args.force,
         yes: args.yes,
+        check_image_hash: args.check_image_hash,
     };
     let _cooperate = crate::util::cleanup::cooperate();
     let result = flash::flash(&opts, &mut ask, &crate::util::cleanup::interrupted);
@@ -73,14 +79,28 @@ pub fn run(args: &FlashArgs) -> Result<()> {
     );
     if report.bytes_discarded > 0 {
         eprintln!(
-            "discarded {} of old data",
+            "cleared {} of old data without writing it (zeroed or discarded by the device)",
             flash::human(report.bytes_discarded)
         );
     }
-    match &report.sums_entry {
-        Some(name) => eprintln!("image matches its SHA256SUMS entry ({name}) and its block map"),
-        None => eprintln!("image matches its block map (no SHA256SUMS entry to check)"),
+    if report.bytes_zeroed > 0 {
+        eprintln!(
+            "wrote {} of zeros over the old partition tables (the device did not clear them)",
+            flash::human(report.bytes_zeroed)
+        );
     }
+    if let Some(name) = &report.sums_bmap {
+        eprintln!("the block map matches its SHA256SUMS entry ({name})");
+    }
+    match &report.sums_image {
+        Some(name) => eprintln!("the image matches its SHA256SUMS entry ({name})"),
+        None if report.sums_bmap.is_none() => eprintln!("no SHA256SUMS entry to check"),
+        None => {}
+    }
+    eprintln!(
+        "every mapped range read back from {} matches the block map",
+        report.target.display()
+    );
     if report.block_device {
         eprintln!(
             "{} is ready: remove it and boot the node",

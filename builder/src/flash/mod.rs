@@ -2,17 +2,25 @@
 //!
 //! In order: check the bmap (its own checksum, its SHA256SUMS entry) →
 //! inspect the target and refuse anything in use, too small or not
-//! removable → confirm → clear the old partition table, discard → write the
-//! mapped ranges past the first MiB, checking each against the bmap (and
-//! the whole image against SHA256SUMS, alongside) → fsync → write the first
-//! MiB → fsync → read every mapped range back and check it.
+//! removable → confirm → clear the image's span without writing (the old
+//! partition table included; zeros written only where that did not leave
+//! zeros) → read the image's first MiB and hold it back → write the mapped
+//! ranges past it (hashing the whole image against SHA256SUMS alongside
+//! only when that adds something: see `sums::Sums::image_check`) → fsync
+//! → read every mapped range back and check it against the bmap → write
+//! the first MiB → fsync → read it back.
 //!
 //! Modules: `bmap` (reading the map), `source` (raw or zstd image stream),
 //! `sums` (SHA256SUMS), `stream` (the reading thread of a write), `target`
-//! (pure safety checks) over `sysfs` (reading /sys and /proc), `writer`,
-//! `verify`; `refusal` names why we stop.
+//! (pure safety checks) over `sysfs` (reading /sys and /proc), `direct`
+//! (the target, with O_DIRECT), `writer`, `verify` over `ranges` (two
+//! threads over the bmap's ranges), `job` (the order of the writing half);
+//! `refusal` names why we stop.
 
 pub mod bmap;
+pub mod direct;
+mod job;
+pub mod ranges;
 pub mod refusal;
 pub mod source;
 pub mod stream;
@@ -22,15 +30,16 @@ pub mod target;
 pub mod verify;
 pub mod writer;
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use thiserror::Error;
 
+use direct::Target;
+use job::Job;
 pub use refusal::Refusal;
 use source::{Hash, ImageSource};
 use sums::Sums;
@@ -46,20 +55,28 @@ pub struct FlashOptions {
     pub force: bool,
     /// Do not ask before overwriting a block device.
     pub yes: bool,
+    /// Also hash the whole image against its SHA256SUMS entry when the
+    /// bmap's entry already covers every byte written (see
+    /// `sums::Sums::image_check`).
+    pub check_image_hash: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct FlashReport {
     pub target: PathBuf,
     pub block_device: bool,
-    /// Every byte handed to write(2): image data plus the zeros that
-    /// cleared the old partition table.
+    /// Every byte handed to write(2): image data plus any zeros written
+    /// over the old partition table (when the device did not clear it).
     pub bytes_written: u64,
+    /// Zeros written over the old partition tables (usually 0).
     pub bytes_zeroed: u64,
+    /// The image's span zeroed or discarded by the device, no data sent.
     pub bytes_discarded: u64,
     pub bytes_verified: u64,
-    /// The SHA256SUMS entry that was checked, if there was one.
-    pub sums_entry: Option<String>,
+    /// The bmap's SHA256SUMS entry, when it was checked.
+    pub sums_bmap: Option<String>,
+    /// The image's SHA256SUMS entry, when the whole image was hashed.
+    pub sums_image: Option<String>,
     pub write_time: Duration,
     pub verify_time: Duration,
 }
@@ -102,11 +119,12 @@ pub fn node_image(out: &Path, cluster: &str, node: &str) -> Result<PathBuf> {
     )
 }
 
-/// Flashes `opts.image` to `opts.target`; `stop` is polled between writes.
+/// Flashes `opts.image` to `opts.target`; `stop` is polled between writes
+/// (and from the read-back threads).
 pub fn flash(
     opts: &FlashOptions,
     confirm: Confirm,
-    stop: &dyn Fn() -> bool,
+    stop: &(dyn Fn() -> bool + Sync),
 ) -> Result<FlashReport> {
     let bmap_path = opts
         .bmap
@@ -120,14 +138,19 @@ pub fn flash(
         );
     }
     let sums = Sums::load(opts.image.parent().unwrap_or(Path::new(".")))?;
+    let mut sums_bmap = None;
     if let Some(s) = &sums {
         s.check_file(&bmap_path)?;
+        let name = sums::file_name(&bmap_path);
+        sums_bmap = s.entry(&name).is_some().then_some(name);
     }
     let bmap = bmap::read(&bmap_path)?;
-    let entry = sums.as_ref().and_then(|s| s.image_entry(&opts.image));
-    if sums.is_some() && entry.is_none() {
+    let entry = sums
+        .as_ref()
+        .and_then(|s| s.image_check(&opts.image, &bmap_path, opts.check_image_hash));
+    if sums.is_some() && sums_bmap.is_none() && entry.is_none() {
         log::warn!(
-            "SHA256SUMS does not list {}; relying on the block map's checksums",
+            "SHA256SUMS lists neither {} nor its block map; relying on the block map's own checksum",
             opts.image.display()
         );
     }
@@ -139,7 +162,7 @@ pub fn flash(
         Some((_, h)) => *h,
         None => Hash::None,
     };
-    let mut source = ImageSource::open(&opts.image, stream_hash)?;
+    let source = ImageSource::open(&opts.image, stream_hash)?;
     if let Some(len) = source.raw_len()? {
         if len != bmap.image_size {
             return Err(Refusal::ImageSize {
@@ -152,86 +175,28 @@ pub fn flash(
 
     let host = sysfs::Host::default();
     let block = inspect(opts, &host, &bmap, &bmap_path, confirm)?;
-    let target = open_target(&opts.target, block.is_some())?;
-    let shown = opts.target.display().to_string();
+    let target = Target::open(&opts.target, block.is_some())?;
 
-    let started = Instant::now();
-    let (zeroed, discarded) = match &block {
-        Some(facts) => writer::prepare_block(&target, &opts.target, facts, bmap.image_size)?,
-        None => {
-            writer::prepare_file(&target, &opts.target, bmap.image_size)?;
-            (0, 0)
-        }
+    let job = Job {
+        image: &opts.image,
+        target: &opts.target,
+        shown: opts.target.display().to_string(),
+        bmap: &bmap,
+        block: block.as_ref(),
+        stop,
     };
-    let incomplete = |state| Interrupted {
-        target: shown.clone(),
-        state,
-    };
-    const NOT_BOOTABLE: &str = "its first MiB is zeros, it will not boot";
-
-    let hasher = match &entry {
-        Some((_, Hash::Stored)) if !compressed => Some(source::BackgroundHash::start(&opts.image)),
-        _ => None,
-    };
-    let bar = bytes_bar("writing", bmap.mapped_bytes());
-    let body = writer::write_body(&mut source, &target, &bmap, block.is_some(), stop, &bar)
-        .with_context(|| {
-            format!(
-                "writing {} to {shown} stopped: the target is incomplete ({NOT_BOOTABLE})",
-                opts.image.display()
-            )
-        })
-        .map_err(|e| stopped_as(e, incomplete(NOT_BOOTABLE)))?;
-    let streamed = source
-        .finish(bmap.image_size)
-        .with_context(|| format!("{shown} is incomplete ({NOT_BOOTABLE})"))?;
-    bar.finish_and_clear();
-    let image_sum = match hasher {
-        Some(h) => Some(h.join()?),
-        None => streamed,
-    };
-    if let (Some(s), Some((name, _)), Some(actual)) = (&sums, &entry, &image_sum) {
-        s.check(name, actual)
-            .with_context(|| format!("nothing bootable was written to {shown} ({NOT_BOOTABLE})"))?;
-    }
-    target
-        .sync_all()
-        .with_context(|| format!("flushing {shown}"))?;
-    if stop() {
-        return Err(incomplete(NOT_BOOTABLE).into());
-    }
-    let head_bytes = writer::write_head(&target, &body.head)?;
-    target
-        .sync_all()
-        .with_context(|| format!("flushing {shown}"))?;
-    let write_time = started.elapsed();
-
-    let verified_at = Instant::now();
-    verify::drop_cache(&target)?;
-    let bar = bytes_bar("verifying", bmap.mapped_bytes());
-    if let Err(e) = verify::verify(&target, &bmap, stop, &bar) {
-        bar.finish_and_clear();
-        if e.is::<Stopped>() {
-            return Err(incomplete("fully written but NOT verified").into());
-        }
-        // A card that reads back wrong must not boot: clear its table again.
-        let cleared = match writer::clear_head(&target) {
-            Ok(()) => "its first MiB was zeroed again so it does not boot",
-            Err(_) => "clearing its first MiB failed too",
-        };
-        return Err(e.context(format!("{shown} is not usable: {cleared}")));
-    }
-    bar.finish_and_clear();
+    let done = job.run(&target, source, sums.as_ref(), entry.as_ref())?;
     Ok(FlashReport {
         target: opts.target.clone(),
         block_device: block.is_some(),
-        bytes_written: zeroed + body.bytes + head_bytes,
-        bytes_zeroed: zeroed,
-        bytes_discarded: discarded,
+        bytes_written: done.prepared.zeroed + done.bytes,
+        bytes_zeroed: done.prepared.zeroed,
+        bytes_discarded: done.prepared.cleared,
         bytes_verified: bmap.mapped_bytes(),
-        sums_entry: entry.map(|(name, _)| name),
-        write_time,
-        verify_time: verified_at.elapsed(),
+        sums_bmap,
+        sums_image: entry.map(|(name, _)| name),
+        write_time: done.write_time,
+        verify_time: done.verify_time,
     })
 }
 
@@ -291,34 +256,6 @@ fn inspect(
         }
     }
     Ok(Some(facts))
-}
-
-/// Block devices are opened with O_EXCL: the kernel then refuses if anyone
-/// else (a filesystem, device-mapper, another flash) has claimed the device
-/// since we inspected it, and keeps them out while we write.
-fn open_target(path: &Path, block: bool) -> Result<File> {
-    let mut o = OpenOptions::new();
-    o.read(true).write(true);
-    if block {
-        o.custom_flags(rustix::fs::OFlags::EXCL.bits() as i32);
-    } else {
-        o.create(true);
-    }
-    o.open(path).with_context(|| {
-        if block {
-            format!("opening {} exclusively (is it in use?)", path.display())
-        } else {
-            format!("opening {} for writing", path.display())
-        }
-    })
-}
-
-fn stopped_as(e: anyhow::Error, interrupted: Interrupted) -> anyhow::Error {
-    if e.is::<Stopped>() {
-        interrupted.into()
-    } else {
-        e
-    }
 }
 
 fn bytes_bar(what: &str, total: u64) -> ProgressBar {

@@ -1,0 +1,180 @@
+//! The writing half of a flash, once the target is open and confirmed:
+//! clear → read the image's first MiB → write the rest (the body) → flush
+//! → check the body against the bmap → write the first MiB → flush → read
+//! it back. See `writer` for why the first MiB goes last, and `verify` for
+//! why the check sits between.
+//!
+//! The check follows the whole body's write and flush rather than each
+//! chunk's: a card can return what was just written from its cache, or
+//! from a place that a later write overwrites (counterfeit cards that wrap
+//! around past their real capacity), so only a read after everything is
+//! written proves what the card keeps. (Checking a regular file while it
+//! is written was tried: on the benchmark's disk, reads beside writes were
+//! no faster than after them.)
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::bmap::Bmap;
+use super::direct::Target;
+use super::source::{BackgroundHash, Hash, ImageSource};
+use super::sums::Sums;
+use super::target::BlockFacts;
+use super::writer::Head;
+use super::{bytes_bar, stream, verify, writer, Interrupted, Stopped};
+
+/// What the target is left as when we stop before the end.
+const NOT_BOOTABLE: &str = "it has no partition table, it will not boot";
+
+pub struct Job<'a> {
+    pub image: &'a Path,
+    pub target: &'a Path,
+    /// The target as the user named it, for messages.
+    pub shown: String,
+    pub bmap: &'a Bmap,
+    pub block: Option<&'a BlockFacts>,
+    pub stop: &'a (dyn Fn() -> bool + Sync),
+}
+
+pub struct Done {
+    pub prepared: writer::Prepared,
+    /// Image bytes written (body and first MiB).
+    pub bytes: u64,
+    /// Clearing and writing (with their flushes), and reading back:
+    /// together, the whole flash.
+    pub write_time: Duration,
+    pub verify_time: Duration,
+}
+
+impl Job<'_> {
+    /// `entry`: the image's SHA256SUMS entry to hash the whole image for.
+    pub fn run(
+        &self,
+        target: &Target,
+        mut source: ImageSource,
+        sums: Option<&Sums>,
+        entry: Option<&(String, Hash)>,
+    ) -> Result<Done> {
+        let started = Instant::now();
+        let prepared = match self.block {
+            Some(facts) => writer::prepare_block(target, self.target, facts, self.size())?,
+            None => {
+                writer::prepare_file(target.file(), self.target, self.size())?;
+                writer::Prepared::default()
+            }
+        };
+        let head = stream::read_head(&mut source, self.bmap).with_context(|| self.unusable())?;
+        // A raw image's SHA256SUMS hash covers its holes, which the stream
+        // skips: a second reader hashes it alongside. A compressed one is
+        // hashed in its stream (see `ImageSource::open`).
+        let hasher = match entry {
+            Some((_, Hash::Stored)) if !source.is_compressed() => {
+                Some(BackgroundHash::start(self.image))
+            }
+            _ => None,
+        };
+        let bar = bytes_bar("writing", self.body_bytes(&head));
+        let written = writer::write_body(
+            &mut source,
+            target,
+            self.bmap,
+            self.block.is_some(),
+            self.stop,
+            &bar,
+        );
+        bar.finish_and_clear();
+        let body_bytes = written
+            .with_context(|| {
+                format!(
+                    "writing {} to {} stopped: the target is incomplete ({NOT_BOOTABLE})",
+                    self.image.display(),
+                    self.shown
+                )
+            })
+            .map_err(|e| self.stopped_as(e))?;
+        let streamed = source
+            .finish(self.size())
+            .with_context(|| self.unusable())?;
+        let image_sum = match hasher {
+            Some(h) => Some(h.join()?),
+            None => streamed,
+        };
+        if let (Some(s), Some((name, _)), Some(actual)) = (sums, entry, &image_sum) {
+            s.check(name, actual).with_context(|| self.unusable())?;
+        }
+        self.flush(target)?;
+        let mut write_time = started.elapsed();
+
+        let verified_at = Instant::now();
+        let bar = bytes_bar("verifying", self.bmap.mapped_bytes());
+        let checked = verify::verify_body(target, self.bmap, &head, self.image, self.stop, &bar);
+        bar.finish_and_clear();
+        checked
+            .with_context(|| self.unusable())
+            .map_err(|e| self.stopped_as(e))?;
+        let mut verify_time = verified_at.elapsed();
+        if (self.stop)() {
+            return Err(self.stopped_as(Stopped.into()));
+        }
+
+        let head_at = Instant::now();
+        let head_bytes = writer::write_head(target, &head)?;
+        self.flush(target)?;
+        write_time += head_at.elapsed();
+        let head_checked_at = Instant::now();
+        if let Err(e) = verify::verify_head(target, self.bmap, &head) {
+            // A card that reads back wrong must not boot: clear its table again.
+            let cleared = match writer::clear_head(target) {
+                Ok(()) => "its first MiB was zeroed again so it does not boot",
+                Err(_) => "clearing its first MiB failed too",
+            };
+            return Err(e.context(format!("{} is not usable: {cleared}", self.shown)));
+        }
+        verify_time += head_checked_at.elapsed();
+        Ok(Done {
+            prepared,
+            bytes: body_bytes + head_bytes,
+            write_time,
+            verify_time,
+        })
+    }
+
+    fn size(&self) -> u64 {
+        self.bmap.image_size
+    }
+
+    /// Mapped bytes past the first MiB.
+    fn body_bytes(&self, head: &Head) -> u64 {
+        let in_head: u64 = head.pieces.iter().map(|p| p.end - p.start).sum();
+        self.bmap.mapped_bytes() - in_head
+    }
+
+    fn flush(&self, target: &Target) -> Result<()> {
+        target
+            .file()
+            .sync_all()
+            .with_context(|| format!("flushing {}", self.shown))
+    }
+
+    fn unusable(&self) -> String {
+        format!(
+            "nothing bootable was written to {} ({NOT_BOOTABLE})",
+            self.shown
+        )
+    }
+
+    /// A stop becomes [`Interrupted`], which says what state the target is in.
+    fn stopped_as(&self, e: anyhow::Error) -> anyhow::Error {
+        if e.is::<Stopped>() {
+            Interrupted {
+                target: self.shown.clone(),
+                state: NOT_BOOTABLE,
+            }
+            .into()
+        } else {
+            e
+        }
+    }
+}
