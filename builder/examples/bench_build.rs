@@ -47,15 +47,24 @@ fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         let status = cmd.stderr(std::process::Stdio::null()).status()?;
         anyhow::ensure!(status.success(), "mmdebstrap failed");
-        rows.push((
-            "mmdebstrap alone (rpi4 Debian package set)".into(),
-            t.elapsed().as_secs_f64(),
-        ));
+        let secs = t.elapsed().as_secs_f64();
+        eprintln!("mmdebstrap alone: {secs:.1}s");
+        rows.push(("mmdebstrap alone (rpi4 Debian package set)".into(), secs));
         std::fs::remove_dir_all(&target)?;
     }
 
     let cache = scratch.path().join("cache");
     let out = scratch.path().join("out");
+    // Control-plane images carry the cluster's secrets: make a throw-away set.
+    let secrets = scratch.path().join("bench.secrets.toml");
+    let status = Command::new(&habuild)
+        .args(["secrets", "init", "--manifest"])
+        .arg(&manifest)
+        .arg("--secrets")
+        .arg(&secrets)
+        .env("HABUILD_ROOT", &root)
+        .status()?;
+    anyhow::ensure!(status.success(), "habuild secrets init failed");
     let image = |node: &str, manifest: &Path| -> anyhow::Result<f64> {
         let t = Instant::now();
         let status = Command::new(&habuild)
@@ -67,6 +76,8 @@ fn main() -> anyhow::Result<()> {
                 "--manifest",
             ])
             .arg(manifest)
+            .arg("--secrets")
+            .arg(&secrets)
             .arg("--cache-dir")
             .arg(&cache)
             .arg("--out")
@@ -74,7 +85,9 @@ fn main() -> anyhow::Result<()> {
             .env("HABUILD_ROOT", &root)
             .status()?;
         anyhow::ensure!(status.success(), "habuild image {node} failed");
-        Ok(t.elapsed().as_secs_f64())
+        let secs = t.elapsed().as_secs_f64();
+        eprintln!("habuild image {node}: {secs:.1}s");
+        Ok(secs)
     };
     rows.push((
         "habuild image master-arm-1, cold cache".into(),
