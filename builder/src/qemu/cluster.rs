@@ -231,17 +231,10 @@ pub fn qmp(path: &Path, command: &str) -> Result<String> {
 
 /// Connects once to `vip:port` from the client inside the namespace and
 /// returns the name the stand-in API server (TEST DOUBLE) answered with,
-/// or None when nothing answered within 5 s.
+/// or None when nothing answered within 5 s: TLS first (the double's
+/// default), plain TCP when the double runs without openssl.
 pub fn client_probe(ns: &Netns, vip: &str, port: u16) -> Option<String> {
-    probe_from(&ns.name, vip, port, 5)
-}
-
-/// [`client_probe`] by namespace name (usable from another thread), with
-/// its own timeout: TLS first (the double's default), plain TCP when the
-/// double runs without openssl.
-pub fn probe_from(ns_name: &str, addr: &str, port: u16, timeout_secs: u32) -> Option<String> {
-    probe_tls(ns_name, addr, port, timeout_secs)
-        .or_else(|| probe_plain(ns_name, addr, port, timeout_secs))
+    probe_tls(&ns.name, vip, port, 5).or_else(|| probe_plain(&ns.name, vip, port, 5))
 }
 
 fn in_ns(ns_name: &str, timeout_secs: u32, program: &str) -> std::process::Command {
