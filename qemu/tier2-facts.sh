@@ -3,12 +3,15 @@
 # habuild-t2-facts.service, added to a throw-away copy of the image only.
 # Every few seconds it prints what the harness needs between sentinel
 # lines; it judges nothing itself. Lines: "<key> <value...>".
+# Kernel messages are kept off the shared console (they can land inside a
+# line), and each block ends with the sha256 of its lines so that the
+# harness can tell an intact block from a garbled one.
+dmesg -n 1 2>/dev/null || :
 vip=$(sed -n 's/^HABUILD_VIP=//p' /etc/habuild/firstboot.env 2>/dev/null)
 seq=0
 while :; do
     seq=$((seq + 1))
     block=$(
-        echo "HABUILD-T2-BEGIN $seq"
         echo "hostname $(cat /etc/hostname)"
         echo "state $(systemctl is-system-running)"
         if [ -f /var/lib/habuild-test-doubles/kubeadm.log ]; then
@@ -37,8 +40,8 @@ while :; do
                 grep -E 'TCP_CHECK|Removing service|Adding service|Entering (MASTER|BACKUP)|TCP connection' |
                 sed 's/^/klog /'
         fi
-        echo "HABUILD-T2-END $seq"
     )
-    printf '%s\n' "$block"
+    seal=$(printf '%s\n' "$block" | sha256sum | cut -d' ' -f1)
+    printf 'HABUILD-T2-BEGIN %s\n%s\nHABUILD-T2-END %s %s\n' "$seq" "$block" "$seq" "$seal"
     sleep 3
 done

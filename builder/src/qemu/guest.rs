@@ -3,6 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use anyhow::{bail, Result};
+
+use super::sealed::sealed_blocks;
+
 /// Facts printed by the guest between HABUILD-BEGIN and HABUILD-END.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct GuestReport {
@@ -18,13 +22,21 @@ pub struct GuestReport {
     pub target: String,
 }
 
-/// Finds the report in a serial log. Kernel messages may interleave with
-/// it on the console, so only lines with a known keyword are read.
-pub fn parse_report(log: &str) -> Option<GuestReport> {
-    let start = log.rfind("HABUILD-BEGIN")?;
-    let end = start + log[start..].find("HABUILD-END")?;
+/// Reads the first intact copy of the report in a serial log (the guest
+/// prints it twice, sealed; see qemu/sealed.rs).
+pub fn parse_report(log: &str) -> Result<GuestReport> {
+    let copies = sealed_blocks(log, "HABUILD-BEGIN", "HABUILD-END");
+    let Some(copy) = copies.iter().find(|c| c.intact) else {
+        if copies.is_empty() {
+            bail!("the guest printed no complete report");
+        }
+        bail!(
+            "all {} copies of the guest's report were garbled on the serial console (their lines do not hash to their seal)",
+            copies.len()
+        );
+    };
     let mut r = GuestReport::default();
-    for line in log[start..end].lines().map(strip_console_prefix) {
+    for line in &copy.lines {
         let (key, rest) = line.split_once(' ').unwrap_or((line, ""));
         match key {
             "state" => r.state = rest.trim().to_string(),
@@ -54,17 +66,7 @@ pub fn parse_report(log: &str) -> Option<GuestReport> {
             _ => {}
         }
     }
-    Some(r)
-}
-
-/// journald forwards the check's output to the console as
-/// `[  77.49] sh[463]: state running`: keep what follows the `ident[pid]: `.
-fn strip_console_prefix(line: &str) -> &str {
-    let line = line.trim_end_matches('\r');
-    match line.find("]: ") {
-        Some(i) => &line[i + 3..],
-        None => line,
-    }
+    Ok(r)
 }
 
 /// What the image is expected to show when it runs.
@@ -162,7 +164,27 @@ pub fn judge(r: &GuestReport, e: &Expectations) -> Vec<Check> {
 mod tests {
     use super::*;
 
-    const LOG: &str = "[   80.1] random kernel line\r\nHABUILD-BEGIN\r\nstate running\r\nhostname master-arm-1\r\nunit realServer.service disabled inactive\r\n[   81.0] audit: something\r\nunit habuild-growroot.service enabled inactive\r\naddr lan0 10.10.197.98/24\r\nsha256 abc  /etc/hostname\r\ntarget active\r\nHABUILD-END\r\n";
+    const BODY: [&str; 7] = [
+        "state running",
+        "hostname master-arm-1",
+        "unit realServer.service disabled inactive",
+        "unit habuild-growroot.service enabled inactive",
+        "addr lan0 10.10.197.98/24",
+        "sha256 abc  /etc/hostname",
+        "target active",
+    ];
+
+    /// The report as guest-check.sh prints it, through journald, once.
+    fn log_of(body: &[&str]) -> String {
+        let seal = super::super::sealed::seal_of(body);
+        let mut lines = vec!["HABUILD-BEGIN 1".to_string()];
+        lines.extend(body.iter().map(|l| l.to_string()));
+        lines.push(format!("HABUILD-END 1 {seal}"));
+        lines
+            .iter()
+            .map(|l| format!("[   77.49] sh[463]: {l}\r\n"))
+            .collect()
+    }
 
     fn expect() -> Expectations {
         Expectations {
@@ -175,39 +197,32 @@ mod tests {
     }
 
     #[test]
-    fn parses_through_interleaved_kernel_lines() {
-        let r = parse_report(LOG).unwrap();
+    fn reads_the_sealed_report_and_refuses_a_garbled_one() {
+        let r = parse_report(&log_of(&BODY)).unwrap();
         assert_eq!(r.state, "running");
         assert_eq!(
             r.units["realServer.service"],
             ("disabled".into(), "inactive".into())
         );
         assert_eq!(r.files["/etc/hostname"], "abc");
-        assert!(parse_report("no report here").is_none());
-        assert!(
-            parse_report("HABUILD-BEGIN\nstate running\n").is_none(),
-            "an unfinished report is no report"
-        );
-    }
-
-    #[test]
-    fn reads_lines_forwarded_by_journald() {
-        let log = "[   77.49] sh[463]: HABUILD-BEGIN\r\n[   77.50] sh[463]: state running\r\n[   78.00] sh[463]: sha256 abc  /etc/hostname\r\n[   92.60] sh[463]: HABUILD-END\r\n";
-        let r = parse_report(log).unwrap();
-        assert_eq!(r.state, "running");
-        assert_eq!(r.files["/etc/hostname"], "abc");
+        let err = parse_report("no report here").unwrap_err().to_string();
+        assert!(err.contains("no complete report"), "{err}");
+        let garbled = log_of(&BODY).replace("inactive\r\n", "inactive[  81.0] audit: x\r\n");
+        let err = parse_report(&garbled).unwrap_err().to_string();
+        assert!(err.contains("garbled"), "{err}");
     }
 
     #[test]
     fn passes_when_everything_holds() {
-        let checks = judge(&parse_report(LOG).unwrap(), &expect());
+        let checks = judge(&parse_report(&log_of(&BODY)).unwrap(), &expect());
         assert!(checks.iter().all(|c| c.ok), "{checks:?}");
     }
 
     #[test]
     fn fails_on_degraded_system_changed_file_or_enabled_realserver() {
-        let bad = LOG
-            .replace("state running", "state degraded\r\nfailed foo.service")
+        let body = BODY
+            .join("\n")
+            .replace("state running", "state degraded\nfailed foo.service")
             .replace("sha256 abc", "sha256 abd")
             .replace("realServer.service disabled", "realServer.service enabled")
             .replace(
@@ -215,6 +230,7 @@ mod tests {
                 "growroot.service enabled failed",
             )
             .replace("addr lan0 10.10.197.98/24", "addr eth0 10.10.197.98/24");
+        let bad = log_of(&body.lines().collect::<Vec<_>>());
         let failed: Vec<String> = judge(&parse_report(&bad).unwrap(), &expect())
             .into_iter()
             .filter(|c| !c.ok)

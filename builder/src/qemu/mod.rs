@@ -7,6 +7,7 @@ pub mod guest;
 pub mod kvm;
 pub mod netns;
 pub mod prepare;
+pub mod sealed;
 pub mod t2facts;
 pub mod tier1;
 pub mod tier2;

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeSet;
 
+use super::sealed::sealed_blocks;
+
 /// One fact block of one guest.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Facts {
@@ -27,21 +29,18 @@ pub struct Facts {
     pub klog: Vec<String>,
 }
 
-/// The last complete block in a console log (kernel lines that interleave
-/// are skipped: only known keys are read).
+/// The last intact block in a console log (sealed, see qemu/sealed.rs; a
+/// garbled or unfinished block is passed over for the one before).
 pub fn last_block(log: &str) -> Option<Facts> {
-    let end = log.rfind("HABUILD-T2-END ")?;
-    let seq_end: String = log[end + "HABUILD-T2-END ".len()..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    let begin_marker = format!("HABUILD-T2-BEGIN {seq_end}");
-    let start = log[..end].rfind(&begin_marker)?;
+    let block = sealed_blocks(log, "HABUILD-T2-BEGIN", "HABUILD-T2-END")
+        .into_iter()
+        .rev()
+        .find(|b| b.intact)?;
     let mut f = Facts {
-        seq: seq_end.parse().ok()?,
+        seq: block.id.parse().ok()?,
         ..Facts::default()
     };
-    for line in log[start..end].lines().map(strip_console_prefix) {
+    for line in &block.lines {
         let (key, rest) = line.split_once(' ').unwrap_or((line, ""));
         let rest = rest.trim();
         match key {
@@ -72,16 +71,6 @@ pub fn last_block(log: &str) -> Option<Facts> {
         }
     }
     Some(f)
-}
-
-/// A console line without the `[   93.006] sh[419]: ` that journald puts
-/// before a unit's output when it forwards it to the console.
-fn strip_console_prefix(line: &str) -> &str {
-    let line = line.trim_end_matches('\r');
-    match line.find("]: ") {
-        Some(p) if line.starts_with('[') => &line[p + 3..],
-        _ => line,
-    }
 }
 
 /// A real server as `ipvsadm -L -n` lists it under a virtual service.
@@ -250,11 +239,38 @@ pub fn answered_by(answers: &[Option<String>]) -> BTreeSet<String> {
 mod tests {
     use super::*;
 
-    const DIRECTOR: &str = "noise\nHABUILD-T2-BEGIN 7\nhostname master-x86-1\n[   12.3] kernel says hi\nipvs IP Virtual Server version 1.2.1 (size=4096)\nipvs Prot LocalAddress:Port Scheduler Flags\nipvs   -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\nipvs TCP  10.10.197.101:6443 wrr\nipvs   -> 10.10.197.97:6443            Route   10     0          0\nipvs   -> 10.10.197.98:6443            Route   10     0          0\nipvs   -> 10.10.197.99:6443            Route   10     0          0\nkeepalived active\naddr lan0 10.10.197.96/24\naddr lan0 10.10.197.101/32\nHABUILD-T2-END 7\nHABUILD-T2-BEGIN 8\nhostname trunc";
+    const DIRECTOR: [&str; 13] = [
+        "hostname master-x86-1",
+        "ipvs IP Virtual Server version 1.2.1 (size=4096)",
+        "ipvs Prot LocalAddress:Port Scheduler Flags",
+        "ipvs   -> RemoteAddress:Port           Forward Weight ActiveConn InActConn",
+        "ipvs TCP  10.10.197.101:6443 wrr",
+        "ipvs   -> 10.10.197.97:6443            Route   10     0          0",
+        "ipvs   -> 10.10.197.98:6443            Route   10     0          0",
+        "ipvs   -> 10.10.197.99:6443            Route   10     0          0",
+        "keepalived active",
+        "addr lan0 10.10.197.96/24",
+        "addr lan0 10.10.197.101/32",
+        "state running",
+        "firstboot done",
+    ];
+
+    /// A block as tier2-facts.sh prints it, sealed.
+    fn block(seq: u32, lines: &[&str]) -> String {
+        format!(
+            "HABUILD-T2-BEGIN {seq}\n{}\nHABUILD-T2-END {seq} {}\n",
+            lines.join("\n"),
+            super::super::sealed::seal_of(lines)
+        )
+    }
 
     #[test]
     fn last_complete_block_and_ipvs() {
-        let f = last_block(DIRECTOR).unwrap();
+        let mut log = format!("noise\n{}", block(7, &DIRECTOR));
+        // Block 8 is garbled by a kernel line, block 9 unfinished: 7 counts.
+        log.push_str(&block(8, &DIRECTOR).replace("wrr\n", "wrr[  12.3] kernel says hi\n"));
+        log.push_str("HABUILD-T2-BEGIN 9\nhostname trunc");
+        let f = last_block(&log).unwrap();
         assert_eq!(f.seq, 7);
         assert_eq!(f.hostname, "master-x86-1");
         let (sched, rs) = ipvs_service(&f.ipvs, "10.10.197.101", 6443).unwrap();
@@ -270,8 +286,18 @@ mod tests {
 
     #[test]
     fn journald_console_prefixes_are_skipped() {
-        let log = "[   93.0] sh[419]: HABUILD-T2-BEGIN 2\n[   93.1] sh[419]: hostname master-x86-1\n[   93.2] sh[419]: addr lan0 10.10.197.101/32\n[   93.3] sh[419]: HABUILD-T2-END 2\n";
-        let f = last_block(log).unwrap();
+        let log: String = block(2, &["hostname master-x86-1", "addr lan0 10.10.197.101/32"])
+            .lines()
+            .enumerate()
+            .flat_map(|(i, l)| {
+                [
+                    format!("[   93.{i}] sh[419]: {l}"),
+                    format!("[   93.{i}5] kernel line {i}"),
+                ]
+            })
+            .map(|l| l + "\n")
+            .collect();
+        let f = last_block(&log).unwrap();
         assert_eq!(f.hostname, "master-x86-1");
         assert_eq!(
             f.addrs,
@@ -289,7 +315,7 @@ mod tests {
     }
 
     fn cp(lines: &str) -> Facts {
-        last_block(&format!("HABUILD-T2-BEGIN 1\n{lines}\nHABUILD-T2-END 1\n")).unwrap()
+        last_block(&block(1, &lines.lines().collect::<Vec<_>>())).unwrap()
     }
 
     #[test]

@@ -200,13 +200,14 @@ pub fn run(
         },
         Stage {
             name: "boot to multi-user.target and in-guest check",
-            marker: "HABUILD-END",
+            marker: "HABUILD-DONE",
             timeout: Duration::from_secs(900),
         },
     ];
     let run = run_stages(cmd, &stages, &log)
         .with_context(|| format!("booting {node} under QEMU ({})", profile.machine))?;
-    let report = parse_report(&run.log).context("the guest's report is incomplete")?;
+    let report = parse_report(&run.log)
+        .with_context(|| format!("reading {node}'s report in {}", log.display()))?;
     let mut expect = expectations(&j, cluster.init_node().name == node);
     if profile.dtb.is_none() {
         // Only the UEFI machines get a NIC (QEMU's raspi4b has no Ethernet).
