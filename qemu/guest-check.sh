@@ -8,6 +8,8 @@
 # from here on (they still reach the kernel log and the journal), and the
 # report is printed twice, each copy sealed with the sha256 of its lines:
 # the harness reads the first copy that matches its seal.
+# shellcheck source=seal.sh
+. "$(dirname "$0")/seal.sh"
 dmesg -n 1 2>/dev/null || :
 report=$(
   echo "state $(systemctl is-system-running --wait)"
@@ -22,10 +24,7 @@ report=$(
   find /etc /usr/local /root /usr/lib/systemd/system -type f ! -path '*/habuild-check*' 2>/dev/null | sort | xargs -r sha256sum | sed 's/^/sha256 /'
   echo "target $(systemctl is-active multi-user.target)"
 )
-seal=$(printf '%s\n' "$report" | sha256sum | cut -d' ' -f1)
 for copy in 1 2; do
-  echo "HABUILD-BEGIN $copy"
-  printf '%s\n' "$report"
-  echo "HABUILD-END $copy $seal"
+  printf '%s\n' "$report" | seal_block HABUILD-BEGIN HABUILD-END "$copy"
 done
 echo HABUILD-DONE

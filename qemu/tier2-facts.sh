@@ -6,6 +6,8 @@
 # Kernel messages are kept off the shared console (they can land inside a
 # line), and each block ends with the sha256 of its lines so that the
 # harness can tell an intact block from a garbled one.
+# shellcheck source=seal.sh
+. "$(dirname "$0")/seal.sh"
 dmesg -n 1 2>/dev/null || :
 vip=$(sed -n 's/^HABUILD_VIP=//p' /etc/habuild/firstboot.env 2>/dev/null)
 seq=0
@@ -41,7 +43,6 @@ while :; do
                 sed 's/^/klog /'
         fi
     )
-    seal=$(printf '%s\n' "$block" | sha256sum | cut -d' ' -f1)
-    printf 'HABUILD-T2-BEGIN %s\n%s\nHABUILD-T2-END %s %s\n' "$seq" "$block" "$seq" "$seal"
+    printf '%s\n' "$block" | seal_block HABUILD-T2-BEGIN HABUILD-T2-END "$seq"
     sleep 3
 done

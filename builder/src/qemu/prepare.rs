@@ -79,11 +79,13 @@ pub fn add_check_unit(
         root,
         &project_qemu_dir.join("guest-check.sh"),
         &project_qemu_dir.join("habuild-check.service"),
+        project_qemu_dir,
         work,
     )
 }
 
-/// Adds `script` (as /usr/local/lib/habuild-check/<its name>) and `unit`
+/// Adds `script` and the shell library it sources (`seal.sh` from
+/// `project_qemu_dir`) to /usr/local/lib/habuild-check/, and `unit`
 /// (enabled for multi-user.target, under its own name) to the root
 /// filesystem at `root` inside the copy.
 pub fn add_test_unit(
@@ -91,6 +93,7 @@ pub fn add_test_unit(
     root: Extent,
     script: &Path,
     unit: &Path,
+    project_qemu_dir: &Path,
     work: &Path,
 ) -> Result<()> {
     let fs = format!("{}?offset={}", copy.display(), root.start);
@@ -105,9 +108,11 @@ pub fn add_test_unit(
     let text = format!(
         "mkdir /usr/local/lib/habuild-check\n\
          write {} /usr/local/lib/habuild-check/{script_name}\n\
+         write {} /usr/local/lib/habuild-check/seal.sh\n\
          write {} /etc/systemd/system/{unit_name}\n\
          symlink /etc/systemd/system/multi-user.target.wants/{unit_name} /etc/systemd/system/{unit_name}\n",
         script.display(),
+        project_qemu_dir.join("seal.sh").display(),
         unit.display()
     );
     std::fs::write(&cmds, text).with_context(|| format!("writing {}", cmds.display()))?;
@@ -120,17 +125,30 @@ pub fn add_test_unit(
         .with_context(|| format!("adding {unit_name} to the test copy"))?;
     log::debug!("debugfs: {out}");
     // debugfs reports command errors on stderr but exits 0: verify instead.
-    let back = Command::new("debugfs")
-        .arg("-R")
-        .arg(format!(
-            "stat /etc/systemd/system/multi-user.target.wants/{unit_name}"
-        ))
-        .arg(&fs)
-        .output_checked()?;
-    anyhow::ensure!(
-        back.contains("Type: symlink"),
-        "{unit_name} was not added to the test copy of {}",
-        copy.display()
-    );
+    for (path, kind) in [
+        (
+            format!("/etc/systemd/system/multi-user.target.wants/{unit_name}"),
+            "symlink",
+        ),
+        (
+            format!("/usr/local/lib/habuild-check/{script_name}"),
+            "regular",
+        ),
+        (
+            "/usr/local/lib/habuild-check/seal.sh".to_string(),
+            "regular",
+        ),
+    ] {
+        let back = Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("stat {path}"))
+            .arg(&fs)
+            .output_checked()?;
+        anyhow::ensure!(
+            back.contains(&format!("Type: {kind}")),
+            "{path} was not added to the test copy of {}",
+            copy.display()
+        );
+    }
     Ok(())
 }

@@ -149,16 +149,78 @@ mod tests {
         assert!(sealed_blocks(&log, "HABUILD-T2-BEGIN", "HABUILD-T2-END")[0].intact);
     }
 
+    fn qemu_dir() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../qemu")
+    }
+
+    /// What journald makes of a unit's output on the console: a prefix,
+    /// trailing whitespace dropped, empty lines dropped.
+    fn through_journald(out: &str) -> String {
+        out.lines()
+            .map(str::trim_end)
+            .filter(|l| !l.is_empty())
+            .map(|l| format!("[   40.1] sh[429]: {l}\r\n"))
+            .collect()
+    }
+
     #[test]
-    fn seal_matches_what_the_guest_scripts_compute() {
+    fn the_guests_seal_survives_journald() {
+        // ipvsadm pads its columns: trailing spaces, as in tier 2.
+        let input = "ipvs TCP  10.10.197.101:6443 wrr\nipvs   -> 10.10.197.97:6443   Route   10     0          0         \n\nkeepalived active\n";
         let out = std::process::Command::new("sh")
-            .args(["-c", "printf '%s\\n' 'a b' c | sha256sum"])
+            .arg("-c")
+            .arg(format!(
+                ". '{}/seal.sh'; printf '%s' \"$1\" | seal_block HABUILD-T2-BEGIN HABUILD-T2-END 5",
+                qemu_dir().display()
+            ))
+            .args(["sh", input])
             .output()
             .unwrap();
-        let shell = String::from_utf8(out.stdout).unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let printed = String::from_utf8(out.stdout).unwrap();
+        let blocks = sealed_blocks(
+            &through_journald(&printed),
+            "HABUILD-T2-BEGIN",
+            "HABUILD-T2-END",
+        );
+        assert_eq!(blocks.len(), 1, "{printed}");
+        assert!(blocks[0].intact, "{printed}");
+        assert_eq!(blocks[0].id, "5");
         assert_eq!(
-            seal_of(&["a b", "c"]),
-            shell.split_whitespace().next().unwrap()
+            blocks[0].lines,
+            [
+                "ipvs TCP  10.10.197.101:6443 wrr",
+                "ipvs   -> 10.10.197.97:6443   Route   10     0          0",
+                "keepalived active"
+            ]
+        );
+    }
+
+    #[test]
+    fn guest_scripts_pass_shellcheck() {
+        if std::process::Command::new("shellcheck")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            return;
+        }
+        let dir = qemu_dir();
+        let scripts: Vec<_> = ["seal.sh", "guest-check.sh", "tier2-facts.sh"]
+            .iter()
+            .map(|s| dir.join(s))
+            .collect();
+        let out = std::process::Command::new("shellcheck")
+            .arg("--norc")
+            .arg("-x")
+            .current_dir(&dir)
+            .args(&scripts)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
         );
     }
 }

@@ -115,6 +115,7 @@ fn prepare(
         root,
         &q.join("tier2-facts.sh"),
         &q.join("habuild-t2-facts.service"),
+        &q,
         &dir,
     )?;
     let tap = ns.add_tap(index)?;
