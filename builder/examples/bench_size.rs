@@ -53,7 +53,11 @@ fn compressed(image: &Path, out: &Path, tool: &str, args: &[&str]) -> Result<u64
         .stderr(Stdio::inherit())
         .status()
         .with_context(|| format!("running {tool} on {}", image.display()))?;
-    ensure!(status.success(), "{tool} failed on {}: {status}", image.display());
+    ensure!(
+        status.success(),
+        "{tool} failed on {}: {status}",
+        image.display()
+    );
     let size = std::fs::metadata(out)
         .with_context(|| format!("reading {}", out.display()))?
         .len();

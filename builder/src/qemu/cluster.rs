@@ -265,6 +265,19 @@ pub fn probe_tls(ns_name: &str, addr: &str, port: u16, timeout_secs: u32) -> Opt
         .and_then(answered_name)
 }
 
+/// Whether a TCP connection to `addr:port` from the namespace is accepted
+/// within the timeout: with LVS-DR, that the director forwarded the SYN and
+/// a real server's kernel answered. It does not wait for the stand-in API
+/// server's TLS handshake, which a guest under emulation can be slow to
+/// give (seconds under load) while the VIP itself answers.
+pub fn tcp_connects(ns_name: &str, addr: &str, port: u16, timeout_secs: u32) -> bool {
+    in_ns(ns_name, timeout_secs, "bash")
+        .args(["-c", "exec 3<>\"/dev/tcp/$0/$1\"", addr, &port.to_string()])
+        .stderr(Stdio::null())
+        .output_checked()
+        .is_ok()
+}
+
 fn probe_plain(ns_name: &str, addr: &str, port: u16, timeout_secs: u32) -> Option<String> {
     in_ns(ns_name, timeout_secs, "bash")
         .args([
