@@ -149,11 +149,11 @@ impl Target {
     pub fn write_at(&self, data: &[u8], offset: u64) -> Result<()> {
         let context = || format!("writing {} bytes at offset {offset}", data.len());
         if !self.is_direct() {
-            return self.file.write_all_at(data, offset).with_context(context);
+            return write_buffered(&self.file, data, offset).with_context(context);
         }
         if !is_aligned(data.as_ptr() as usize, offset, data.len()) {
             self.set_direct(false)?;
-            let written = self.file.write_all_at(data, offset).with_context(context);
+            let written = write_buffered(&self.file, data, offset).with_context(context);
             self.set_direct(true)?;
             return written;
         }
@@ -166,7 +166,7 @@ impl Target {
                 );
                 self.set_direct(false)?;
                 self.direct.store(false, Ordering::Relaxed);
-                self.file.write_all_at(data, offset).with_context(context)
+                write_buffered(&self.file, data, offset).with_context(context)
             }
             other => other.with_context(context),
         }
@@ -219,6 +219,22 @@ impl Target {
         };
         rustix::fs::fcntl_setfl(&self.file, flags).context("switching O_DIRECT on the target")
     }
+}
+
+/// Bytes per buffered write(2), as `bmaptool` writes. Writes of 2 MiB or
+/// more make the kernel (6.18) fill the page cache with 2 MiB folios, and
+/// on the benchmark's VM those cost five to ten times the system time:
+/// 560 MiB with `dd` after 3 s idle took 0.6-1.6 s of it in 2, 4 or 8 MiB
+/// writes, 0.15-0.3 s in 1 MiB writes (see benchmarks/README.md).
+const BUFFERED_WRITE: usize = 1 << 20;
+
+fn write_buffered(file: &File, data: &[u8], offset: u64) -> std::io::Result<()> {
+    let mut at = offset;
+    for piece in data.chunks(BUFFERED_WRITE) {
+        file.write_all_at(piece, at)?;
+        at += piece.len() as u64;
+    }
+    Ok(())
 }
 
 fn is_aligned(addr: usize, offset: u64, len: usize) -> bool {
@@ -274,5 +290,21 @@ mod tests {
             t.read_span(&mut buf, end + 7..end + 21).is_err(),
             "past the end"
         );
+    }
+
+    /// A file is written through the page cache, in pieces.
+    #[test]
+    fn buffered_writes_land_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        let t = Target::open(&path, false).unwrap();
+        assert!(!t.is_direct() && !t.is_block());
+        let data: Vec<u8> = (0..5 * BUFFERED_WRITE / 2)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        t.write_at(&data, 7).unwrap();
+        let mut buf = AlignedBuf::new(data.len());
+        let end = 7 + data.len() as u64;
+        assert!(t.read_span(&mut buf, 7..end).unwrap() == &data[..]);
     }
 }
