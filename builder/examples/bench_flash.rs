@@ -119,8 +119,15 @@ fn main() -> Result<()> {
                     };
                     measure(tool, &image, &bmap_path, &dev.0)?
                 };
+                let split = sample.split.map_or(String::new(), |(w, v)| {
+                    format!(
+                        " (write {:.2}s, verify {:.2}s)",
+                        w.as_secs_f64(),
+                        v.as_secs_f64()
+                    )
+                });
                 eprintln!(
-                    "{target_kind:>11} {:<30} run {run}: {:>7.2}s {}",
+                    "{target_kind:>11} {:<30} run {run}: {:>7.2}s {}{split}",
                     tool.name(),
                     sample.wall.as_secs_f64(),
                     flash::human(sample.bytes)
