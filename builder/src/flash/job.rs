@@ -8,9 +8,9 @@
 //! chunk's: a card can return what was just written from its cache, or
 //! from a place that a later write overwrites (counterfeit cards that wrap
 //! around past their real capacity), so only a read after everything is
-//! written proves what the card keeps. (Checking a regular file while it
-//! is written was tried: on the benchmark's disk, reads beside writes were
-//! no faster than after them.)
+//! written proves what the card keeps. (Checking a regular file chunk by
+//! chunk while it was written, with direct reads, was tried: on the
+//! benchmark's disk, reads beside writes were no faster than after them.)
 //!
 //! A regular file is written through the page cache and its body is read
 //! back from there while a second thread flushes it (`fsync`); the first
