@@ -3,7 +3,10 @@
 //! to a regular file and to a loop device, on one image; prints a Markdown
 //! table.
 //!
-//!     cargo run --release --example bench_flash -- IMAGE [RUNS]
+//!     cargo run --release --example bench_flash -- IMAGE [RUNS] [pairs]
+//!
+//! `pairs`: only `habuild flash` and `bmaptool copy`, alternating (the
+//! comparison the flash's speed goal is about).
 //!
 //! IMAGE needs its `.bmap` beside it (and may have a SHA256SUMS). Each
 //! cell is the median of RUNS (default 3) interleaved runs, each to a fresh
@@ -12,7 +15,8 @@
 //! first so every tool starts from a warm cache. "Bytes written" is what each tool handed to write(2) (`wchar` in
 //! /proc/<pid>/io; for a child process, read from the shell that waited for
 //! it). habuild runs in-process (the library call `habuild flash` makes) and
-//! its time includes reading every mapped range back.
+//! its time includes reading every mapped range back (for a file, while
+//! its fsync runs).
 //!
 //! Needs root for the loop device; skips it when `losetup` fails.
 
@@ -55,9 +59,14 @@ struct Sample {
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(image) = args.first().map(PathBuf::from) else {
-        bail!("usage: bench_flash IMAGE [RUNS]");
+        bail!("usage: bench_flash IMAGE [RUNS] [pairs]");
     };
     let runs: usize = args.get(1).map(|r| r.parse()).transpose()?.unwrap_or(3);
+    let pairs = match args.get(2).map(String::as_str) {
+        None => false,
+        Some("pairs") => true,
+        Some(other) => bail!("unknown option {other:?} (expected `pairs`)"),
+    };
     let bmap_path = flash::default_bmap(&image);
     let bmap = flash::bmap::read(&bmap_path)?;
     let size = bmap.image_size;
@@ -78,12 +87,16 @@ fn main() -> Result<()> {
         .status()
         .context("reading the image once")?;
 
-    let tools = [
-        Tool::Habuild,
-        Tool::HabuildImageHash,
-        Tool::Bmaptool,
-        Tool::Dd,
-    ];
+    let tools: &[Tool] = if pairs {
+        &[Tool::Habuild, Tool::Bmaptool]
+    } else {
+        &[
+            Tool::Habuild,
+            Tool::HabuildImageHash,
+            Tool::Bmaptool,
+            Tool::Dd,
+        ]
+    };
     let mut rows = Vec::new();
     for target_kind in ["file", "loop device"] {
         // Runs interleave the tools, so a busy moment on a shared machine
@@ -106,8 +119,15 @@ fn main() -> Result<()> {
                     };
                     measure(tool, &image, &bmap_path, &dev.0)?
                 };
+                let split = sample.split.map_or(String::new(), |(w, v)| {
+                    format!(
+                        " (write {:.2}s, verify {:.2}s)",
+                        w.as_secs_f64(),
+                        v.as_secs_f64()
+                    )
+                });
                 eprintln!(
-                    "{target_kind:>11} {:<30} run {run}: {:>7.2}s {}",
+                    "{target_kind:>11} {:<30} run {run}: {:>7.2}s {}{split}",
                     tool.name(),
                     sample.wall.as_secs_f64(),
                     flash::human(sample.bytes)
@@ -119,7 +139,7 @@ fn main() -> Result<()> {
                 Command::new("sync").status().context("running sync")?;
             }
         }
-        for (tool, mut s) in tools.into_iter().zip(samples) {
+        for (&tool, mut s) in tools.iter().zip(samples) {
             if !s.is_empty() {
                 s.sort_by_key(|x| x.wall);
                 rows.push((target_kind, tool, s.swap_remove(s.len() / 2)));
@@ -130,9 +150,11 @@ fn main() -> Result<()> {
     println!("|---|---|---:|---:|---|");
     for (target, tool, s) in rows {
         let note = match s.split {
+            // A file's fsync runs during its read-back.
             Some((w, v)) => format!(
-                "write {:.2} s + read-back verify {:.2} s",
+                "write {:.2} s + read-back verify{} {:.2} s",
                 w.as_secs_f64(),
+                if target == "file" { " and fsync" } else { "" },
                 v.as_secs_f64()
             ),
             None if tool == Tool::Dd => "writes every byte, verifies nothing".into(),

@@ -68,8 +68,14 @@ pub fn run(args: &FlashArgs) -> Result<()> {
         }
         Err(e) => return Err(e),
     };
+    // A file's body is flushed while it is verified (see flash::job).
+    let flushed = if report.block_device {
+        ""
+    } else {
+        " and flushed"
+    };
     eprintln!(
-        "wrote {} to {} in {:.1}s ({}/s); verified {} in {:.1}s",
+        "wrote {} to {} in {:.1}s ({}/s); verified {}{flushed} in {:.1}s",
         flash::human(report.bytes_written),
         report.target.display(),
         report.write_time.as_secs_f64(),

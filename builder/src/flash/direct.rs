@@ -1,15 +1,21 @@
-//! The target, written and read with `O_DIRECT` where it can be.
+//! The target: a block device written and read with `O_DIRECT` where it
+//! can be, a regular file through the page cache.
 //!
-//! Why: a buffered write copies every byte into the page cache and leaves
-//! it dirty for the kernel to write back later, so the flash either stalls
-//! in one long fsync at the end or must flush periodically (the copy then
-//! waits for the device at every flush); on a loop device the data is even
-//! cached twice, once for the loop device and once for its backing file.
+//! Why direct for a device: a buffered write copies every byte into the
+//! page cache and leaves it dirty for the kernel to write back later, so
+//! the flash either stalls in one long fsync at the end or must flush
+//! periodically (the copy then waits for the device at every flush); on a
+//! loop device the data is even cached twice, once for the loop device and
+//! once for its backing file.
 //! With `O_DIRECT` each write goes from our buffer to the device, the
 //! progress bar shows what the device took, Ctrl-C is answered within one
 //! write, and the read-back comes from the device without first evicting
-//! our own pages. Where the kernel refuses `O_DIRECT` (tmpfs, some FUSE or
-//! network filesystems) the target is used buffered, as before.
+//! our own pages. Where the kernel refuses `O_DIRECT` the device is used
+//! buffered, as before.
+//!
+//! Why buffered for a file: its filesystem keeps what it is given, so the
+//! read-back may come from the page cache and overlap the flush (see
+//! `job`); direct writes would only make the writer wait for the disk.
 
 use std::fs::{File, OpenOptions};
 use std::ops::{Deref, DerefMut, Range};
@@ -66,6 +72,7 @@ impl DerefMut for AlignedBuf {
 pub struct Target {
     file: File,
     path: PathBuf,
+    block: bool,
     /// Cleared for good when the kernel refuses an aligned direct write.
     direct: AtomicBool,
 }
@@ -74,7 +81,14 @@ impl Target {
     /// Block devices are opened with `O_EXCL`: the kernel then refuses if
     /// anyone else (a filesystem, device-mapper, another flash) has claimed
     /// the device since we inspected it, and keeps them out while we write.
+    /// Only block devices are tried with `O_DIRECT`.
     pub fn open(path: &Path, block: bool) -> Result<Target> {
+        Target::open_with(path, block, block)
+    }
+
+    /// `direct`: try `O_DIRECT` (tests use it on files, to cover the
+    /// direct path without a block device).
+    pub(crate) fn open_with(path: &Path, block: bool, direct: bool) -> Result<Target> {
         let attempt = |direct: bool| {
             let mut flags = OFlags::empty();
             if block {
@@ -90,10 +104,11 @@ impl Target {
                 .custom_flags(flags.bits() as i32);
             o.open(path)
         };
-        let (file, direct) = match attempt(true) {
-            Ok(f) => (Ok(f), true),
-            Err(e) if e.raw_os_error() == Some(einval()) => (attempt(false), false),
-            Err(e) => (Err(e), false),
+        let (file, direct) = match direct.then(|| attempt(true)) {
+            None => (attempt(false), false),
+            Some(Ok(f)) => (Ok(f), true),
+            Some(Err(e)) if e.raw_os_error() == Some(einval()) => (attempt(false), false),
+            Some(Err(e)) => (Err(e), false),
         };
         let file = file.with_context(|| {
             if block {
@@ -102,7 +117,7 @@ impl Target {
                 format!("opening {} for writing", path.display())
             }
         })?;
-        if !direct {
+        if block && !direct {
             log::info!(
                 "{} does not take O_DIRECT; writing through the page cache",
                 path.display()
@@ -111,12 +126,17 @@ impl Target {
         Ok(Target {
             file,
             path: path.to_path_buf(),
+            block,
             direct: AtomicBool::new(direct),
         })
     }
 
     pub fn file(&self) -> &File {
         &self.file
+    }
+
+    pub fn is_block(&self) -> bool {
+        self.block
     }
 
     pub fn is_direct(&self) -> bool {
@@ -129,11 +149,11 @@ impl Target {
     pub fn write_at(&self, data: &[u8], offset: u64) -> Result<()> {
         let context = || format!("writing {} bytes at offset {offset}", data.len());
         if !self.is_direct() {
-            return self.file.write_all_at(data, offset).with_context(context);
+            return write_buffered(&self.file, data, offset).with_context(context);
         }
         if !is_aligned(data.as_ptr() as usize, offset, data.len()) {
             self.set_direct(false)?;
-            let written = self.file.write_all_at(data, offset).with_context(context);
+            let written = write_buffered(&self.file, data, offset).with_context(context);
             self.set_direct(true)?;
             return written;
         }
@@ -146,7 +166,7 @@ impl Target {
                 );
                 self.set_direct(false)?;
                 self.direct.store(false, Ordering::Relaxed);
-                self.file.write_all_at(data, offset).with_context(context)
+                write_buffered(&self.file, data, offset).with_context(context)
             }
             other => other.with_context(context),
         }
@@ -201,6 +221,22 @@ impl Target {
     }
 }
 
+/// Bytes per buffered write(2), as `bmaptool` writes. Writes of 2 MiB or
+/// more make the kernel (6.18) fill the page cache with 2 MiB folios, and
+/// on the benchmark's VM those cost five to ten times the system time:
+/// 560 MiB with `dd` after 3 s idle took 0.6-1.6 s of it in 2, 4 or 8 MiB
+/// writes, 0.15-0.3 s in 1 MiB writes (see benchmarks/README.md).
+const BUFFERED_WRITE: usize = 1 << 20;
+
+fn write_buffered(file: &File, data: &[u8], offset: u64) -> std::io::Result<()> {
+    let mut at = offset;
+    for piece in data.chunks(BUFFERED_WRITE) {
+        file.write_all_at(piece, at)?;
+        at += piece.len() as u64;
+    }
+    Ok(())
+}
+
 fn is_aligned(addr: usize, offset: u64, len: usize) -> bool {
     addr.is_multiple_of(ALIGN) && offset.is_multiple_of(ALIGN as u64) && len.is_multiple_of(ALIGN)
 }
@@ -230,7 +266,7 @@ mod tests {
     fn unaligned_writes_and_reads() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t");
-        let t = Target::open(&path, false).unwrap();
+        let t = Target::open_with(&path, false, true).unwrap();
         let mut data = AlignedBuf::new(3 * ALIGN);
         for (i, b) in data.iter_mut().enumerate() {
             *b = (i % 251) as u8;
@@ -254,5 +290,21 @@ mod tests {
             t.read_span(&mut buf, end + 7..end + 21).is_err(),
             "past the end"
         );
+    }
+
+    /// A file is written through the page cache, in pieces.
+    #[test]
+    fn buffered_writes_land_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        let t = Target::open(&path, false).unwrap();
+        assert!(!t.is_direct() && !t.is_block());
+        let data: Vec<u8> = (0..5 * BUFFERED_WRITE / 2)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        t.write_at(&data, 7).unwrap();
+        let mut buf = AlignedBuf::new(data.len());
+        let end = 7 + data.len() as u64;
+        assert!(t.read_span(&mut buf, 7..end).unwrap() == &data[..]);
     }
 }

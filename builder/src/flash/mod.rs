@@ -8,17 +8,21 @@
 //! ranges past it (hashing the whole image against SHA256SUMS alongside
 //! only when that adds something: see `sums::Sums::image_check`) → fsync
 //! → read every mapped range back and check it against the bmap → write
-//! the first MiB → fsync → read it back.
+//! the first MiB → fsync → read it back. (A regular file is written
+//! through the page cache and its fsync runs beside the read-back: see
+//! `job`.)
 //!
 //! Modules: `bmap` (reading the map), `source` (raw or zstd image stream),
 //! `sums` (SHA256SUMS), `stream` (the reading thread of a write), `target`
 //! (pure safety checks) over `sysfs` (reading /sys and /proc), `direct`
-//! (the target, with O_DIRECT), `writer`, `verify` over `ranges` (two
+//! (the target, a device with O_DIRECT), `writer`, `verify` over `ranges` (two
 //! threads over the bmap's ranges), `job` (the order of the writing half);
 //! `refusal` names why we stop.
 
 pub mod bmap;
 pub mod direct;
+#[cfg(test)]
+mod fixture;
 mod job;
 pub mod ranges;
 pub mod refusal;
@@ -78,6 +82,7 @@ pub struct FlashReport {
     /// The image's SHA256SUMS entry, when the whole image was hashed.
     pub sums_image: Option<String>,
     pub write_time: Duration,
+    /// For a regular file, includes flushing its body (done meanwhile).
     pub verify_time: Duration,
 }
 

@@ -12,14 +12,15 @@
 //! which of the two is wrong.
 //!
 //! Two threads share the work (see `ranges`), each with a reader running
-//! one chunk ahead. Reads are direct where the target allows it (see
-//! `direct`): they come from the device by construction, leave the page
-//! cache alone (a card's worth of cached pages would push out everything
-//! else), and do not depend on memory reclaim keeping up, which made
-//! readahead through the page cache ten times slower than direct reads on
-//! a busy build machine.
+//! one chunk ahead. On a block device, reads are direct where it allows it
+//! (see `direct`): they come from the device by construction, leave the
+//! page cache alone (a card's worth of cached pages would push out
+//! everything else), and do not depend on memory reclaim keeping up, which
+//! made readahead through the page cache ten times slower than direct
+//! reads on a busy build machine. A regular file is read through its page
+//! cache, which holds what the file holds (see `job`): the pages just
+//! written are read without a disk access.
 
-use std::fs::File;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::mpsc;
@@ -49,18 +50,23 @@ pub struct Mismatch {
     pub actual: String,
 }
 
-/// Drops the target's cached pages so reads come from the device: after a
-/// buffered write, the page cache would hand back our own data and prove
-/// nothing. The target must already be synced (only clean pages are
-/// dropped). Also used after the read-back, so the card's content does not
-/// stay cached for nothing.
-pub fn drop_cache(target: &File) -> Result<()> {
-    rustix::fs::fadvise(target, 0, None, rustix::fs::Advice::DontNeed)
+/// Drops a block device's cached pages so reads come from the device:
+/// after a buffered write, the page cache would hand back our own data and
+/// prove nothing about the card. The device must already be synced (only
+/// clean pages are dropped). Also used after the read-back, so the card's
+/// content does not stay cached for nothing. A regular file keeps its
+/// pages: they are what the file holds.
+pub fn drop_cache(target: &Target) -> Result<()> {
+    if !target.is_block() {
+        return Ok(());
+    }
+    rustix::fs::fadvise(target.file(), 0, None, rustix::fs::Advice::DontNeed)
         .context("dropping the cached pages of the target (posix_fadvise)")
 }
 
 /// Checks every mapped range, the part below [`HEAD`] from `head`, the rest
-/// read back from the (synced) target; the first range that differs is the
+/// read back from the target (a block device synced before, a file's pages
+/// while they are flushed: see `job`); the first range that differs is the
 /// error: [`Mismatch`] when the image has the bmap's bytes there,
 /// [`Refusal::ImageRange`] when the image does not.
 pub fn verify_body(
@@ -71,7 +77,7 @@ pub fn verify_body(
     stop: &(dyn Fn() -> bool + Sync),
     bar: &ProgressBar,
 ) -> Result<()> {
-    drop_cache(target.file())?;
+    drop_cache(target)?;
     let from = Source {
         target,
         head: Some(head),
@@ -93,7 +99,7 @@ pub fn verify_body(
         }
         Err(mismatch(bmap, range, actual))
     });
-    drop_cache(target.file())?;
+    drop_cache(target)?;
     checked
 }
 
@@ -101,7 +107,7 @@ pub fn verify_body(
 /// bytes `verify_body` checked; a difference is a [`Mismatch`] of the
 /// range it is in.
 pub fn verify_head(target: &Target, bmap: &Bmap, head: &Head) -> Result<()> {
-    drop_cache(target.file())?;
+    drop_cache(target)?;
     let mut buf = AlignedBuf::new(HEAD as usize + 2 * ALIGN);
     for p in &head.pieces {
         let back = target.read_span(&mut buf, p.clone())?;
@@ -212,75 +218,24 @@ fn hash_image_range(image: &Path, span: Range<u64>) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flash::fixture::{case, Case, B};
     use std::os::unix::fs::FileExt;
-
-    const B: u64 = 4096;
-
-    struct Case {
-        _dir: tempfile::TempDir,
-        image: std::path::PathBuf,
-        target: Target,
-        /// The target without O_DIRECT, to damage single bytes.
-        plain: std::fs::File,
-        bmap: Bmap,
-        head: Head,
-    }
-
-    /// A 3 MiB image, some ranges in the first MiB, and a target holding
-    /// the image's body (its first MiB not written yet: zeros).
-    fn case() -> Case {
-        let dir = tempfile::tempdir().unwrap();
-        let data: Vec<u8> = (0..768 * B).map(|i| (i % 199) as u8).collect();
-        let image = dir.path().join("img");
-        std::fs::write(&image, &data).unwrap();
-        let blocks = [0..1, 2..5, 300..301, 400..420, 500..700];
-        let bmap = Bmap {
-            image_size: data.len() as u64,
-            block_size: B,
-            blocks_count: 768,
-            mapped_blocks: 225,
-            ranges: blocks
-                .iter()
-                .map(|b| MappedRange {
-                    blocks: b.clone(),
-                    sha256: hex::encode(Sha256::digest(
-                        &data[(b.start * B) as usize..(b.end * B) as usize],
-                    )),
-                })
-                .collect(),
-        };
-        let mut head = Head {
-            buf: AlignedBuf::new(HEAD as usize),
-            pieces: vec![0..B, 2 * B..5 * B],
-        };
-        for p in &head.pieces {
-            let r = p.start as usize..p.end as usize;
-            head.buf[r.clone()].copy_from_slice(&data[r]);
-        }
-        let mut body = data.clone();
-        body[..HEAD as usize].fill(0);
-        let path = dir.path().join("target");
-        std::fs::write(&path, &body).unwrap();
-        let target = Target::open(&path, false).unwrap();
-        let plain = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        Case {
-            plain,
-            _dir: dir,
-            image,
-            target,
-            bmap,
-            head,
-        }
-    }
 
     fn body(c: &Case, stop: bool) -> Result<()> {
         let bar = ProgressBar::hidden();
         verify_body(&c.target, &c.bmap, &c.head, &c.image, &|| stop, &bar)
     }
 
+    /// Through the page cache (a file) and with O_DIRECT (a device) alike.
     #[test]
     fn the_first_differing_range_is_named_and_blamed_right() {
-        let c = case();
+        for direct in [false, true] {
+            first_difference_named(direct);
+        }
+    }
+
+    fn first_difference_named(direct: bool) {
+        let c = case(direct);
         body(&c, false).unwrap();
         let target = &c.plain;
         // Unmapped block 100 may differ; mapped blocks may not.
@@ -299,7 +254,7 @@ mod tests {
 
     #[test]
     fn a_wrong_image_is_blamed_on_the_image() {
-        let c = case();
+        let c = case(false);
         // The image is wrong and the target got what the image has.
         let image = std::fs::OpenOptions::new()
             .write(true)
@@ -317,7 +272,7 @@ mod tests {
 
     #[test]
     fn the_head_is_read_back_after_it_is_written() {
-        let c = case();
+        let c = case(false);
         for p in &c.head.pieces {
             let r = p.start as usize..p.end as usize;
             c.target.write_at(&c.head.buf[r], p.start).unwrap();
