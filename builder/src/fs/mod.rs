@@ -3,7 +3,9 @@
 //! the sparse-file helpers they and the bmap writer share.
 
 pub mod ext4;
+pub mod ext4_native;
 pub mod fat;
+mod xattr;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
