@@ -75,6 +75,7 @@ fn main() -> Result<()> {
                 source_date_epoch: EPOCH,
                 boot_label: "ESP",
                 root_label: "root",
+                ext4_writer: habuild::fs::Ext4Writer::Mke2fs,
             },
             &image,
         )?;

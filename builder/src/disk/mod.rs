@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{ensure, Context, Result};
 use uuid::Uuid;
 
-use crate::fs::{ext4, fat};
+use crate::fs::{ext4, fat, Ext4Writer};
 use layout::{DiskLayout, PartitionRole, PlacedPartition};
 
 pub struct AssembleRequest<'a> {
@@ -28,6 +28,8 @@ pub struct AssembleRequest<'a> {
     pub boot_label: &'a str,
     /// ext4 volume label, e.g. "root".
     pub root_label: &'a str,
+    /// Which program writes the Root partitions' ext4.
+    pub ext4_writer: Ext4Writer,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -96,7 +98,8 @@ fn build_partition(req: &AssembleRequest, part: &PlacedPartition, image: &Path) 
                 hash_seed: table::derive_uuid(req.seed, &format!("ext4 hash seed {}", part.label)),
                 source_date_epoch: req.source_date_epoch,
             };
-            ext4::make_ext4(image, part.start, part.size, req.root_tree, &params)
+            req.ext4_writer
+                .make(image, part.start, part.size, req.root_tree, &params)
         }
     }
     .with_context(|| format!("building partition `{}` of {}", part.label, image.display()))?;
@@ -247,6 +250,7 @@ mod tests {
             source_date_epoch: EPOCH,
             boot_label: "BOOT",
             root_label: "root",
+            ext4_writer: Ext4Writer::Mke2fs,
         };
         let report = assemble(&req, &image).unwrap();
         (image, report)
