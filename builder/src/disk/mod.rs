@@ -240,6 +240,15 @@ mod tests {
     }
 
     fn build(dir: &Path, layout: &DiskLayout, name: &str) -> (PathBuf, AssembleReport) {
+        build_with(dir, layout, name, Ext4Writer::Mke2fs)
+    }
+
+    fn build_with(
+        dir: &Path,
+        layout: &DiskLayout,
+        name: &str,
+        ext4_writer: Ext4Writer,
+    ) -> (PathBuf, AssembleReport) {
         let (boot, root) = make_trees(&dir.join(format!("{name}-trees")));
         let image = dir.join(name);
         let req = AssembleRequest {
@@ -250,7 +259,7 @@ mod tests {
             source_date_epoch: EPOCH,
             boot_label: "BOOT",
             root_label: "root",
-            ext4_writer: Ext4Writer::Mke2fs,
+            ext4_writer,
         };
         let report = assemble(&req, &image).unwrap();
         (image, report)
@@ -378,6 +387,14 @@ mod tests {
             .arg(&image)
             .run_checked()
             .unwrap();
+    }
+
+    #[test]
+    fn native_ext4_writer_image_passes_independent_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = test_layout(PartitionTable::Gpt);
+        let (image, report) = build_with(dir.path(), &layout, "native.img", Ext4Writer::Native);
+        check_image(dir.path(), &image, &report, PartitionTable::Gpt);
     }
 
     #[test]
