@@ -1,5 +1,5 @@
 //! Assembly benchmark (not a test): staged tree → finished disk image, by
-//! habuild (`disk::assemble`) and by genimage, on the same trees, layout
+//! habuild (`disk::assemble`, with each of its ext4 writers) and by genimage, on the same trees, layout
 //! (GPT: 256 MiB ESP, ext4 root filling the rest) and disk size, in the same
 //! run. Prints a Markdown table for benchmarks/README.md.
 //!
@@ -17,6 +17,7 @@ use anyhow::{ensure, Context, Result};
 use habuild::disk::layout::{
     default_image_size, plan_layout, Arch, PartitionRequest, PartitionRole, PartitionTable, MIB,
 };
+use habuild::fs::Ext4Writer;
 use habuild::util::CommandExt;
 
 const EPOCH: i64 = 1_735_689_600;
@@ -62,24 +63,31 @@ fn main() -> Result<()> {
     let root_size = layout.partitions[1].size;
 
     let root_part = &layout.partitions[1];
-    let (mut ours, mut theirs, mut floor) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ours, mut native, mut theirs, mut floor) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         let image = scratch.path().join("habuild.img");
-        let t = Instant::now();
-        habuild::disk::assemble(
-            &habuild::disk::AssembleRequest {
-                layout: &layout,
-                boot_tree: &boot,
-                root_tree: &root,
-                seed: b"bench",
-                source_date_epoch: EPOCH,
-                boot_label: "ESP",
-                root_label: "root",
-            },
-            &image,
-        )?;
-        ours.push(t.elapsed().as_secs_f64());
-        std::fs::remove_file(&image)?;
+        for (writer, times) in [
+            (Ext4Writer::Mke2fs, &mut ours),
+            (Ext4Writer::Native, &mut native),
+        ] {
+            let t = Instant::now();
+            habuild::disk::assemble(
+                &habuild::disk::AssembleRequest {
+                    layout: &layout,
+                    boot_tree: &boot,
+                    root_tree: &root,
+                    seed: b"bench",
+                    source_date_epoch: EPOCH,
+                    boot_label: "ESP",
+                    root_label: "root",
+                    ext4_writer: writer,
+                },
+                &image,
+            )?;
+            times.push(t.elapsed().as_secs_f64());
+            std::fs::remove_file(&image)?;
+        }
         theirs.push(genimage(scratch.path(), &root, &boot, root_size)?);
         floor.push(root_fs_alone(&image, total, root_part, &root)?);
         std::fs::remove_file(&image)?;
@@ -88,18 +96,25 @@ fn main() -> Result<()> {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (h, g, f) = (median(&mut ours), median(&mut theirs), median(&mut floor));
-    println!("| tree | disk | habuild (s) | genimage (s) | habuild / genimage | root ext4 alone (s) | root ext4 alone / genimage |");
-    println!("|---|---|---|---|---|---|---|");
+    let (h, n, g, f) = (
+        median(&mut ours),
+        median(&mut native),
+        median(&mut theirs),
+        median(&mut floor),
+    );
+    println!("| tree | disk | habuild, mke2fs (s) | habuild, native (s) | genimage (s) | habuild mke2fs / genimage | habuild native / genimage | native / mke2fs | root ext4 alone, mke2fs (s) | root ext4 alone / genimage |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {:.0} MiB root + {:.0} MiB boot | {:.0} MiB GPT | {h:.2} | {g:.2} | {:.2} | {f:.2} | {:.2} |",
+        "| {:.0} MiB root + {:.0} MiB boot | {:.0} MiB GPT | {h:.2} | {n:.2} | {g:.2} | {:.2} | {:.2} | {:.2} | {f:.2} | {:.2} |",
         root_bytes as f64 / MIB as f64,
         tree_bytes(&boot)? as f64 / MIB as f64,
         total as f64 / MIB as f64,
         h / g,
+        n / g,
+        n / h,
         f / g
     );
-    eprintln!("habuild runs {ours:?}, genimage runs {theirs:?}, root ext4 alone {floor:?} (median of {runs})");
+    eprintln!("habuild (mke2fs) runs {ours:?}, habuild (native) runs {native:?}, genimage runs {theirs:?}, root ext4 alone {floor:?} (median of {runs})");
     Ok(())
 }
 

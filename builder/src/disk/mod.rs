@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{ensure, Context, Result};
 use uuid::Uuid;
 
-use crate::fs::{ext4, fat};
+use crate::fs::{ext4, fat, Ext4Writer};
 use layout::{DiskLayout, PartitionRole, PlacedPartition};
 
 pub struct AssembleRequest<'a> {
@@ -28,6 +28,8 @@ pub struct AssembleRequest<'a> {
     pub boot_label: &'a str,
     /// ext4 volume label, e.g. "root".
     pub root_label: &'a str,
+    /// Which program writes the Root partitions' ext4.
+    pub ext4_writer: Ext4Writer,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -96,7 +98,8 @@ fn build_partition(req: &AssembleRequest, part: &PlacedPartition, image: &Path) 
                 hash_seed: table::derive_uuid(req.seed, &format!("ext4 hash seed {}", part.label)),
                 source_date_epoch: req.source_date_epoch,
             };
-            ext4::make_ext4(image, part.start, part.size, req.root_tree, &params)
+            req.ext4_writer
+                .make(image, part.start, part.size, req.root_tree, &params)
         }
     }
     .with_context(|| format!("building partition `{}` of {}", part.label, image.display()))?;
@@ -237,6 +240,15 @@ mod tests {
     }
 
     fn build(dir: &Path, layout: &DiskLayout, name: &str) -> (PathBuf, AssembleReport) {
+        build_with(dir, layout, name, Ext4Writer::Mke2fs)
+    }
+
+    fn build_with(
+        dir: &Path,
+        layout: &DiskLayout,
+        name: &str,
+        ext4_writer: Ext4Writer,
+    ) -> (PathBuf, AssembleReport) {
         let (boot, root) = make_trees(&dir.join(format!("{name}-trees")));
         let image = dir.join(name);
         let req = AssembleRequest {
@@ -247,6 +259,7 @@ mod tests {
             source_date_epoch: EPOCH,
             boot_label: "BOOT",
             root_label: "root",
+            ext4_writer,
         };
         let report = assemble(&req, &image).unwrap();
         (image, report)
@@ -374,6 +387,14 @@ mod tests {
             .arg(&image)
             .run_checked()
             .unwrap();
+    }
+
+    #[test]
+    fn native_ext4_writer_image_passes_independent_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = test_layout(PartitionTable::Gpt);
+        let (image, report) = build_with(dir.path(), &layout, "native.img", Ext4Writer::Native);
+        check_image(dir.path(), &image, &report, PartitionTable::Gpt);
     }
 
     #[test]

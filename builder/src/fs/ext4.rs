@@ -70,31 +70,8 @@ pub fn make_ext4(
     tree: &Path,
     params: &Ext4Params,
 ) -> Result<()> {
-    ensure!(
-        offset.is_multiple_of(512),
-        "ext4 offset {offset} is not sector aligned"
-    );
-    ensure!(
-        size.is_multiple_of(BLOCK_SIZE) && size > 0,
-        "ext4 size {size} is not a positive multiple of {BLOCK_SIZE}"
-    );
-    ensure!(
-        !params.label.is_empty() && params.label.len() <= 16,
-        "ext4 label `{}` must be 1-16 bytes",
-        params.label
-    );
-    ensure!(
-        tree.is_dir(),
-        "ext4 source tree {} is not a directory",
-        tree.display()
-    );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .context("the system clock is before 1970")?
-        .as_secs();
-    check_epoch(params.source_date_epoch, now)?;
-    raise_atimes(tree, params.source_date_epoch)
-        .with_context(|| format!("normalising access times under {}", tree.display()))?;
+    check_request(offset, size, tree, params)?;
+    prepare_tree(tree, params.source_date_epoch)?;
     let file = fs::OpenOptions::new()
         .write(true)
         .open(image)
@@ -164,6 +141,47 @@ pub fn make_ext4(
                 tree.display()
             )
         })?;
+    Ok(())
+}
+
+/// The checks every ext4 writer makes before touching anything.
+pub(super) fn check_request(
+    offset: u64,
+    size: u64,
+    tree: &Path,
+    params: &Ext4Params,
+) -> Result<()> {
+    ensure!(
+        offset.is_multiple_of(512),
+        "ext4 offset {offset} is not sector aligned"
+    );
+    ensure!(
+        size.is_multiple_of(BLOCK_SIZE) && size > 0,
+        "ext4 size {size} is not a positive multiple of {BLOCK_SIZE}"
+    );
+    ensure!(
+        !params.label.is_empty() && params.label.len() <= 16,
+        "ext4 label `{}` must be 1-16 bytes",
+        params.label
+    );
+    ensure!(
+        tree.is_dir(),
+        "ext4 source tree {} is not a directory",
+        tree.display()
+    );
+    Ok(())
+}
+
+/// Refuses an epoch in the future, then raises old access times in `tree`
+/// to it (see `make_ext4` on why).
+pub(super) fn prepare_tree(tree: &Path, epoch: i64) -> Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the system clock is before 1970")?
+        .as_secs();
+    check_epoch(epoch, now)?;
+    raise_atimes(tree, epoch)
+        .with_context(|| format!("normalising access times under {}", tree.display()))?;
     Ok(())
 }
 

@@ -404,6 +404,8 @@ fn build_node(
             source_date_epoch: plan.source_date_epoch,
             boot_label: &plan.board.boot_label,
             root_label: &plan.board.root_label,
+            // mke2fs stays the default writer: images are unchanged.
+            ext4_writer: crate::fs::Ext4Writer::Mke2fs,
         },
         &image_path,
     )?;
