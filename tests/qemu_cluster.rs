@@ -92,7 +92,7 @@ fn every_image_boots_then_the_cluster_fails_over() {
         "re-added: the VIP is answered by master-arm-1 again",
         "5. stop the MASTER director master-x86-1",
         "VIP moved to master-x86-2",
-        "longest stretch with the VIP unanswered",
+        "longest stretch with the VIP not accepting connections",
     ] {
         assert!(report.contains(needle), "missing {needle:?}:\n{report}");
     }
