@@ -60,7 +60,6 @@ fn main() -> Result<()> {
         ],
         total,
     )?;
-    let root_size = layout.partitions[1].size;
 
     let root_part = &layout.partitions[1];
     let (mut ours, mut native, mut theirs, mut floor) =
@@ -97,7 +96,7 @@ fn main() -> Result<()> {
             }
             std::fs::remove_file(&image)?;
         }
-        theirs.push(genimage(scratch.path(), &root, &boot, root_size)?);
+        theirs.push(genimage(scratch.path(), &root, &boot, root_part.size)?);
         floor.push(root_fs_alone(&image, total, root_part, &root)?);
         std::fs::remove_file(&image)?;
     }
