@@ -9,51 +9,47 @@ use rustix::io::Errno;
 /// All extended attributes of `path` itself (a symlink's own, not its
 /// target's), sorted by name so the order never depends on the host.
 pub(crate) fn read_all(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
-    let mut names = Vec::new();
-    // The list can grow between the size query and the read: retry then.
-    loop {
-        let len = match rustix::fs::llistxattr_query(path) {
-            // A filesystem without xattrs simply has none to copy.
-            Err(Errno::NOTSUP) => return Ok(Vec::new()),
-            r => r.with_context(|| format!("listing xattrs of {}", path.display()))?,
-        };
-        names.resize(len, 0);
-        match rustix::fs::llistxattr(path, &mut names[..]) {
-            Ok(n) => {
-                names.truncate(n);
-                break;
-            }
-            Err(Errno::RANGE) => continue,
-            Err(e) => {
-                return Err(e).with_context(|| format!("listing xattrs of {}", path.display()))
-            }
-        }
-    }
+    let listing = || format!("listing xattrs of {}", path.display());
+    let names = match sized(
+        || rustix::fs::llistxattr_query(path),
+        |buf| rustix::fs::llistxattr(path, buf),
+    ) {
+        // A filesystem without xattrs simply has none to copy.
+        Err(Errno::NOTSUP) => return Ok(Vec::new()),
+        r => r.with_context(listing)?,
+    };
     let mut out = Vec::new();
     for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let name = std::str::from_utf8(name)
             .with_context(|| format!("{}: xattr name is not UTF-8", path.display()))?;
-        let mut value = Vec::new();
-        loop {
-            let len = rustix::fs::lgetxattr_query(path, name)
-                .with_context(|| format!("reading xattr {name} of {}", path.display()))?;
-            value.resize(len, 0);
-            match rustix::fs::lgetxattr(path, name, &mut value[..]) {
-                Ok(n) => {
-                    value.truncate(n);
-                    break;
-                }
-                Err(Errno::RANGE) => continue,
-                Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("reading xattr {name} of {}", path.display()))
-                }
-            }
-        }
+        let value = sized(
+            || rustix::fs::lgetxattr_query(path, name),
+            |buf| rustix::fs::lgetxattr(path, name, buf),
+        )
+        .with_context(|| format!("reading xattr {name} of {}", path.display()))?;
         out.push((name.to_owned(), value));
     }
     out.sort();
     Ok(out)
+}
+
+/// Asks for a length, then reads that much; the value can grow between
+/// the two calls (ERANGE), and is then asked for again.
+fn sized(
+    query: impl Fn() -> rustix::io::Result<usize>,
+    read: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
+) -> rustix::io::Result<Vec<u8>> {
+    loop {
+        let mut buf = vec![0; query()?];
+        match read(&mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(Errno::RANGE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Converts a POSIX ACL from the format the kernel hands out (version 2,
