@@ -22,6 +22,15 @@ report=$(
   done
   ip -o -4 addr show | while read -r _ dev _ cidr _; do echo "addr $dev $cidr"; done
   find /etc /usr/local /root /usr/lib/systemd/system -type f ! -path '*/habuild-check*' 2>/dev/null | sort | xargs -r sha256sum | sed 's/^/sha256 /'
+  # The root partition and its ext4 after first-boot growth (the harness
+  # boots a copy larger than the image). Found by major:minor, as
+  # growroot.sh finds it: the mount source may read /dev/root.
+  majmin=$(findmnt --noheadings --raw --output MAJ:MIN --mountpoint /)
+  rootdev=/dev/$(basename "$(readlink -f "/sys/dev/block/$majmin")")
+  super=$(dumpe2fs -h "$rootdev" 2>/dev/null)
+  field() { printf '%s\n' "$super" | sed -n "s/^$1: *//p"; }
+  echo "rootfs $(blockdev --getsize64 "$rootdev") $(field 'Block count') $(field 'Block size')"
+  echo "rootfeatures $(field 'Filesystem features')"
   echo "target $(systemctl is-active multi-user.target)"
 )
 for copy in 1 2; do

@@ -1,8 +1,10 @@
 //! Builds the real amd64 director image (Debian 13 profile, the one these
 //! machines can reach) and checks it with independent tools: sfdisk,
 //! fsck.fat, e2fsck, mtools, debugfs, sha256sum. Then a second director of
-//! a two-director manifest (VRRP backup), and a manifest value keepalived
-//! rejects, which must stop the build before an image is written.
+//! a two-director manifest (VRRP backup) with the other ext4 writer
+//! (`--ext4-writer mke2fs`; the first image has the default, native one),
+//! and a manifest value keepalived rejects, which must stop the build before
+//! an image is written.
 //!
 //! Needs root and the host tools `habuild doctor --install` sets up. The
 //! amd64 bootstrap is native (about a minute); later runs reuse the cache in
@@ -105,8 +107,14 @@ fn director_debian_image_checked_with_independent_tools() {
     }
     assert!(entry.contains("root=LABEL=root"), "{entry}");
 
-    // Root filesystem, read back with debugfs.
+    // Root filesystem, read back with debugfs. The default writer is the
+    // native one, whose ext4 has neither 64bit nor resize_inode.
     sh(Command::new("e2fsck").arg("-fn").arg(&root));
+    let features = ext4_features(&root);
+    for f in ["has_journal", "extent", "metadata_csum", "flex_bg"] {
+        assert!(features.contains(&f.to_string()), "{f}: {features:?}");
+    }
+    assert!(!features.contains(&"64bit".to_string()), "{features:?}");
     assert_eq!(debugfs_cat(&root, "/etc/hostname").trim(), "master-x86-1");
     let conf = debugfs_cat(&root, "/etc/keepalived/keepalived.conf");
     let d = directives(&conf);
@@ -194,6 +202,7 @@ fn director_debian_image_checked_with_independent_tools() {
     assert_eq!(report["role"], "director");
     assert_eq!(report["board"], "amd64");
     assert_eq!(report["image"]["partition_table"], "gpt");
+    assert_eq!(report["image"]["ext4_writer"], "native");
     let pkgs = report["packages"].as_array().unwrap();
     for p in [
         "keepalived",
@@ -213,10 +222,13 @@ fn director_debian_image_checked_with_independent_tools() {
         report["kubernetes"]
     );
 
-    // 2. The backup of a two-director manifest (base from the cache).
+    // 2. The backup of a two-director manifest (base from the cache), its
+    //    root written by mke2fs.
     let two = repo_root().join("tests/fixtures/two-directors.toml");
     let run = habuild(&[
         "image",
+        "--ext4-writer",
+        "mke2fs",
         "--node",
         "master-x86-2",
         "--manifest",
@@ -232,6 +244,15 @@ fn director_debian_image_checked_with_independent_tools() {
     assert!(run.stderr.contains("base from cache"), "{}", run.stderr);
     let img2 = out.join("twodirectors/master-x86-2.img");
     let (_, root2) = partitions(&img2, t.path(), "x86-2");
+    sh(Command::new("e2fsck").arg("-fn").arg(&root2));
+    let features2 = ext4_features(&root2);
+    for f in ["64bit", "resize_inode", "metadata_csum"] {
+        assert!(features2.contains(&f.to_string()), "{f}: {features2:?}");
+    }
+    let report2: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("twodirectors/master-x86-2.json")).unwrap())
+            .unwrap();
+    assert_eq!(report2["image"]["ext4_writer"], "mke2fs");
     let conf2 = debugfs_cat(&root2, "/etc/keepalived/keepalived.conf");
     let d2 = directives(&conf2);
     for line in [
@@ -283,6 +304,17 @@ fn director_debian_image_checked_with_independent_tools() {
         written.is_empty(),
         "files written despite the failure: {written:?}"
     );
+}
+
+/// The ext4 features of a filesystem image, as dumpe2fs lists them.
+fn ext4_features(fs: &Path) -> Vec<String> {
+    let out = sh(Command::new("dumpe2fs").arg("-h").arg(fs));
+    out.lines()
+        .find_map(|l| l.strip_prefix("Filesystem features:"))
+        .unwrap_or_else(|| panic!("no features in dumpe2fs -h:\n{out}"))
+        .split_whitespace()
+        .map(String::from)
+        .collect()
 }
 
 /// sfdisk's view of a director image: GPT, ESP first, x86-64 root second.

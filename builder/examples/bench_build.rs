@@ -39,6 +39,7 @@ fn main() -> anyhow::Result<()> {
             kubernetes: KubernetesSource::Without,
             partition_table: None,
             image_size: None,
+            ext4_writer: Default::default(),
             source_date_epoch: 0,
         };
         let plan = plan_node(&cluster, node, &board, &distro, &inputs)?;

@@ -73,6 +73,8 @@ pub struct DiskSpec {
     /// None: just big enough for the root filesystem plus headroom.
     pub image_size: Option<u64>,
     pub power_of_two: bool,
+    /// What writes the root filesystem.
+    pub ext4_writer: crate::fs::Ext4Writer,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +102,7 @@ pub struct PlanInputs {
     pub kubernetes: KubernetesSource,
     pub partition_table: Option<PartitionTable>,
     pub image_size: Option<u64>,
+    pub ext4_writer: crate::fs::Ext4Writer,
     pub source_date_epoch: i64,
 }
 
@@ -208,6 +211,7 @@ pub fn plan_node(
             boot_size: board.boot_size_mib << 20,
             image_size: inputs.image_size,
             power_of_two: board.power_of_two_size,
+            ext4_writer: inputs.ext4_writer,
         },
         source_date_epoch: inputs.source_date_epoch,
     })

@@ -8,6 +8,7 @@ use clap::Args;
 use super::sources::SourceArgs;
 use crate::config::Project;
 use crate::disk::layout::PartitionTable;
+use crate::fs::Ext4Writer;
 use crate::pipeline::{self, BuildRequest, PlanRequest, Selection};
 
 #[derive(Debug, Args)]
@@ -43,6 +44,10 @@ pub struct ImageArgs {
     /// Image size, e.g. 4G or 3500M (default: root filesystem plus headroom).
     #[arg(long, value_parser = parse_size)]
     pub image_size: Option<u64>,
+    /// What writes the root ext4: "native" (habuild's own writer, in
+    /// process) or "mke2fs" (`mke2fs -d` from e2fsprogs).
+    #[arg(long, value_parser = Ext4Writer::parse, default_value_t)]
+    pub ext4_writer: Ext4Writer,
     /// Timestamp for every file and filesystem (reproducible builds).
     #[arg(long, env = "SOURCE_DATE_EPOCH")]
     pub source_date_epoch: Option<i64>,
@@ -95,12 +100,17 @@ pub fn run(args: &ImageArgs) -> Result<()> {
         (None, None, false) => bail!("say which image: --board rpi4, --node NAME or --all"),
     };
     let project = Project::locate()?;
-    crate::host::doctor::require(&["mmdebstrap", "mke2fs", "mkfs.vfat", "mcopy"])?;
+    let mut tools = vec!["mmdebstrap", "mkfs.vfat", "mcopy"];
+    if args.ext4_writer == Ext4Writer::Mke2fs {
+        tools.push("mke2fs");
+    }
+    crate::host::doctor::require(&tools)?;
     let req = BuildRequest {
         plan: PlanRequest {
             board: args.board.clone(),
             partition_table: args.partition_table,
             image_size: args.image_size,
+            ext4_writer: args.ext4_writer,
             source_date_epoch: args.source_date_epoch.unwrap_or_else(|| {
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)

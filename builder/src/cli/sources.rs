@@ -48,6 +48,7 @@ impl SourceArgs {
             },
             partition_table: None,
             image_size: None,
+            ext4_writer: Default::default(),
             source_date_epoch: 0,
         }
     }

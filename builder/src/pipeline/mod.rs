@@ -56,6 +56,7 @@ pub struct PlanRequest {
     pub kubernetes: KubernetesChoice,
     pub partition_table: Option<PartitionTable>,
     pub image_size: Option<u64>,
+    pub ext4_writer: crate::fs::Ext4Writer,
     pub source_date_epoch: i64,
 }
 
@@ -159,6 +160,7 @@ pub fn plan(req: &PlanRequest) -> Result<Planned> {
             kubernetes: kubernetes.clone(),
             partition_table: req.partition_table,
             image_size: req.image_size,
+            ext4_writer: req.ext4_writer,
             source_date_epoch: req.source_date_epoch,
         };
         plans.push(
@@ -404,8 +406,7 @@ fn build_node(
             source_date_epoch: plan.source_date_epoch,
             boot_label: &plan.board.boot_label,
             root_label: &plan.board.root_label,
-            // mke2fs stays the default writer: images are unchanged.
-            ext4_writer: crate::fs::Ext4Writer::Mke2fs,
+            ext4_writer: plan.disk.ext4_writer,
         },
         &image_path,
     )?;
@@ -439,6 +440,7 @@ fn build_node(
             file: image_name.clone(),
             size: layout.total_size,
             partition_table: format!("{:?}", plan.disk.table).to_lowercase(),
+            ext4_writer: plan.disk.ext4_writer,
             layout: assembled,
         },
         packages: base.packages.clone(),

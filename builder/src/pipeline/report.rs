@@ -57,6 +57,8 @@ pub struct ImageReport {
     pub file: String,
     pub size: u64,
     pub partition_table: String,
+    /// What wrote the root filesystem (`--ext4-writer`).
+    pub ext4_writer: crate::fs::Ext4Writer,
     pub layout: AssembleReport,
 }
 

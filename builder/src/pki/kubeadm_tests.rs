@@ -41,6 +41,7 @@ fn ctx(node: &str, s: &ClusterSecrets, image_repository: Option<&str>) -> Render
             kubernetes: KubernetesSource::Without,
             partition_table: None,
             image_size: None,
+            ext4_writer: Default::default(),
             source_date_epoch: 0,
         },
     )

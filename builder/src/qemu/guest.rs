@@ -19,7 +19,17 @@ pub struct GuestReport {
     pub files: BTreeMap<String, String>,
     /// (interface, address/prefix) of every IPv4 address
     pub addresses: Vec<(String, String)>,
+    /// The root partition and its filesystem as the guest sees them.
+    pub root: Option<RootFs>,
     pub target: String,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RootFs {
+    pub partition_bytes: u64,
+    pub fs_bytes: u64,
+    /// ext4 features (dumpe2fs), e.g. `meta_bg` once growth converted to it.
+    pub features: Vec<String>,
 }
 
 /// Reads the first intact copy of the report in a serial log (the guest
@@ -58,6 +68,24 @@ pub fn parse_report(log: &str) -> Result<GuestReport> {
                     r.addresses.push((dev.to_string(), cidr.to_string()));
                 }
             }
+            "rootfs" => {
+                let n: Vec<u64> = rest
+                    .split_whitespace()
+                    .filter_map(|w| w.parse().ok())
+                    .collect();
+                if let [partition_bytes, blocks, block_size] = n[..] {
+                    let features = r.root.take().map(|f| f.features).unwrap_or_default();
+                    r.root = Some(RootFs {
+                        partition_bytes,
+                        fs_bytes: blocks * block_size,
+                        features,
+                    });
+                }
+            }
+            "rootfeatures" => {
+                r.root.get_or_insert_with(RootFs::default).features =
+                    rest.split_whitespace().map(String::from).collect();
+            }
             "sha256" => {
                 if let Some((sha, path)) = rest.split_once("  ") {
                     r.files.insert(path.trim().to_string(), sha.to_string());
@@ -81,7 +109,14 @@ pub struct Expectations {
     pub addresses: Vec<(String, String)>,
     /// Files habuild rendered (path, sha256), from `<node>.json`.
     pub files: Vec<(String, String)>,
+    /// The guest booted a disk larger than its image: the least size its
+    /// root partition must have grown to at first boot.
+    pub root_grown_to: Option<u64>,
 }
+
+/// The most an ext4 may stay short of its partition after resize2fs: one
+/// block group (128 MiB at 4 KiB blocks), which it drops when too small.
+const ROOT_FS_SLACK: u64 = 128 << 20;
 
 /// One line of evidence: what was checked and whether it held.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +177,30 @@ pub fn judge(r: &GuestReport, e: &Expectations) -> Vec<Check> {
             format!("{dev} has {cidr} (found {got:?})"),
         );
     }
+    if let Some(least) = e.root_grown_to {
+        match &r.root {
+            Some(root) => {
+                check(
+                    root.partition_bytes >= least,
+                    format!(
+                        "root partition grew to {} bytes (expected at least {least})",
+                        root.partition_bytes
+                    ),
+                );
+                check(
+                    root.fs_bytes + ROOT_FS_SLACK > root.partition_bytes
+                        && root.fs_bytes <= root.partition_bytes,
+                    format!(
+                        "root ext4 fills its partition: {} of {} bytes (features: {})",
+                        root.fs_bytes,
+                        root.partition_bytes,
+                        root.features.join(" ")
+                    ),
+                );
+            }
+            None => check(false, "the guest reported no root filesystem".into()),
+        }
+    }
     let mut matched = 0;
     for (path, sha) in &e.files {
         match r.files.get(path) {
@@ -164,8 +223,10 @@ pub fn judge(r: &GuestReport, e: &Expectations) -> Vec<Check> {
 mod tests {
     use super::*;
 
-    const BODY: [&str; 7] = [
+    const BODY: [&str; 9] = [
         "state running",
+        "rootfs 2146435072 524032 4096",
+        "rootfeatures has_journal ext_attr dir_index filetype meta_bg extent",
         "hostname master-arm-1",
         "unit realServer.service disabled inactive",
         "unit habuild-growroot.service enabled inactive",
@@ -193,6 +254,7 @@ mod tests {
             unit_activity: vec![("habuild-growroot.service".into(), "inactive".into())],
             addresses: vec![("lan0".into(), "10.10.197.98/24".into())],
             files: vec![("/etc/hostname".into(), "abc".into())],
+            root_grown_to: Some(2_000_000_000),
         }
     }
 
@@ -205,6 +267,12 @@ mod tests {
             ("disabled".into(), "inactive".into())
         );
         assert_eq!(r.files["/etc/hostname"], "abc");
+        let root = r.root.as_ref().unwrap();
+        assert_eq!(
+            (root.partition_bytes, root.fs_bytes),
+            (2_146_435_072, 524_032 * 4096)
+        );
+        assert!(root.features.iter().any(|f| f == "meta_bg"));
         let err = parse_report("no report here").unwrap_err().to_string();
         assert!(err.contains("no complete report"), "{err}");
         let garbled = log_of(&BODY).replace("inactive\r\n", "inactive[  81.0] audit: x\r\n");
@@ -229,7 +297,9 @@ mod tests {
                 "growroot.service enabled inactive",
                 "growroot.service enabled failed",
             )
-            .replace("addr lan0 10.10.197.98/24", "addr eth0 10.10.197.98/24");
+            .replace("addr lan0 10.10.197.98/24", "addr eth0 10.10.197.98/24")
+            // growpart grew the partition, resize2fs did not grow the ext4
+            .replace(" 524032 4096", " 249856 4096");
         let bad = log_of(&body.lines().collect::<Vec<_>>());
         let failed: Vec<String> = judge(&parse_report(&bad).unwrap(), &expect())
             .into_iter()
@@ -263,5 +333,37 @@ mod tests {
                 .any(|w| w.contains("lan0 has 10.10.197.98/24")),
             "{failed:?}"
         );
+        assert!(
+            failed
+                .iter()
+                .any(|w| w.contains("root ext4 fills its partition: 1023410176 of")),
+            "{failed:?}"
+        );
+    }
+
+    #[test]
+    fn a_root_partition_that_did_not_grow_fails() {
+        let body = BODY
+            .join("\n")
+            .replace("rootfs 2146435072 524032", "rootfs 1073741824 262144");
+        let r = parse_report(&log_of(&body.lines().collect::<Vec<_>>())).unwrap();
+        let failed: Vec<String> = judge(&r, &expect())
+            .into_iter()
+            .filter(|c| !c.ok)
+            .map(|c| c.what)
+            .collect();
+        assert_eq!(
+            failed,
+            vec!["root partition grew to 1073741824 bytes (expected at least 2000000000)"]
+        );
+        let without: Vec<&str> = BODY
+            .iter()
+            .copied()
+            .filter(|l| !l.starts_with("root"))
+            .collect();
+        let r = parse_report(&log_of(&without)).unwrap();
+        assert!(judge(&r, &expect())
+            .iter()
+            .any(|c| !c.ok && c.what == "the guest reported no root filesystem"));
     }
 }

@@ -28,6 +28,15 @@ pub fn sparse_copy(image: &Path, copy: &Path) -> Result<()> {
         .with_context(|| format!("copying {} for the test guest", image.display()))
 }
 
+/// Makes `file` `size` bytes long (the new part a hole), as a larger card.
+pub fn grow_file(file: &Path, size: u64) -> Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(file)
+        .and_then(|f| f.set_len(size))
+        .with_context(|| format!("growing {} to {size} bytes", file.display()))
+}
+
 /// Writes one partition of `image` to its own file (mtools cannot open a
 /// FAT at an offset inside a larger file).
 pub fn extract(image: &Path, part: Extent, out: &Path) -> Result<()> {

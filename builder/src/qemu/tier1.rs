@@ -11,10 +11,11 @@ use serde::Deserialize;
 
 use super::console::{run_stages, Stage};
 use super::guest::{judge, parse_report, Check, Expectations};
-use super::prepare::{add_check_unit, extract, fat_files, sparse_copy, Extent};
+use super::prepare::{add_check_unit, extract, fat_files, grow_file, sparse_copy, Extent};
 use crate::config::board::QemuProfile;
 use crate::config::manifest::{Cluster, Node};
 use crate::config::Board;
+use crate::util::CommandExt;
 
 /// The parts of `<node>.json` the test reads.
 #[derive(Debug, Deserialize)]
@@ -118,7 +119,50 @@ pub fn expectations(j: &NodeJson, init_node: bool) -> Expectations {
             .iter()
             .map(|f| (f.path.clone(), f.sha256.clone()))
             .collect(),
+        root_grown_to: None,
     }
+}
+
+/// The size of the disk a tier-1 guest boots: larger than its image, so
+/// that first-boot growth (growpart, then resize2fs online) is exercised.
+/// An SD card doubles, as QEMU's model takes only powers of two. A UEFI
+/// disk becomes 20 GiB: past the 16 GiB one block of 32-byte group
+/// descriptors covers, so an ext4 without `resize_inode` (the native
+/// writer's) must convert itself to `meta_bg` while it grows.
+pub fn test_disk_size(image_size: u64, sd_card: bool) -> u64 {
+    if sd_card {
+        2 * image_size
+    } else {
+        image_size.max(20 << 30)
+    }
+}
+
+/// e2fsck of the grown root after the guest stopped: the independent word
+/// on what first-boot growth (for the native writer's ext4, a conversion
+/// to `meta_bg`) left. The guest was killed with the filesystem mounted, so
+/// the journal is replayed first (on the throw-away copy), then checked.
+fn grown_root_fsck(copy: &Path, root_start: u64) -> Check {
+    let fs = format!("{}?offset={root_start}", copy.display());
+    let result = Command::new("e2fsck")
+        .args(["-fy", &fs])
+        .output_accepting(&[1])
+        .and_then(|_| Command::new("e2fsck").args(["-fn", &fs]).output_checked());
+    match result {
+        Ok(_) => Check {
+            ok: true,
+            what: "root ext4 after growth: e2fsck -fn clean (after replaying its journal)".into(),
+        },
+        Err(e) => Check {
+            ok: false,
+            what: format!("root ext4 after growth: {e:#}"),
+        },
+    }
+}
+
+/// The least a root partition starting at `root_start` must fill of a disk
+/// of `disk_size` once grown: all but the backup GPT and alignment.
+fn grown_root_least(disk_size: u64, root_start: u64) -> u64 {
+    disk_size - root_start - (1 << 20)
 }
 
 /// Boots `<out_dir>/<node>.img` and judges what the guest reports.
@@ -153,6 +197,11 @@ pub fn run(
         .context("creating a work directory")?;
     let copy = work.path().join("disk.img");
     sparse_copy(&image, &copy)?;
+    let image_size = std::fs::metadata(&image)
+        .with_context(|| format!("reading the size of {}", image.display()))?
+        .len();
+    let disk_size = test_disk_size(image_size, profile.drive == "sd");
+    grow_file(&copy, disk_size)?;
     let root = part(&j, "root")?;
     add_check_unit(&copy, root, &project_root.join("qemu"), work.path())?;
 
@@ -209,6 +258,7 @@ pub fn run(
     let report = parse_report(&run.log)
         .with_context(|| format!("reading {node}'s report in {}", log.display()))?;
     let mut expect = expectations(&j, cluster.init_node().name == node);
+    expect.root_grown_to = Some(grown_root_least(disk_size, root.start));
     if profile.dtb.is_none() {
         // Only the UEFI machines get a NIC (QEMU's raspi4b has no Ethernet).
         expect.addresses = vec![(
@@ -216,7 +266,8 @@ pub fn run(
             format!("{}/{prefix_length}", manifest_node.address),
         )];
     }
-    let checks = judge(&report, &expect);
+    let mut checks = judge(&report, &expect);
+    checks.push(grown_root_fsck(&copy, root.start));
     let passed = checks.iter().all(|c| c.ok);
     let report_path = test_dir.join(format!("{node}-tier1.txt"));
     let verdict = if passed { "PASS" } else { "FAIL" };
@@ -277,7 +328,7 @@ fn direct_kernel(
     let size = std::fs::metadata(copy)?.len();
     if profile.drive == "sd" && !size.is_power_of_two() {
         bail!(
-            "{} is {size} bytes; QEMU's SD card model needs a power of two",
+            "the test disk made from {} is {size} bytes; QEMU's SD card model needs a power of two",
             j.image.file
         );
     }
@@ -370,6 +421,17 @@ mod tests {
     fn wanted(e: &Expectations, unit: &str) -> (Option<String>, Option<String>) {
         let find = |v: &[(String, String)]| v.iter().find(|(u, _)| u == unit).map(|p| p.1.clone());
         (find(&e.unit_enablement), find(&e.unit_activity))
+    }
+
+    #[test]
+    fn test_disks_grow_past_one_descriptor_block_or_stay_powers_of_two() {
+        assert_eq!(test_disk_size(1 << 30, true), 2 << 30);
+        assert_eq!(test_disk_size(965_738_496, false), 20 << 30);
+        assert_eq!(test_disk_size(30 << 30, false), 30 << 30);
+        assert_eq!(
+            grown_root_least(2 << 30, 257 << 20),
+            (2 << 30) - (258 << 20)
+        );
     }
 
     #[test]

@@ -44,6 +44,7 @@ fn ctx(manifest: &str, node: &str) -> RenderContext {
         kubernetes: KubernetesSource::Without,
         partition_table: None,
         image_size: None,
+        ext4_writer: Default::default(),
         source_date_epoch: 0,
     };
     render_context(&plan_node(&cluster, &node, &board, &distro, &inputs).unwrap())

@@ -15,6 +15,9 @@ pub trait CommandExt {
     fn run_checked(&mut self) -> Result<()>;
     /// Runs the command and returns its stdout as UTF-8 (lossy).
     fn output_checked(&mut self) -> Result<String>;
+    /// Like [`CommandExt::output_checked`], but the exit codes in `accepted`
+    /// count as success too (e2fsck exits 1 when it corrected something).
+    fn output_accepting(&mut self, accepted: &[i32]) -> Result<String>;
     /// A shell-like rendering of the command line, for logs and errors.
     fn display(&self) -> String;
 }
@@ -22,12 +25,16 @@ pub trait CommandExt {
 impl CommandExt for Command {
     fn run_checked(&mut self) -> Result<()> {
         self.stdout(Stdio::null());
-        run(self).map(|_| ())
+        run(self, &[]).map(|_| ())
     }
 
     fn output_checked(&mut self) -> Result<String> {
+        self.output_accepting(&[])
+    }
+
+    fn output_accepting(&mut self, accepted: &[i32]) -> Result<String> {
         self.stdout(Stdio::piped());
-        let out = run(self)?;
+        let out = run(self, accepted)?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
@@ -69,15 +76,20 @@ pub fn run_streaming(cmd: &mut Command, mut on_line: impl FnMut(&str)) -> Result
     Ok(())
 }
 
-fn run(cmd: &mut Command) -> Result<Output> {
+fn run(cmd: &mut Command, accepted: &[i32]) -> Result<Output> {
     let shown = cmd.display();
     log::debug!("running: {shown}");
     cmd.stderr(Stdio::piped());
     let out = cmd.output().with_context(|| {
         format!("could not start `{shown}` (is the tool installed? try `habuild doctor`)")
     })?;
-    if !out.status.success() {
-        let tail = stderr_tail(&out.stderr, STDERR_TAIL_LINES);
+    let accepted = out.status.code().is_some_and(|c| accepted.contains(&c));
+    if !out.status.success() && !accepted {
+        // Some tools (e2fsck) say what went wrong on stdout.
+        let mut tail = stderr_tail(&out.stderr, STDERR_TAIL_LINES);
+        if tail.is_empty() {
+            tail = stderr_tail(&out.stdout, STDERR_TAIL_LINES);
+        }
         bail!(
             "`{shown}` failed ({}){}",
             out.status,
@@ -123,6 +135,24 @@ mod tests {
         let msg = format!("{err:#}");
         assert!(msg.contains("two"), "{msg}");
         assert!(msg.contains("exit status: 3"), "{msg}");
+    }
+
+    #[test]
+    fn accepted_exit_codes_pass_and_stdout_explains_a_silent_failure() {
+        let corrected = Command::new("sh")
+            .args(["-c", "echo fixed; exit 1"])
+            .output_accepting(&[1])
+            .unwrap();
+        assert_eq!(corrected, "fixed\n");
+        let err = Command::new("sh")
+            .args(["-c", "echo 'inode 12 is bad'; exit 4"])
+            .output_accepting(&[1])
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("inode 12 is bad") && msg.contains("exit status: 4"),
+            "{msg}"
+        );
     }
 
     #[test]
