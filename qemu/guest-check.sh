@@ -11,6 +11,19 @@
 # shellcheck source=seal.sh
 . "$(dirname "$0")/seal.sh"
 dmesg -n 1 2>/dev/null || :
+# The init node's first boot (kubeadm init) runs beside the rest of boot,
+# so the system can be up before it is done: wait for it (up to ten
+# minutes) and report the state it leaves. A joiner's waits for the VIP,
+# which nothing answers in tier 1, so that one is not waited for.
+if grep -qx 'HABUILD_ACTION=init' /etc/habuild/firstboot.env 2>/dev/null; then
+  systemctl is-system-running --wait >/dev/null 2>&1 || :
+  waited=0
+  while [ "$waited" -lt 600 ] && [ ! -e /var/lib/habuild/firstboot.done ] &&
+    systemctl is-active --quiet habuild-firstboot.service; do
+    sleep 1
+    waited=$((waited + 1))
+  done
+fi
 report=$(
   echo "state $(systemctl is-system-running --wait)"
   systemctl --failed --plain --no-legend | while read -r unit _; do echo "failed $unit"; done

@@ -17,7 +17,7 @@ use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use mkext4::{FsBuilder, InodeHandle, Meta, Options, RegionSink, SpecialKind, ROOT};
+use mkext4::{FsBuilder, InodeHandle, Meta, Options, RegionSink, SparseSeg, SpecialKind, ROOT};
 
 use super::ext4::{check_request, prepare_tree, Ext4Params, BLOCK_SIZE};
 
@@ -88,17 +88,32 @@ pub fn make_ext4_native(
         .writer(&mut sink)
         .with_context(|| format!("writing ext4 metadata into {}", image.display()))?;
     // mkext4 wants the data in declaration order (ascending disk offsets).
-    for (handle, path) in &fills {
-        let mut src = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        writer
-            .fill(*handle, &mut src)
-            .with_context(|| format!("copying {} into the image", path.display()))?;
+    for fill in &fills {
+        let file =
+            File::open(&fill.path).with_context(|| format!("opening {}", fill.path.display()))?;
+        let result = match &fill.data {
+            None => writer.fill(fill.handle, &mut &file),
+            Some(ranges) => writer.fill(fill.handle, &mut DataRanges::new(&file, ranges)),
+        };
+        result.with_context(|| format!("copying {} into the image", fill.path.display()))?;
     }
     writer
         .finish()
         .with_context(|| format!("finishing ext4 in {}", image.display()))?;
-    write_journal_zeros(&file, offset, &sink.zeros)
-        .with_context(|| format!("writing the journal into {}", image.display()))
+    write_metadata_zeros(&file, offset, &sink.zeros).with_context(|| {
+        format!(
+            "writing the journal and inode tables into {}",
+            image.display()
+        )
+    })
+}
+
+/// A regular file to copy into the image.
+struct Fill {
+    handle: InodeHandle,
+    path: PathBuf,
+    /// The byte ranges that hold data, when some blocks are holes.
+    data: Option<Vec<Range<u64>>>,
 }
 
 /// The tree walk: declares every entry to the builder in the order mke2fs
@@ -109,7 +124,7 @@ struct Walk {
     /// Hard-linked inodes seen so far, by (device, inode) in the tree.
     links: HashMap<(u64, u64), InodeHandle>,
     /// Regular files with content, in declaration order.
-    fills: Vec<(InodeHandle, PathBuf)>,
+    fills: Vec<Fill>,
 }
 
 impl Walk {
@@ -181,9 +196,18 @@ impl Walk {
             })?;
             declared(self.fs.symlink(parent, name, target, meta))?
         } else if ft.is_file() {
-            let handle = declared(self.fs.file(parent, name, meta, md.len()))?;
-            if md.len() > 0 {
-                self.fills.push((handle, path.to_owned()));
+            let segments = zero_block_segments(path, md.len())?;
+            let handle = match &segments {
+                None => declared(self.fs.file(parent, name, meta, md.len()))?,
+                Some(segs) => declared(self.fs.file_sparse(parent, name, meta, segs))?,
+            };
+            let data = segments.as_deref().map(data_ranges);
+            if md.len() > 0 && data.as_ref().is_none_or(|d| !d.is_empty()) {
+                self.fills.push(Fill {
+                    handle,
+                    path: path.to_owned(),
+                    data,
+                });
             }
             handle
         } else {
@@ -242,6 +266,90 @@ impl Walk {
     }
 }
 
+/// The file's data and holes with every all-zero block a hole (a short
+/// last block too), as `mke2fs -d` copies files: such blocks are neither
+/// allocated nor stored, and the image does not carry them (arm64
+/// binaries hold tens of MiB of zero padding). None when no block is zero.
+fn zero_block_segments(path: &Path, len: u64) -> Result<Option<Vec<SparseSeg>>> {
+    const ZEROS: [u8; BLOCK_SIZE as usize] = [0; BLOCK_SIZE as usize];
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut segments: Vec<SparseSeg> = Vec::new();
+    let mut buf = vec![0u8; 256 * BLOCK_SIZE as usize];
+    let mut at = 0u64;
+    while at < len {
+        let n = buf.len().min((len - at) as usize);
+        file.read_exact_at(&mut buf[..n], at)
+            .with_context(|| format!("reading {}", path.display()))?;
+        for block in buf[..n].chunks(BLOCK_SIZE as usize) {
+            let size = block.len() as u64;
+            match (block == &ZEROS[..block.len()], segments.last_mut()) {
+                (true, Some(SparseSeg::Hole(l))) | (false, Some(SparseSeg::Data(l))) => *l += size,
+                (true, _) => segments.push(SparseSeg::Hole(size)),
+                (false, _) => segments.push(SparseSeg::Data(size)),
+            }
+        }
+        at += n as u64;
+    }
+    Ok(segments
+        .iter()
+        .any(|s| matches!(s, SparseSeg::Hole(_)))
+        .then_some(segments))
+}
+
+/// The byte ranges of the data segments.
+fn data_ranges(segments: &[SparseSeg]) -> Vec<Range<u64>> {
+    let mut at = 0;
+    let mut out = Vec::new();
+    for seg in segments {
+        match *seg {
+            SparseSeg::Data(l) => {
+                out.push(at..at + l);
+                at += l;
+            }
+            SparseSeg::Hole(l) => at += l,
+        }
+    }
+    out
+}
+
+/// Reads only the given byte ranges of a file, one after the other: what
+/// mkext4's fill takes for a sparse file.
+struct DataRanges<'f> {
+    file: &'f File,
+    ranges: std::slice::Iter<'f, Range<u64>>,
+    current: Range<u64>,
+}
+
+impl<'f> DataRanges<'f> {
+    fn new(file: &'f File, ranges: &'f [Range<u64>]) -> Self {
+        DataRanges {
+            file,
+            ranges: ranges.iter(),
+            current: 0..0,
+        }
+    }
+}
+
+impl std::io::Read for DataRanges<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.ranges.next() {
+                Some(r) => self.current = r.clone(),
+                None => return Ok(0),
+            }
+        }
+        let want = buf
+            .len()
+            .min((self.current.end - self.current.start) as usize);
+        let n = self.file.read_at(&mut buf[..want], self.current.start)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        self.current.start += n as u64;
+        Ok(n)
+    }
+}
+
 /// Positioned writes into the image at `base`. Zero runs are left as they
 /// are (the range was cleared, so they read as zeros and stay holes) but
 /// remembered, so the journal's can be written afterwards.
@@ -265,23 +373,41 @@ impl RegionSink for Sink<'_> {
     }
 }
 
-/// A bmap-flashed card keeps its old data wherever the image has a hole,
-/// and a stale journal from an earlier flash would have valid checksums, so
-/// the journal must be written out (as mke2fs does with lazy_journal_init=0).
-/// Finds it from the finished filesystem's journal inode and writes zeros
-/// over the parts of it that mkext4 left as zero runs.
-fn write_journal_zeros(file: &File, base: u64, zeros: &[Range<u64>]) -> Result<()> {
+/// A bmap-flashed card keeps its old data wherever the image has a hole.
+/// That is harmless for free blocks, but not for structures the kernel
+/// trusts as written: a stale journal from an earlier flash would have
+/// valid checksums (mke2fs writes it out with lazy_journal_init=0), and
+/// mkext4 flags every inode table as zeroed (ITABLE_ZEROED), so the kernel
+/// never zeroes their unused slots itself. So this finds the journal, the
+/// bitmaps and the inode tables in the finished filesystem and writes zeros
+/// over the parts of them that mkext4 left as zero runs.
+fn write_metadata_zeros(file: &File, base: u64, zeros: &[Range<u64>]) -> Result<()> {
     let at = AtOffset { file, base };
     let fs = mkext4::reader::Fs::open(&at).context("reading back the superblock")?;
+    let mut must_be_written = Vec::new();
     let inode = fs.inode(JOURNAL_INO).context("reading the journal inode")?;
     let extents = fs
         .extents(JOURNAL_INO, &inode)
         .context("reading the journal's extents")?;
     ensure!(!extents.is_empty(), "the journal has no blocks");
     for e in extents {
-        let journal = e.physical * BLOCK_SIZE..(e.physical + u64::from(e.len)) * BLOCK_SIZE;
+        must_be_written.push(e.physical..e.physical + u64::from(e.len));
+    }
+    let sb = fs.superblock();
+    let itable_blocks =
+        (u64::from(sb.inodes_per_group) * u64::from(sb.inode_size)).div_ceil(BLOCK_SIZE);
+    for g in 0..sb.group_count() {
+        let gd = fs
+            .group_desc(g)
+            .with_context(|| format!("reading group descriptor {g}"))?;
+        must_be_written.push(gd.block_bitmap..gd.block_bitmap + 1);
+        must_be_written.push(gd.inode_bitmap..gd.inode_bitmap + 1);
+        must_be_written.push(gd.inode_table..gd.inode_table + itable_blocks);
+    }
+    for blocks in must_be_written {
+        let bytes = blocks.start * BLOCK_SIZE..blocks.end * BLOCK_SIZE;
         for z in zeros {
-            let (start, end) = (z.start.max(journal.start), z.end.min(journal.end));
+            let (start, end) = (z.start.max(bytes.start), z.end.min(bytes.end));
             if start < end {
                 super::write_zeros(file, base + start, end - start).context("writing zeros")?;
             }

@@ -90,8 +90,36 @@ fn make_tree(dir: &Path) -> PathBuf {
             state as u8
         })
         .collect();
+    // Zero blocks mke2fs -d leaves as holes: inside, at the end (a short
+    // all-zero last block), and a whole file of zeros.
+    let mut padded = big[..4096].to_vec();
+    padded.extend([0u8; 8192]);
+    padded.extend(&big[4096..4196]);
+    padded.extend([0u8; 4000]);
+    padded.extend(&big[8192..8292]);
+    fs::write(tree.join("usr/bin/padded"), &padded).unwrap();
+    fs::write(
+        tree.join("var/zero-tail"),
+        [&big[..4096], &[0u8; 100][..]].concat(),
+    )
+    .unwrap();
+    fs::write(tree.join("var/zeros"), [0u8; 10000]).unwrap();
     fs::write(tree.join("var/big"), big).unwrap();
     tree
+}
+
+/// Asserts that the image's blocks `first..=last` of the filesystem are
+/// data in the image file, not holes a bmap flash would skip.
+fn assert_mapped(image: &Path, first: u64, last: u64, what: &str) {
+    let mapped = crate::fs::data_extents(&File::open(image).unwrap(), OFFSET + SIZE).unwrap();
+    let (start, end) = (
+        OFFSET + first * BLOCK_SIZE,
+        OFFSET + (last + 1) * BLOCK_SIZE,
+    );
+    assert!(
+        mapped.iter().any(|r| r.start <= start && end <= r.end),
+        "{what}: blocks {first}-{last} are (partly) a hole"
+    );
 }
 
 fn params() -> Ext4Params<'static> {
@@ -234,6 +262,18 @@ fn native_ext4_passes_fsck_and_matches_mke2fs_per_file() {
     debugfs(&native, &format!("dump /var/big {}", dumped.display()));
     assert!(fs::read(&dumped).unwrap() == fs::read(tree.join("var/big")).unwrap());
 
+    // Zero blocks are holes in the file, as mke2fs makes them (the
+    // per-file comparison above covers Blockcount), and read as zeros.
+    assert!(stat("/var/zeros").contains("Blockcount: 0"));
+    for name in ["usr/bin/padded", "var/zero-tail", "var/zeros"] {
+        let out = dir.path().join("out");
+        debugfs(&native, &format!("dump /{name} {}", out.display()));
+        assert!(
+            fs::read(&out).unwrap() == fs::read(tree.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+
     // The journal is written out, not a hole a bmap flash would skip.
     let journal = stat("<8>");
     let extents = journal
@@ -241,20 +281,47 @@ fn native_ext4_passes_fsck_and_matches_mke2fs_per_file() {
         .nth(1)
         .expect("journal extents")
         .trim();
-    let mapped = crate::fs::data_extents(&File::open(&native).unwrap(), OFFSET + SIZE).unwrap();
     let mut covered = 0;
     for ext in extents.split(", ") {
         let phys = ext.split(':').nth(1).unwrap();
         let (a, b) = phys.split_once('-').unwrap_or((phys, phys));
-        let first = OFFSET + a.parse::<u64>().unwrap() * BLOCK_SIZE;
-        let end = OFFSET + (b.parse::<u64>().unwrap() + 1) * BLOCK_SIZE;
-        assert!(
-            mapped.iter().any(|r| r.start <= first && end <= r.end),
-            "journal blocks {ext} are a hole"
-        );
-        covered += end - first;
+        let (a, b) = (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap());
+        assert_mapped(&native, a, b, "journal");
+        covered += (b + 1 - a) * BLOCK_SIZE;
     }
     assert!(covered >= 1024 * BLOCK_SIZE, "journal of {covered} bytes");
+
+    // So are the bitmaps and the inode tables, which mkext4 flags as
+    // zeroed: a card's old data there would be taken for inodes.
+    let per_group: u64 = line(&stats, "Inode blocks per group:")
+        .and_then(|l| l.split(':').nth(1)?.trim().parse().ok())
+        .expect("inode blocks per group");
+    let mut tables = 0;
+    for l in stats
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("Group "))
+    {
+        // " Group  0: block bitmap at 2, inode bitmap at 8, inode table at 14"
+        let at = |key: &str| -> u64 {
+            let rest = &l[l.find(key).unwrap_or_else(|| panic!("{key} in {l}")) + key.len()..];
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        for (key, len) in [
+            ("block bitmap at ", 1),
+            ("inode bitmap at ", 1),
+            ("inode table at ", per_group),
+        ] {
+            let first = at(key);
+            assert_mapped(&native, first, first + len - 1, l);
+        }
+        tables += 1;
+    }
+    assert!(tables >= 1, "no group summary in debugfs stats:\n{stats}");
 }
 
 #[test]
