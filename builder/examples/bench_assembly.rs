@@ -1,13 +1,34 @@
 //! Assembly benchmark (not a test): staged tree → finished disk image, by
-//! habuild (`disk::assemble`, with each of its ext4 writers) and by genimage, on the same trees, layout
-//! (GPT: 256 MiB ESP, ext4 root filling the rest) and disk size, in the same
-//! run. Prints a Markdown table for benchmarks/README.md.
+//! habuild (`disk::assemble`, with each of its ext4 writers), by genimage and
+//! by systemd-repart, on the same trees, layout (GPT: 256 MiB ESP, ext4 root
+//! filling the rest) and disk size, in the same run. Prints a Markdown table
+//! for benchmarks/README.md.
 //!
 //!     cargo run --release --example bench_assembly -- ROOT_TREE BOOT_TREE [RUNS]
 //!
 //! ROOT_TREE is e.g. a cached base (`target/habuild-test-cache/base/KEY/rootfs`),
 //! BOOT_TREE any directory of boot files. Both are copied to a scratch
 //! directory first (untimed), as each tool may touch its input.
+//!
+//! systemd-repart is run with `--offline=yes` (no loop devices, no mounts),
+//! which needs systemd 254 or later; without it (Debian 12's 252 builds
+//! images on loop devices) its columns are left out, with a message. The
+//! binary is `$HABUILD_BENCH_REPART` or `systemd-repart` on PATH. On Debian
+//! 12, either install systemd from bookworm-backports
+//! (`apt-get install -t bookworm-backports systemd`), or, without touching
+//! the installed packages, unpack it into a scratch directory (needs
+//! bookworm-backports in the APT sources):
+//!
+//!     apt-get download -t bookworm-backports systemd libsystemd-shared
+//!     for d in *.deb; do dpkg-deb -x "$d" x; done
+//!     HABUILD_BENCH_REPART=$PWD/x/bin/systemd-repart \
+//!     LD_LIBRARY_PATH=$PWD/x/usr/lib/x86_64-linux-gnu/systemd cargo run ...
+//!
+//! Each tool's output is checked once, untimed: `e2fsck -fn` of the root
+//! filesystem (and for systemd-repart also `fsck.fat -n` of its ESP, the
+//! number of inodes against habuild's and of ESP entries against the boot
+//! tree, and, if `strace` is installed, that it opened no loop device and
+//! mounted nothing).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,7 +36,8 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use habuild::disk::layout::{
-    default_image_size, plan_layout, Arch, PartitionRequest, PartitionRole, PartitionTable, MIB,
+    default_image_size, plan_layout, Arch, DiskLayout, PartitionRequest, PartitionRole,
+    PartitionTable, MIB,
 };
 use habuild::fs::Ext4Writer;
 use habuild::util::CommandExt;
@@ -62,8 +84,15 @@ fn main() -> Result<()> {
     )?;
 
     let root_part = &layout.partitions[1];
-    let (mut ours, mut native, mut theirs, mut floor) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let repart = Repart::find(scratch.path(), &root, &boot, &layout)?;
+    let loops_before = loop_devices()?;
+    if let Some(repart) = &repart {
+        repart.traced(&scratch.path().join("repart-traced.img"), total)?;
+    }
+    // habuild's root filesystem, as e2fsck counts its inodes ("files").
+    let mut habuild_files = 0;
+    let (mut ours, mut native, mut theirs, mut floor, mut systemd) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         let image = scratch.path().join("habuild.img");
         for (writer, times) in [
@@ -87,19 +116,31 @@ fn main() -> Result<()> {
             times.push(t.elapsed().as_secs_f64());
             if times.len() == 1 {
                 // Untimed: a fast writer of a broken filesystem is no result.
-                Command::new("e2fsck")
-                    .arg("-fn")
-                    .arg(format!("{}?offset={}", image.display(), root_part.start))
-                    .run_checked()
+                let files = e2fsck_files(&image, root_part.start)
                     .with_context(|| format!("e2fsck of the root filesystem ({writer:?})"))?;
-                eprintln!("{writer:?}: e2fsck -fn of the root filesystem is clean");
+                eprintln!("{writer:?}: e2fsck -fn of the root filesystem is clean, {files} inodes");
+                if writer == Ext4Writer::Mke2fs {
+                    habuild_files = files;
+                }
             }
             std::fs::remove_file(&image)?;
         }
         theirs.push(genimage(scratch.path(), &root, &boot, root_part.size)?);
         floor.push(root_fs_alone(&image, total, root_part, &root)?);
         std::fs::remove_file(&image)?;
+        if let Some(repart) = &repart {
+            let image = scratch.path().join("repart.img");
+            systemd.push(repart.run(&image, total)?);
+            if systemd.len() == 1 {
+                repart.check(&image, &layout, habuild_files)?;
+            }
+            std::fs::remove_file(&image)?;
+        }
     }
+    ensure!(
+        loop_devices()? == loops_before,
+        "the set of loop devices changed during the benchmark"
+    );
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
@@ -110,9 +151,8 @@ fn main() -> Result<()> {
         median(&mut theirs),
         median(&mut floor),
     );
-    println!("| tree | disk | habuild, mke2fs (s) | habuild, native (s) | genimage (s) | habuild mke2fs / genimage | habuild native / genimage | native / mke2fs | root ext4 alone, mke2fs (s) | root ext4 alone / genimage |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    println!(
+    let mut header = "| tree | disk | habuild, mke2fs (s) | habuild, native (s) | genimage (s) | habuild mke2fs / genimage | habuild native / genimage | native / mke2fs | root ext4 alone, mke2fs (s) | root ext4 alone / genimage |".to_string();
+    let mut row = format!(
         "| {:.0} MiB root + {:.0} MiB boot | {:.0} MiB GPT | {h:.2} | {n:.2} | {g:.2} | {:.2} | {:.2} | {:.2} | {f:.2} | {:.2} |",
         root_bytes as f64 / MIB as f64,
         tree_bytes(&boot)? as f64 / MIB as f64,
@@ -122,8 +162,258 @@ fn main() -> Result<()> {
         n / h,
         f / g
     );
-    eprintln!("habuild (mke2fs) runs {ours:?}, habuild (native) runs {native:?}, genimage runs {theirs:?}, root ext4 alone {floor:?} (median of {runs})");
+    if !systemd.is_empty() {
+        let r = median(&mut systemd);
+        header += " systemd-repart (s) | habuild mke2fs / systemd-repart | habuild native / systemd-repart |";
+        row += &format!(" {r:.2} | {:.2} | {:.2} |", h / r, n / r);
+    }
+    println!("{header}");
+    println!("{}|", "|---".repeat(header.matches(" |").count()));
+    println!("{row}");
+    eprintln!(
+        "habuild (mke2fs) runs {ours:?}, habuild (native) runs {native:?}, \
+         genimage runs {theirs:?}, root ext4 alone {floor:?}, \
+         systemd-repart runs {systemd:?} (median of {runs})"
+    );
     Ok(())
+}
+
+/// The used inodes ("files") of the ext4 filesystem at `offset` in `image`,
+/// which `e2fsck -fn` must find clean.
+fn e2fsck_files(image: &Path, offset: u64) -> Result<u64> {
+    let out = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(format!("{}?offset={offset}", image.display()))
+        .output_checked()?;
+    // The summary line: "LABEL: USED/TOTAL files (...), USED/TOTAL blocks".
+    out.lines()
+        .find_map(|l| l.split_once(": ")?.1.split_once('/')?.0.parse().ok())
+        .with_context(|| format!("no summary line in e2fsck's output:\n{out}"))
+}
+
+/// The attached loop devices, as `losetup -a` lists them.
+fn loop_devices() -> Result<String> {
+    Command::new("losetup").arg("-a").output_checked()
+}
+
+/// systemd-repart building the same disk offline from repart.d definitions.
+struct Repart {
+    bin: std::ffi::OsString,
+    definitions: PathBuf,
+    boot: PathBuf,
+}
+
+impl Repart {
+    /// `$HABUILD_BENCH_REPART` or `systemd-repart`, if it has `--offline`,
+    /// with definitions for the layout written under `scratch`; `None`,
+    /// said why, if there is none.
+    fn find(scratch: &Path, root: &Path, boot: &Path, layout: &DiskLayout) -> Result<Option<Self>> {
+        let bin =
+            std::env::var_os("HABUILD_BENCH_REPART").unwrap_or_else(|| "systemd-repart".into());
+        match Command::new(&bin).arg("--help").output_checked() {
+            Err(e) => {
+                eprintln!("systemd-repart not measured: {e:#}");
+                return Ok(None);
+            }
+            Ok(help) if !help.contains("--offline=") => {
+                let bin = bin.to_string_lossy();
+                eprintln!(
+                    "systemd-repart not measured: {bin} has no --offline \
+                     (systemd 254 or later needed; see this example's doc comment)"
+                );
+                return Ok(None);
+            }
+            Ok(_) => {}
+        }
+        let version = Command::new(&bin).arg("--version").output_checked()?;
+        eprintln!("systemd-repart: {}", version.lines().next().unwrap_or("?"));
+        let definitions = scratch.join("repart.d");
+        std::fs::create_dir_all(&definitions)?;
+        let (esp, root_part) = (&layout.partitions[0], &layout.partitions[1]);
+        // systemd-repart leaves out of a copied tree the contents of the API
+        // file systems' directories and of other partitions' mount points
+        // (the ESP's /boot and /efi); naming them again copies them as well.
+        let mut root_copies = format!("CopyFiles={}:/\n", root.display());
+        for dir in ["boot", "efi", "dev", "proc", "sys", "run", "tmp", "var/tmp"] {
+            if root.join(dir).is_dir() {
+                root_copies += &format!("CopyFiles={}:/{dir}\n", root.join(dir).display());
+            }
+        }
+        let esp_conf = format!(
+            "[Partition]
+Type=esp
+Label=ESP
+Format=vfat
+CopyFiles={boot}:/
+SizeMinBytes={size}
+SizeMaxBytes={size}
+",
+            boot = boot.display(),
+            size = esp.size,
+        );
+        let root_conf = format!(
+            "[Partition]
+Type=root
+Label=root
+Format=ext4
+{root_copies}SizeMinBytes={size}
+SizeMaxBytes={size}
+",
+            size = root_part.size,
+        );
+        for (file, text) in [("10-esp.conf", esp_conf), ("20-root.conf", root_conf)] {
+            std::fs::write(definitions.join(file), text)
+                .with_context(|| format!("writing {file}"))?;
+        }
+        Ok(Some(Self {
+            bin,
+            definitions,
+            boot: boot.to_path_buf(),
+        }))
+    }
+
+    fn args(&self, image: &Path, size: u64) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = [
+            "--offline=yes",
+            "--dry-run=no",
+            "--empty=create",
+            "--seed=0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+            "--pretty=no",
+            "--no-pager",
+        ]
+        .map(Into::into)
+        .into();
+        args.push(format!("--size={size}").into());
+        args.push(format!("--definitions={}", self.definitions.display()).into());
+        args.push(image.into());
+        args
+    }
+
+    /// One run into a new `image` of `size` bytes; returns its wall time.
+    fn run(&self, image: &Path, size: u64) -> Result<f64> {
+        let t = Instant::now();
+        Command::new(&self.bin)
+            .env("SOURCE_DATE_EPOCH", EPOCH.to_string())
+            .args(self.args(image, size))
+            .run_checked()
+            .context("running systemd-repart")?;
+        Ok(t.elapsed().as_secs_f64())
+    }
+
+    /// One untimed run under strace, if installed: `--offline=yes` must open
+    /// no loop device and mount nothing.
+    fn traced(&self, image: &Path, size: u64) -> Result<()> {
+        if Command::new("strace").arg("-V").output_checked().is_err() {
+            eprintln!("systemd-repart: strace not found, its system calls are not checked");
+            return Ok(());
+        }
+        let trace = image.with_extension("strace");
+        Command::new("strace")
+            .args([
+                "-f",
+                "-e",
+                "trace=open,openat,mount,fsmount,move_mount",
+                "-o",
+            ])
+            .arg(&trace)
+            .arg(&self.bin)
+            .env("SOURCE_DATE_EPOCH", EPOCH.to_string())
+            .args(self.args(image, size))
+            .run_checked()
+            .context("running systemd-repart under strace")?;
+        let text = std::fs::read_to_string(&trace).context("reading the strace output")?;
+        let bad: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("\"/dev/loop") || l.contains("mount("))
+            .collect();
+        ensure!(
+            bad.is_empty(),
+            "systemd-repart --offline=yes used loop devices or mounts:\n{}",
+            bad.join("\n")
+        );
+        eprintln!("systemd-repart: strace shows no loop device opened and no mount");
+        std::fs::remove_file(&trace)?;
+        std::fs::remove_file(image)?;
+        Ok(())
+    }
+
+    /// Untimed checks of one image: the partitions where habuild puts them,
+    /// both filesystems clean, and all files copied.
+    fn check(&self, image: &Path, layout: &DiskLayout, habuild_files: u64) -> Result<()> {
+        let table: serde_json::Value = serde_json::from_str(
+            &Command::new("sfdisk")
+                .arg("--json")
+                .arg(image)
+                .output_checked()?,
+        )
+        .context("parsing sfdisk --json")?;
+        let placed: Vec<(u64, u64)> = table["partitiontable"]["partitions"]
+            .as_array()
+            .context("no partitions in sfdisk --json")?
+            .iter()
+            .map(|p| Some((p["start"].as_u64()? * 512, p["size"].as_u64()? * 512)))
+            .collect::<Option<_>>()
+            .context("a partition without start or size in sfdisk --json")?;
+        let planned: Vec<(u64, u64)> = layout
+            .partitions
+            .iter()
+            .map(|p| (p.start, p.size))
+            .collect();
+        ensure!(
+            placed == planned,
+            "systemd-repart placed {placed:?}, habuild {planned:?} (bytes)"
+        );
+        let (esp, root) = (placed[0], placed[1]);
+        let files =
+            e2fsck_files(image, root.0).context("e2fsck of systemd-repart's root filesystem")?;
+        // The host's mke2fs.conf may add `orphan_file`, one more inode, which
+        // habuild leaves out (its targets' e2fsprogs cannot handle it).
+        let features = Command::new("debugfs")
+            .args(["-R", "features"])
+            .arg(format!("{}?offset={}", image.display(), root.0))
+            .output_checked()?;
+        let orphan_file = u64::from(features.contains(" orphan_file"));
+        ensure!(
+            files == habuild_files + orphan_file,
+            "systemd-repart's root filesystem has {files} inodes, \
+             habuild's {habuild_files} (orphan_file: {orphan_file})"
+        );
+        // fsck.fat takes no offset: check a copy of the ESP.
+        let esp_copy = image.with_extension("esp");
+        {
+            use std::io::{Read, Seek};
+            let mut from = std::fs::File::open(image)?;
+            from.seek(std::io::SeekFrom::Start(esp.0))?;
+            let mut to = std::fs::File::create(&esp_copy)?;
+            std::io::copy(&mut from.take(esp.1), &mut to).context("copying the ESP out")?;
+        }
+        Command::new("fsck.fat")
+            .arg("-n")
+            .arg(&esp_copy)
+            .run_checked()
+            .context("fsck.fat of systemd-repart's ESP")?;
+        std::fs::remove_file(&esp_copy)?;
+        let listed = Command::new("mdir")
+            .args(["-/", "-b", "-i"])
+            .arg(format!("{}@@{}", image.display(), esp.0))
+            .arg("::")
+            .output_checked()?;
+        let entries = walkdir::WalkDir::new(&self.boot)
+            .min_depth(1)
+            .into_iter()
+            .count();
+        ensure!(
+            listed.lines().count() == entries,
+            "systemd-repart's ESP lists {} entries, the boot tree has {entries}:\n{listed}",
+            listed.lines().count()
+        );
+        eprintln!(
+            "systemd-repart: partitions as habuild's, e2fsck -fn and fsck.fat -n clean, \
+             {files} inodes (habuild's {habuild_files} + orphan_file {orphan_file}), \
+             {entries} ESP entries (as the boot tree)"
+        );
+        Ok(())
+    }
 }
 
 /// habuild's root filesystem step alone (`mke2fs -d` into the partition's
