@@ -4,7 +4,10 @@
 //! - tier 1: each image boots as itself (rpi4 on raspi4b from its own boot
 //!   partition, the directors under OVMF through their own bootloader),
 //!   reaches multi-user.target with no failed unit and passes the checks
-//!   inside the guest; the images themselves are not touched;
+//!   inside the guest, on a disk larger than the image: the root grows to
+//!   fill it at first boot (the directors' ext4, from the native writer,
+//!   converting to meta_bg) and e2fsck finds it clean after; the images
+//!   themselves are not touched;
 //! - tier 2: the whole cluster on a closed segment in a network namespace
 //!   and the seed's failover test, scenarios 1 to 5.
 //!
@@ -56,6 +59,13 @@ fn every_image_boots_then_the_cluster_fails_over() {
             report.contains("[ok] system state \"running\""),
             "{node}:\n{report}"
         );
+        for needle in [
+            "[ok] root partition grew to",
+            "[ok] root ext4 fills its partition",
+            "[ok] root ext4 after growth: e2fsck -fn clean",
+        ] {
+            assert!(report.contains(needle), "{node}: {needle}\n{report}");
+        }
         let log = dir.join(format!("test/{node}-tier1.log"));
         assert!(
             std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) > 10_000,
@@ -75,6 +85,9 @@ fn every_image_boots_then_the_cluster_fails_over() {
             "{}",
             report(d)
         );
+        // 20 GiB is past what the native writer's one block of group
+        // descriptors covers: growing converted the ext4 to meta_bg.
+        assert!(report(d).contains(" meta_bg "), "{}", report(d));
     }
 
     // Tier 2: the cluster and its failover test.
