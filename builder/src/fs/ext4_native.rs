@@ -55,6 +55,7 @@ pub fn make_ext4_native(
         epoch: params.source_date_epoch,
         links: HashMap::new(),
         fills: Vec::new(),
+        sparse: scan_tree(tree)?,
     };
     // Like mke2fs -d (with root_owner=0:0): the root directory takes mode,
     // times and xattrs from the tree, but is always owned by root.
@@ -125,6 +126,8 @@ struct Walk {
     links: HashMap<(u64, u64), InodeHandle>,
     /// Regular files with content, in declaration order.
     fills: Vec<Fill>,
+    /// The segments of every regular file that has all-zero blocks.
+    sparse: HashMap<PathBuf, Vec<SparseSeg>>,
 }
 
 impl Walk {
@@ -196,7 +199,20 @@ impl Walk {
             })?;
             declared(self.fs.symlink(parent, name, target, meta))?
         } else if ft.is_file() {
-            let segments = zero_block_segments(path, md.len())?;
+            let segments = self.sparse.remove(path);
+            if let Some(segs) = &segments {
+                let scanned: u64 = segs
+                    .iter()
+                    .map(|s| match *s {
+                        SparseSeg::Data(l) | SparseSeg::Hole(l) => l,
+                    })
+                    .sum();
+                ensure!(
+                    scanned == md.len(),
+                    "{} changed while the image was being made",
+                    path.display()
+                );
+            }
             let handle = match &segments {
                 None => declared(self.fs.file(parent, name, meta, md.len()))?,
                 Some(segs) => declared(self.fs.file_sparse(parent, name, meta, segs))?,
@@ -264,6 +280,53 @@ impl Walk {
         }
         Ok(())
     }
+}
+
+/// [`zero_block_segments`] of every regular file in `tree`, on all cores
+/// (reading the tree is most of this writer's own time); only files with a
+/// hole are kept.
+fn scan_tree(tree: &Path) -> Result<HashMap<PathBuf, Vec<SparseSeg>>> {
+    let mut files = Vec::new();
+    for entry in walkdir::WalkDir::new(tree) {
+        let entry = entry.with_context(|| format!("listing {}", tree.display()))?;
+        if entry.file_type().is_file() {
+            let len = entry
+                .metadata()
+                .with_context(|| format!("reading {}", entry.path().display()))?
+                .len();
+            files.push((len, entry.into_path()));
+        }
+    }
+    // Biggest first, each to the least loaded thread: about equal bytes.
+    files.sort_unstable_by(|a, b| b.cmp(a));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut shares: Vec<(u64, Vec<(u64, PathBuf)>)> = vec![(0, Vec::new()); threads];
+    for file in files {
+        let share = shares.iter_mut().min_by_key(|s| s.0).expect("one thread");
+        share.0 += file.0;
+        share.1.push(file);
+    }
+    std::thread::scope(|scope| {
+        let scans: Vec<_> = shares
+            .into_iter()
+            .map(|(_, share)| {
+                scope.spawn(move || -> Result<Vec<(PathBuf, Vec<SparseSeg>)>> {
+                    let mut found = Vec::new();
+                    for (len, path) in share {
+                        if let Some(segments) = zero_block_segments(&path, len)? {
+                            found.push((path, segments));
+                        }
+                    }
+                    Ok(found)
+                })
+            })
+            .collect();
+        let mut sparse = HashMap::new();
+        for scan in scans {
+            sparse.extend(scan.join().expect("a tree scan thread panicked")?);
+        }
+        Ok(sparse)
+    })
 }
 
 /// The file's data and holes with every all-zero block a hole (a short
