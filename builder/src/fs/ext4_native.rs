@@ -1,14 +1,16 @@
 //! ext4 from a staged directory tree by the pure-Rust `mkext4` crate instead
 //! of `mke2fs -d`: same contract and parameters as [`super::ext4::make_ext4`]
 //! (byte range of a disk image, label, UUID, hash seed, SOURCE_DATE_EPOCH),
-//! about a third of its time on a Debian root tree.
+//! about half of its time on a Debian root tree. habuild's default writer.
 //!
 //! What differs from our mke2fs output: no `64bit` and no `resize_inode`
 //! features (growing the filesystem online then converts it to `meta_bg`),
 //! names and symlink targets must be UTF-8, and a `/lost+found` in the tree
 //! must be empty (the filesystem's own one is used). Everything else mirrors
-//! what mke2fs does with the same tree, so both writers' per-file metadata
-//! match (the tests compare them).
+//! what mke2fs does with the same tree (all-zero blocks of files become
+//! holes), so both writers' per-file metadata match (the tests compare
+//! them); and, unlike mkext4 alone, the journal, bitmaps and inode tables
+//! are written out, so that a bmap flash leaves nothing stale in them.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -415,7 +417,8 @@ impl std::io::Read for DataRanges<'_> {
 
 /// Positioned writes into the image at `base`. Zero runs are left as they
 /// are (the range was cleared, so they read as zeros and stay holes) but
-/// remembered, so the journal's can be written afterwards.
+/// remembered, so those inside the journal, bitmaps and inode tables can be
+/// written afterwards (see [`write_metadata_zeros`]).
 struct Sink<'f> {
     file: &'f File,
     base: u64,
