@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use habuild::disk::layout::DiskLayout;
+use habuild::qemu::prepare::{extract, Extent};
 use habuild::util::CommandExt;
 
 use super::{e2fsck_files, EPOCH};
@@ -205,13 +206,11 @@ SizeMaxBytes={size}
         );
         // fsck.fat takes no offset: check a copy of the ESP.
         let esp_copy = image.with_extension("esp");
-        {
-            use std::io::{Read, Seek};
-            let mut from = std::fs::File::open(image)?;
-            from.seek(std::io::SeekFrom::Start(esp.0))?;
-            let mut to = std::fs::File::create(&esp_copy)?;
-            std::io::copy(&mut from.take(esp.1), &mut to).context("copying the ESP out")?;
-        }
+        let extent = Extent {
+            start: esp.0,
+            size: esp.1,
+        };
+        extract(image, extent, &esp_copy).context("copying the ESP out")?;
         Command::new("fsck.fat")
             .arg("-n")
             .arg(&esp_copy)

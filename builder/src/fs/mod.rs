@@ -26,7 +26,7 @@ pub enum Ext4Writer {
     /// implementation, with our pinned feature set including `64bit` and
     /// `resize_inode`.
     Mke2fs,
-    /// The pure-Rust `mkext4` crate, in process: about a third of mke2fs's
+    /// The pure-Rust `mkext4` crate, in process: about half of mke2fs's
     /// time on a Debian root tree, but without `64bit` and `resize_inode`
     /// (online growth converts to `meta_bg`), UTF-8 names only, and resting
     /// on a young crate (0.0.x) rather than e2fsprogs. The default: images

@@ -129,7 +129,7 @@ pub fn expectations(j: &NodeJson, init_node: bool) -> Expectations {
 /// disk becomes 20 GiB: past the 16 GiB one block of 32-byte group
 /// descriptors covers, so an ext4 without `resize_inode` (the native
 /// writer's) must convert itself to `meta_bg` while it grows.
-pub fn test_disk_size(image_size: u64, sd_card: bool) -> u64 {
+fn test_disk_size(image_size: u64, sd_card: bool) -> u64 {
     if sd_card {
         2 * image_size
     } else {
