@@ -35,7 +35,7 @@ fn main() -> anyhow::Result<()> {
         let distro = project.distro("debian-13")?;
         let inputs = PlanInputs {
             project_root: root.clone(),
-            mirror: habuild::host::apt_sources::host_debian_mirror()?,
+            mirror: habuild::debian::host_sources::host_debian_mirror()?,
             kubernetes: KubernetesSource::Without,
             partition_table: None,
             image_size: None,

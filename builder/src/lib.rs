@@ -9,6 +9,7 @@
 pub mod artifact;
 pub mod cli;
 pub mod config;
+pub mod debian;
 pub mod disk;
 pub mod flash;
 pub mod fs;

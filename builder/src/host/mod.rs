@@ -1,7 +1,7 @@
-//! The build machine itself: which tools it has, where its Debian mirror is,
-//! and how to make it ready (`habuild doctor`, `habuild doctor --install`).
+//! The build machine itself: which tools it has and how to make it ready
+//! (`habuild doctor`, `habuild doctor --install`). Its apt sources are
+//! read by `debian::host_sources`.
 
-pub mod apt_sources;
 pub mod binfmt;
 pub mod doctor;
 pub mod setup;

@@ -14,9 +14,9 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use super::apt_sources::{self, EntryType, SourceEntry, MIRROR_ENV};
 use super::binfmt;
 use super::doctor::{self, ToolStatus};
+use crate::debian::host_sources::{self, EntryType, SourceEntry, MIRROR_ENV};
 use crate::util::progress::Step;
 use crate::util::CommandExt;
 
@@ -146,7 +146,7 @@ pub fn plan_install(
     let mut write_source = None;
     if let Some(suite) = &suite {
         if !has_suite(entries, suite) {
-            let mirror = apt_sources::debian_mirror(entries)
+            let mirror = host_sources::debian_mirror(entries)
                 .or_else(|| {
                     env_mirror
                         .map(|m| m.trim().trim_end_matches('/').to_string())
@@ -234,7 +234,7 @@ pub fn install() -> Result<Vec<ToolStatus>> {
                 doctor::packages_to_install(&statuses).join(" ")
             );
         }
-        let entries = apt_sources::host_entries().context("reading the host's apt sources")?;
+        let entries = host_sources::host_entries().context("reading the host's apt sources")?;
         let env_mirror = std::env::var(MIRROR_ENV).ok();
         let plan = plan_install(&statuses, &os, &entries, env_mirror.as_deref())?;
         run_plan(&plan)?;
@@ -299,7 +299,7 @@ mod tests {
     }
 
     fn debian_entries() -> Vec<SourceEntry> {
-        apt_sources::parse_deb822(
+        host_sources::parse_deb822(
             "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n\
              Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
             "debian.sources",
@@ -353,7 +353,7 @@ mod tests {
     #[test]
     fn backports_source_text() {
         let text = render_backports_sources("http://mirror.example/debian", "bookworm-backports");
-        let parsed = apt_sources::parse_deb822(&text, "habuild-backports.sources");
+        let parsed = host_sources::parse_deb822(&text, "habuild-backports.sources");
         assert_eq!(parsed.len(), 1);
         assert_eq!(parsed[0].uri, "http://mirror.example/debian");
         assert_eq!(parsed[0].suite, "bookworm-backports");
@@ -420,7 +420,7 @@ mod tests {
 
         // Backports already configured: nothing written.
         let mut entries = debian_entries();
-        entries.extend(apt_sources::parse_deb822(&text, "x.sources"));
+        entries.extend(host_sources::parse_deb822(&text, "x.sources"));
         let plan = plan_install(&s, &os, &entries, None).unwrap();
         assert_eq!(plan.write_source, None);
         assert_eq!(plan.target_release.as_deref(), Some("bookworm-backports"));

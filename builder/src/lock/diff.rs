@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::{Lock, LockedBase, LockedPackage};
-use crate::rootfs::packages::InstalledPackage;
+use crate::debian::packages::InstalledPackage;
 
 /// Differences between the installed set a lock pins and an actual one,
 /// by package (name and architecture): `name: locked V, installed W`.

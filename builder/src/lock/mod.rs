@@ -11,7 +11,6 @@
 //! reads and writes the canonical file; `coverage` finds the entry an
 //! image needs; `diff` says how two entries differ.
 
-pub mod apt;
 pub mod coverage;
 pub mod diff;
 pub mod format;
@@ -21,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::rootfs::packages::InstalledPackage;
+use crate::debian::packages::InstalledPackage;
 
 /// The lock file's name beside the manifest.
 pub const LOCK_FILE_NAME: &str = "habuild.lock";

@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::apt::{self, PackageIndex};
 use super::{BundleFile, LockedBase, LockedPackage, LockedRepository, FROM_BUNDLE};
 use crate::artifact::checksums::sha256_file;
+use crate::debian::apt::{self, PackageIndex};
+use crate::debian::deb822::stanzas;
+use crate::debian::packages::InstalledPackage;
 use crate::plan::BaseSpec;
-use crate::rootfs::packages::InstalledPackage;
-use crate::util::deb822::stanzas;
 use crate::util::CommandExt;
 
 #[derive(Debug, Clone, Copy)]
@@ -57,7 +57,7 @@ fn file_name(p: &Path) -> String {
 /// the caller knows them).
 pub fn resolve_base(spec: &BaseSpec, opts: ResolveOptions) -> Result<LockedBase> {
     crate::rootfs::base::check_keyrings(spec)?;
-    crate::rootfs::reach::check_sources(&spec.sources, Duration::from_secs(10))?;
+    crate::debian::reach::check_sources(&spec.sources, Duration::from_secs(10))?;
     let arch = spec.arch.debian_name();
     let scratch = tempfile::Builder::new()
         .prefix("habuild-lock-")

@@ -237,7 +237,7 @@ fn resolve_mirror(
         return Ok(m.trim_end_matches('/').to_string());
     }
     if distro.mirror.from_host {
-        return crate::host::apt_sources::host_debian_mirror();
+        return crate::debian::host_sources::host_debian_mirror();
     }
     distro.mirror.by_arch.get(arch).cloned().with_context(|| {
         format!(
@@ -269,7 +269,7 @@ fn resolve_kubernetes(choice: &KubernetesChoice, cluster: &Cluster) -> Result<Ku
         }
         (None, false) => {
             let sources = crate::plan::pkgs_k8s_io_sources(cluster, Path::new("/dev/null"));
-            crate::rootfs::reach::check_sources(&sources, std::time::Duration::from_secs(10))?;
+            crate::debian::reach::check_sources(&sources, std::time::Duration::from_secs(10))?;
             let keyring = choice
                 .keyring
                 .clone()

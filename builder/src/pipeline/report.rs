@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 
+use crate::debian::packages::InstalledPackage;
 use crate::disk::AssembleReport;
-use crate::rootfs::packages::InstalledPackage;
 use crate::rootfs::render::RenderedFile;
 
 #[derive(Debug, Serialize)]

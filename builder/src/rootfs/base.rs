@@ -10,8 +10,8 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::packages::{parse_dpkg_status, InstalledPackage};
-use super::reach;
+use crate::debian::packages::{parse_dpkg_status, InstalledPackage};
+use crate::debian::reach;
 use crate::plan::BaseSpec;
 use crate::util::cmd::run_streaming;
 use crate::util::progress::Step;
@@ -282,7 +282,7 @@ pub fn mmdebstrap_command(spec: &BaseSpec, target: &Path, pinned: bool) -> Comma
     if pinned {
         cmd.arg(format!(
             "--aptopt={}",
-            crate::lock::apt::EXPIRED_RELEASE_OPTION
+            crate::debian::apt::EXPIRED_RELEASE_OPTION
         ));
     }
     if !spec.local_debs.is_empty() {

@@ -4,6 +4,4 @@
 pub mod base;
 pub mod keepalived;
 pub mod layer;
-pub mod packages;
-pub mod reach;
 pub mod render;

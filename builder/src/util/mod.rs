@@ -2,7 +2,6 @@
 
 pub mod cleanup;
 pub mod cmd;
-pub mod deb822;
 pub mod progress;
 
 pub use cmd::CommandExt;

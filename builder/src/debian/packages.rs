@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::util::deb822::stanzas;
+use crate::debian::deb822::stanzas;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
 pub struct InstalledPackage {

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::rootfs::packages::InstalledPackage;
-use crate::util::deb822::stanzas;
+use crate::debian::deb822::stanzas;
+use crate::debian::packages::InstalledPackage;
 
 /// apt's configuration for a scratch root: only the target architecture,
 /// nothing from the host's apt configuration (`Dir` moves every path, and
@@ -323,7 +323,7 @@ SHA256: 3333333333333333333333333333333333333333333333333333333333333333
         assert_eq!(idx[&("tzdata", "2025b-4+deb13u1", "all")].index, 1);
 
         let status = dpkg_status([libc.stanza].into_iter());
-        let installed = crate::rootfs::packages::parse_dpkg_status(&status);
+        let installed = crate::debian::packages::parse_dpkg_status(&status);
         assert_eq!(installed.len(), 1);
         assert_eq!(installed[0].name, "libc6");
     }
