@@ -7,6 +7,7 @@ use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 
 use crate::config::{Board, Cluster, Distro, Node, Role};
+use crate::debian::sources::AptSource;
 use crate::disk::layout::{Arch, PartitionTable};
 
 /// Where kubeadm, kubelet, kubectl and CRI-O come from.
@@ -20,37 +21,6 @@ pub enum KubernetesSource {
     Bundle { dir: PathBuf, debs: Vec<PathBuf> },
     /// Explicitly without the packages: their configuration is still baked in.
     Without,
-}
-
-/// An apt source line as mmdebstrap takes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AptSource {
-    pub uri: String,
-    pub suites: Vec<String>,
-    pub components: Vec<String>,
-    pub signed_by: PathBuf,
-}
-
-impl AptSource {
-    /// One-line format, `deb [signed-by=...] uri suite comps...`, one per suite.
-    pub fn lines(&self) -> Vec<String> {
-        self.suites
-            .iter()
-            .map(|suite| {
-                let mut l = format!(
-                    "deb [signed-by={}] {} {}",
-                    self.signed_by.display(),
-                    self.uri,
-                    suite
-                );
-                for c in &self.components {
-                    l.push(' ');
-                    l.push_str(c);
-                }
-                l
-            })
-            .collect()
-    }
 }
 
 /// Everything the bootstrapper's result depends on; its hash keys the cache.

@@ -10,3 +10,4 @@ pub mod deb822;
 pub mod host_sources;
 pub mod packages;
 pub mod reach;
+pub mod sources;

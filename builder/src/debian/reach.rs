@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use crate::plan::AptSource;
+use super::sources::AptSource;
 
 /// Host and port of an http(s) URI; None for local sources (file:, copy:).
 pub fn host_port(uri: &str) -> Option<(String, u16)> {

@@ -56,7 +56,7 @@ fn file_name(p: &Path) -> String {
 /// The lock entry of `spec` as the archive gives it now (`nodes` empty:
 /// the caller knows them).
 pub fn resolve_base(spec: &BaseSpec, opts: ResolveOptions) -> Result<LockedBase> {
-    crate::rootfs::base::check_keyrings(spec)?;
+    crate::debian::sources::check_keyrings(&spec.sources)?;
     crate::debian::reach::check_sources(&spec.sources, Duration::from_secs(10))?;
     let arch = spec.arch.debian_name();
     let scratch = tempfile::Builder::new()

@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::debian::packages::{parse_dpkg_status, InstalledPackage};
 use crate::debian::reach;
+use crate::debian::sources::check_keyrings;
 use crate::plan::BaseSpec;
 use crate::util::cmd::run_streaming;
 use crate::util::progress::Step;
@@ -80,16 +81,6 @@ pub fn cache_key(spec: &BaseSpec) -> Result<String> {
     Ok(hex::encode(&h.finalize()[..16]))
 }
 
-/// Every source's signing keyring must be there: signatures are always verified.
-pub fn check_keyrings(spec: &BaseSpec) -> Result<()> {
-    for s in &spec.sources {
-        if !s.signed_by.is_file() {
-            bail!("the signing keyring {} for {} is missing: repository signatures are always verified (install the package that ships it, see `habuild doctor`)", s.signed_by.display(), s.uri);
-        }
-    }
-    Ok(())
-}
-
 /// What a lock file requires of a base (see `lock`).
 pub struct Pinned<'a> {
     /// The installed set (name, version, architecture) the base must have:
@@ -102,7 +93,7 @@ pub struct Pinned<'a> {
 
 /// Returns the cached base for `spec`, bootstrapping it first if needed.
 pub fn ensure_base(spec: &BaseSpec, cache_dir: &Path, pinned: Option<&Pinned>) -> Result<Base> {
-    check_keyrings(spec)?;
+    check_keyrings(&spec.sources)?;
     let key = cache_key(spec)?;
     let entry = cache_dir.join("base").join(&key);
     // Two builds needing the same base (parallel tests, `--all`) must not
@@ -351,8 +342,8 @@ fn clamp_times(tree: &Path, epoch: i64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::debian::sources::AptSource;
     use crate::disk::layout::Arch;
-    use crate::plan::AptSource;
 
     fn spec(dir: &Path, packages: &[&str]) -> BaseSpec {
         std::fs::create_dir_all(dir).unwrap();
