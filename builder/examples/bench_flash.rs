@@ -68,7 +68,7 @@ fn main() -> Result<()> {
         Some(other) => bail!("unknown option {other:?} (expected `pairs`)"),
     };
     let bmap_path = flash::default_bmap(&image);
-    let bmap = flash::bmap::read(&bmap_path)?;
+    let bmap = habuild::artifact::bmap::read(&bmap_path)?;
     let size = bmap.image_size;
     let work_in = image.parent().unwrap_or(Path::new("."));
     let work = tempfile::Builder::new()

@@ -26,7 +26,7 @@ fn main() -> Result<()> {
         let meta =
             std::fs::metadata(image).with_context(|| format!("reading {}", image.display()))?;
         let bmap_path = image.with_extension("img.bmap");
-        let bmap = habuild::flash::bmap::read(&bmap_path)?;
+        let bmap = habuild::artifact::bmap::read(&bmap_path)?;
         let zstd = compressed(image, &scratch.path().join("i.zst"), "zstd", &["-3", "-T1"])?;
         let xz = compressed(image, &scratch.path().join("i.xz"), "xz", &["-6", "-T1"])?;
         println!(

@@ -146,8 +146,8 @@ impl Fixture {
     pub fn sums(&self) -> PathBuf {
         self.dir.path().join("SHA256SUMS")
     }
-    pub fn bmap(&self) -> habuild::flash::bmap::Bmap {
-        habuild::flash::bmap::read(&self.bmap_path()).unwrap()
+    pub fn bmap(&self) -> habuild::artifact::bmap::Bmap {
+        habuild::artifact::bmap::read(&self.bmap_path()).unwrap()
     }
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -165,7 +165,11 @@ pub fn read_at(path: &Path, offset: u64, count: u64) -> Vec<u8> {
 }
 
 /// The first mapped range (as "blocks A-B") where `a` and `b` differ.
-pub fn first_difference(bmap: &habuild::flash::bmap::Bmap, a: &Path, b: &Path) -> Option<String> {
+pub fn first_difference(
+    bmap: &habuild::artifact::bmap::Bmap,
+    a: &Path,
+    b: &Path,
+) -> Option<String> {
     for r in &bmap.ranges {
         let span = bmap.byte_range(r);
         if read_at(a, span.start, span.end - span.start)

@@ -13,8 +13,8 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
+use super::bmap::{self, Bmap};
 use super::compare::{read_layout, ImageLayout};
-use crate::flash::bmap::{self, Bmap};
 use crate::flash::sums::{file_name, Sums};
 use crate::util::CommandExt;
 

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
-use super::bmap::{Bmap, MappedRange};
 use super::direct::{AlignedBuf, Target};
 use super::writer::{Head, HEAD};
+use crate::artifact::bmap::{Bmap, MappedRange};
 
 /// The bmap's block size.
 pub const B: u64 = 4096;

@@ -30,13 +30,13 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use indicatif::ProgressBar;
 
-use super::bmap::Bmap;
 use super::direct::Target;
 use super::source::{BackgroundHash, Hash, ImageSource};
 use super::sums::Sums;
 use super::target::BlockFacts;
 use super::writer::Head;
 use super::{bytes_bar, stream, verify, writer, Interrupted, Stopped};
+use crate::artifact::bmap::Bmap;
 
 /// What the target is left as when we stop before the end.
 const NOT_BOOTABLE: &str = "it has no partition table, it will not boot";

@@ -12,14 +12,14 @@
 //! through the page cache and its fsync runs beside the read-back: see
 //! `job`.)
 //!
-//! Modules: `bmap` (reading the map), `source` (raw or zstd image stream),
-//! `sums` (SHA256SUMS), `stream` (the reading thread of a write), `target`
+//! The bmap and SHA256SUMS formats are read through `artifact`. Modules:
+//! `source` (raw or zstd image stream), `sums` (which SHA256SUMS entry
+//! covers the image), `stream` (the reading thread of a write), `target`
 //! (pure safety checks) over `sysfs` (reading /sys and /proc), `direct`
 //! (the target, a device with O_DIRECT), `writer`, `verify` over `ranges` (two
 //! threads over the bmap's ranges), `job` (the order of the writing half);
 //! `refusal` names why we stop.
 
-pub mod bmap;
 pub mod direct;
 #[cfg(test)]
 mod fixture;
@@ -42,6 +42,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use thiserror::Error;
 
+use crate::artifact::bmap::{self, Bmap, ChecksumMismatch};
 use direct::Target;
 use job::Job;
 pub use refusal::Refusal;
@@ -149,7 +150,7 @@ pub fn flash(
         let name = sums::file_name(&bmap_path);
         sums_bmap = s.entry(&name).is_some().then_some(name);
     }
-    let bmap = bmap::read(&bmap_path)?;
+    let bmap = read_bmap(&bmap_path)?;
     let entry = sums
         .as_ref()
         .and_then(|s| s.image_check(&opts.image, &bmap_path, opts.check_image_hash));
@@ -205,12 +206,21 @@ pub fn flash(
     })
 }
 
+/// The block map, checked; a damaged one is a [`Refusal::BmapChecksum`].
+fn read_bmap(path: &Path) -> Result<Bmap> {
+    bmap::read(path).map_err(|err| match err.downcast_ref::<ChecksumMismatch>() {
+        Some(m) => anyhow::Error::from(Refusal::from(m.clone()))
+            .context(format!("reading the block map {}", path.display())),
+        None => err,
+    })
+}
+
 /// Target checks: a block device must pass `target::check_block` and be
 /// confirmed; a regular file must not be a swap file or the image itself.
 fn inspect(
     opts: &FlashOptions,
     host: &sysfs::Host,
-    bmap: &bmap::Bmap,
+    bmap: &Bmap,
     bmap_path: &Path,
     confirm: Confirm,
 ) -> Result<Option<BlockFacts>> {

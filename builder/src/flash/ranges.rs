@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{anyhow, Result};
 
-use super::bmap::Bmap;
 use super::Stopped;
+use crate::artifact::bmap::Bmap;
 
 /// Threads per pass: the machines this runs on have two cores or more, and
 /// with SHA-NI one core hashes about 1.5 GB/s, about what a fast target
@@ -75,7 +75,7 @@ pub fn par_ranges(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flash::bmap::MappedRange;
+    use crate::artifact::bmap::MappedRange;
     use anyhow::bail;
 
     fn bmap(sizes: &[u64]) -> Bmap {

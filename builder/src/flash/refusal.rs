@@ -62,8 +62,8 @@ pub enum Refusal {
         actual: String,
     },
 
-    #[error("the block map's BmapFileChecksum is {expected} but its contents hash to {actual}: the .bmap is damaged or was edited")]
-    BmapChecksum { expected: String, actual: String },
+    #[error(transparent)]
+    BmapChecksum(#[from] crate::artifact::bmap::ChecksumMismatch),
 
     #[error("the image's {range} does not match its block map (expected sha256 {expected}, got {actual}): the image is damaged or the .bmap belongs to another image")]
     ImageRange {

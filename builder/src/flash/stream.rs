@@ -14,10 +14,10 @@ use std::sync::mpsc;
 
 use anyhow::{bail, Result};
 
-use super::bmap::Bmap;
 use super::direct::AlignedBuf;
 use super::source::ImageSource;
 use super::writer::{Head, HEAD};
+use crate::artifact::bmap::Bmap;
 
 /// Large enough that a write is one request to the device, small enough
 /// that the queue stays a few MiB.
@@ -96,7 +96,7 @@ fn push_piece(pieces: &mut Vec<Range<u64>>, r: Range<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flash::bmap::MappedRange;
+    use crate::artifact::bmap::MappedRange;
     use crate::flash::source::Hash;
 
     #[test]

@@ -30,13 +30,13 @@ use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use super::bmap::{Bmap, MappedRange};
 use super::direct::{AlignedBuf, Target, ALIGN};
 use super::ranges::{par_ranges, THREADS};
 use super::refusal::Refusal;
 use super::source::{Hash, ImageSource};
 use super::writer::{Head, HEAD};
 use super::Stopped;
+use crate::artifact::bmap::{Bmap, MappedRange};
 
 /// Bytes per read.
 const READ: usize = 4 << 20;

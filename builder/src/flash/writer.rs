@@ -18,12 +18,12 @@ use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use rustix::fs::FallocateFlags;
 
-use super::bmap::Bmap;
 use super::direct::{AlignedBuf, Target, ALIGN};
 use super::source::ImageSource;
 use super::stream::{self, Chunk};
 use super::target::BlockFacts;
 use super::Stopped;
+use crate::artifact::bmap::Bmap;
 use crate::util::CommandExt;
 
 /// The part of the image written last.

@@ -63,7 +63,7 @@ pub fn write_bmap(image: &Path, bmap_out: &Path) -> Result<BmapSummary> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut tmp = super::artifact_temp(dir).with_context(|| {
+    let mut tmp = crate::artifact::artifact_temp(dir).with_context(|| {
         format!(
             "creating a temporary file in {} for the bmap",
             dir.display()

@@ -1,4 +1,4 @@
-//! Reading a block map (bmap format 2.x, as `artifact::bmap` and bmap-tools
+//! Reading a block map (bmap format 2.x, as `write` and bmap-tools
 //! write it). The format is a handful of flat elements, so a small scanner
 //! is enough; comments are dropped first because they may contain text that
 //! looks like elements.
@@ -12,8 +12,16 @@ use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
 use sha2::{Digest, Sha256};
+use thiserror::Error;
 
-use super::refusal::Refusal;
+/// The file's `BmapFileChecksum` does not match its contents: the `.bmap`
+/// is damaged or was edited. Typed: `flash` refuses on it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("the block map's BmapFileChecksum is {expected} but its contents hash to {actual}: the .bmap is damaged or was edited")]
+pub struct ChecksumMismatch {
+    pub expected: String,
+    pub actual: String,
+}
 
 /// One mapped range of blocks (end exclusive) and the SHA-256 of its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +80,7 @@ pub fn read(path: &Path) -> Result<Bmap> {
 }
 
 /// Parses bmap XML and checks it: its own checksum first (a mismatch is a
-/// [`Refusal::BmapChecksum`]), then that the numbers agree with each other.
+/// [`ChecksumMismatch`]), then that the numbers agree with each other.
 pub fn parse(text: &str) -> Result<Bmap> {
     let body = strip_comments(text);
     let version = attribute(&body, "bmap", "version").context("no <bmap version=...> element")?;
@@ -89,7 +97,7 @@ pub fn parse(text: &str) -> Result<Bmap> {
     let zeroed = text.replace(stored, &"0".repeat(stored.len()));
     let actual = hex::encode(Sha256::digest(zeroed.as_bytes()));
     if !actual.eq_ignore_ascii_case(stored) {
-        return Err(Refusal::BmapChecksum {
+        return Err(ChecksumMismatch {
             expected: stored.to_string(),
             actual,
         }
@@ -252,7 +260,7 @@ mod tests {
         f.write_all_at(&[1; 5000], 0).unwrap();
         f.write_all_at(&[2; 10], 600_000).unwrap();
         let bmap = dir.path().join("a.img.bmap");
-        crate::artifact::bmap::write_bmap(&img, &bmap).unwrap();
+        super::super::write_bmap(&img, &bmap).unwrap();
         (dir, bmap)
     }
 
@@ -277,13 +285,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let tampered = text.replacen("<BlocksCount> 256", "<BlocksCount> 255", 1);
         let err = parse(&tampered).unwrap_err();
-        assert!(
-            matches!(
-                err.downcast_ref::<Refusal>(),
-                Some(Refusal::BmapChecksum { .. })
-            ),
-            "{err:#}"
-        );
+        assert!(err.downcast_ref::<ChecksumMismatch>().is_some(), "{err:#}");
     }
 
     /// A bmap as bmap-tools 3.6 writes it (`bmaptool create`), checksum
