@@ -74,7 +74,7 @@ pub fn build_bundle(
     }
     std::fs::write(
         out.join("SHA256SUMS"),
-        crate::pipeline::output::render_sums(&sums),
+        crate::artifact::checksums::render_sums(&sums),
     )
     .with_context(|| format!("writing {}/SHA256SUMS", out.display()))?;
     Ok(debs)

@@ -1,11 +1,14 @@
-//! SHA-256 of artifacts, and SHA256SUMS files that `sha256sum -c` accepts.
+//! SHA-256 of artifacts, and SHA256SUMS files that `sha256sum -c` accepts:
+//! written here for the build, parsed here for `flash` and `verify`.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
 use sha2::{Digest, Sha256};
+use thiserror::Error;
 
 /// Name of the checksum list written by `write_sha256sums`.
 pub const SHA256SUMS: &str = "SHA256SUMS";
@@ -63,6 +66,91 @@ pub fn write_sha256sums(dir: &Path, names: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// `sha256sum -c` format, sorted by name.
+pub fn render_sums(sums: &BTreeMap<String, String>) -> String {
+    sums.iter()
+        .map(|(name, sha)| format!("{sha}  {name}\n"))
+        .collect()
+}
+
+pub fn parse_sums(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once("  "))
+        .map(|(sha, name)| (name.trim_start_matches('*').to_string(), sha.to_string()))
+        .collect()
+}
+
+/// A file does not match its entry in a SHA256SUMS file. Typed: `flash`
+/// refuses on it, `verify` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{file} does not match its entry in {sums}: expected sha256 {expected}, got {actual}")]
+pub struct SumsMismatch {
+    pub file: String,
+    pub sums: String,
+    pub expected: String,
+    pub actual: String,
+}
+
+/// A directory's SHA256SUMS, as read back by `flash` and `verify`.
+pub struct Sums {
+    pub path: PathBuf,
+    entries: BTreeMap<String, String>,
+}
+
+impl Sums {
+    /// `dir/SHA256SUMS`, or None when there is none (a copied image).
+    pub fn load(dir: &Path) -> Result<Option<Sums>> {
+        let path = dir.join(SHA256SUMS);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(Sums::parse(path, &text))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// The entries of `text`, read from `path` (named in mismatches).
+    pub fn parse(path: PathBuf, text: &str) -> Sums {
+        Sums {
+            path,
+            entries: parse_sums(text),
+        }
+    }
+
+    pub fn entry(&self, name: &str) -> Option<&str> {
+        self.entries.get(name).map(String::as_str)
+    }
+
+    /// Compares `actual` with the entry for `name` (no entry: nothing to check).
+    pub fn check(&self, name: &str, actual: &str) -> Result<(), SumsMismatch> {
+        match self.entry(name) {
+            Some(expected) if !expected.eq_ignore_ascii_case(actual) => Err(SumsMismatch {
+                file: name.to_string(),
+                sums: self.path.display().to_string(),
+                expected: expected.to_string(),
+                actual: actual.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Hashes `file` (small: the bmap) and checks it now.
+    pub fn check_file(&self, file: &Path) -> Result<()> {
+        let name = file_name(file);
+        if self.entry(&name).is_some() {
+            let actual = sha256_file(file)?;
+            self.check(&name, &actual)?;
+        }
+        Ok(())
+    }
+}
+
+/// The name SHA256SUMS lists a file under: its last component.
+pub fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +197,25 @@ mod tests {
         assert!(sha256sum_line("00", "a\nb").is_err());
         assert!(sha256sum_line("00", "a\\b").is_err());
         assert!(write_sha256sums(Path::new("/nonexistent"), &["x"]).is_err());
+    }
+
+    #[test]
+    fn sums_round_trip() {
+        let mut m = BTreeMap::new();
+        m.insert("x.img".to_string(), "ab".to_string());
+        assert_eq!(parse_sums(&render_sums(&m)), m);
+    }
+
+    #[test]
+    fn a_mismatch_names_both_sums() {
+        let s = Sums::parse(PathBuf::from("out/SHA256SUMS"), "aa  n.img\n");
+        assert_eq!(s.check("n.img", "AA"), Ok(()));
+        assert_eq!(s.check("unlisted", "zz"), Ok(()));
+        let err = s.check("n.img", "ab").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("expected sha256 aa, got ab") && msg.contains("out/SHA256SUMS"),
+            "{msg}"
+        );
     }
 }

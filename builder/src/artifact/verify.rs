@@ -14,8 +14,8 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use super::bmap::{self, Bmap};
+use super::checksums::{file_name, Sums};
 use super::compare::{read_layout, ImageLayout};
-use crate::flash::sums::{file_name, Sums};
 use crate::util::CommandExt;
 
 /// What to check and against what.

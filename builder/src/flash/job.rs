@@ -32,11 +32,11 @@ use indicatif::ProgressBar;
 
 use super::direct::Target;
 use super::source::{BackgroundHash, Hash, ImageSource};
-use super::sums::Sums;
 use super::target::BlockFacts;
 use super::writer::Head;
-use super::{bytes_bar, stream, verify, writer, Interrupted, Stopped};
+use super::{bytes_bar, stream, verify, writer, Interrupted, Refusal, Stopped};
 use crate::artifact::bmap::Bmap;
+use crate::artifact::checksums::Sums;
 
 /// What the target is left as when we stop before the end.
 const NOT_BOOTABLE: &str = "it has no partition table, it will not boot";
@@ -116,7 +116,9 @@ impl Job<'_> {
             None => streamed,
         };
         if let (Some(s), Some((name, _)), Some(actual)) = (sums, entry, &image_sum) {
-            s.check(name, actual).with_context(|| self.unusable())?;
+            s.check(name, actual)
+                .map_err(Refusal::from)
+                .with_context(|| self.unusable())?;
         }
         if self.block.is_some() {
             self.flush(target)?;

@@ -6,7 +6,7 @@
 //! partition table included; zeros written only where that did not leave
 //! zeros) → read the image's first MiB and hold it back → write the mapped
 //! ranges past it (hashing the whole image against SHA256SUMS alongside
-//! only when that adds something: see `sums::Sums::image_check`) → fsync
+//! only when that adds something: see `sums::image_check`) → fsync
 //! → read every mapped range back and check it against the bmap → write
 //! the first MiB → fsync → read it back. (A regular file is written
 //! through the page cache and its fsync runs beside the read-back: see
@@ -43,11 +43,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use thiserror::Error;
 
 use crate::artifact::bmap::{self, Bmap, ChecksumMismatch};
+use crate::artifact::checksums::{file_name, Sums};
 use direct::Target;
 use job::Job;
 pub use refusal::Refusal;
 use source::{Hash, ImageSource};
-use sums::Sums;
 use target::BlockFacts;
 
 #[derive(Debug, Clone)]
@@ -62,7 +62,7 @@ pub struct FlashOptions {
     pub yes: bool,
     /// Also hash the whole image against its SHA256SUMS entry when the
     /// bmap's entry already covers every byte written (see
-    /// `sums::Sums::image_check`).
+    /// `sums::image_check`).
     pub check_image_hash: bool,
 }
 
@@ -146,14 +146,14 @@ pub fn flash(
     let sums = Sums::load(opts.image.parent().unwrap_or(Path::new(".")))?;
     let mut sums_bmap = None;
     if let Some(s) = &sums {
-        s.check_file(&bmap_path)?;
-        let name = sums::file_name(&bmap_path);
+        sums::check_file(s, &bmap_path)?;
+        let name = file_name(&bmap_path);
         sums_bmap = s.entry(&name).is_some().then_some(name);
     }
     let bmap = read_bmap(&bmap_path)?;
     let entry = sums
         .as_ref()
-        .and_then(|s| s.image_check(&opts.image, &bmap_path, opts.check_image_hash));
+        .and_then(|s| sums::image_check(s, &opts.image, &bmap_path, opts.check_image_hash));
     if sums.is_some() && sums_bmap.is_none() && entry.is_none() {
         log::warn!(
             "SHA256SUMS lists neither {} nor its block map; relying on the block map's own checksum",

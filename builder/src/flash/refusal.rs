@@ -54,13 +54,8 @@ pub enum Refusal {
     #[error("{path} is the image or its block map itself")]
     SameAsSource { path: String },
 
-    #[error("{file} does not match its entry in {sums}: expected sha256 {expected}, got {actual}")]
-    SumsMismatch {
-        file: String,
-        sums: String,
-        expected: String,
-        actual: String,
-    },
+    #[error(transparent)]
+    SumsMismatch(#[from] crate::artifact::checksums::SumsMismatch),
 
     #[error(transparent)]
     BmapChecksum(#[from] crate::artifact::bmap::ChecksumMismatch),

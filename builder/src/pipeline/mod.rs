@@ -297,7 +297,7 @@ fn verify_bundle_sums(dir: &Path, debs: &[PathBuf]) -> Result<()> {
     if !sums_path.is_file() {
         return Ok(());
     }
-    let sums = output::parse_sums(
+    let sums = artifact::checksums::parse_sums(
         &std::fs::read_to_string(&sums_path)
             .with_context(|| format!("reading {}", sums_path.display()))?,
     );
