@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 
 use super::direct::{AlignedBuf, Target};
-use super::writer::{Head, HEAD};
+use super::stream::{Head, HEAD};
 use crate::artifact::bmap::{Bmap, MappedRange};
 
 /// The bmap's block size.

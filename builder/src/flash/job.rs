@@ -32,8 +32,8 @@ use indicatif::ProgressBar;
 
 use super::direct::Target;
 use super::source::{BackgroundHash, Hash, ImageSource};
+use super::stream::Head;
 use super::target::BlockFacts;
-use super::writer::Head;
 use super::{bytes_bar, stream, verify, writer, Interrupted, Refusal, Stopped};
 use crate::artifact::bmap::Bmap;
 use crate::artifact::checksums::Sums;

@@ -16,8 +16,18 @@ use anyhow::{bail, Result};
 
 use super::direct::AlignedBuf;
 use super::source::ImageSource;
-use super::writer::{Head, HEAD};
 use crate::artifact::bmap::Bmap;
+
+/// The part of the image written last.
+pub const HEAD: u64 = 1 << 20;
+
+/// The first MiB of the image, held back until everything else is written.
+#[derive(Debug)]
+pub struct Head {
+    pub buf: AlignedBuf,
+    /// Mapped pieces of `buf`; the rest is zeros and already zero on the target.
+    pub pieces: Vec<Range<u64>>,
+}
 
 /// Large enough that a write is one request to the device, small enough
 /// that the queue stays a few MiB.

@@ -34,7 +34,7 @@ use super::direct::{AlignedBuf, Target, ALIGN};
 use super::ranges::{par_ranges, THREADS};
 use super::refusal::Refusal;
 use super::source::{Hash, ImageSource};
-use super::writer::{Head, HEAD};
+use super::stream::{Head, HEAD};
 use super::Stopped;
 use crate::artifact::bmap::{Bmap, MappedRange};
 

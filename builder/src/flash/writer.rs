@@ -20,14 +20,11 @@ use rustix::fs::FallocateFlags;
 
 use super::direct::{AlignedBuf, Target, ALIGN};
 use super::source::ImageSource;
-use super::stream::{self, Chunk};
+use super::stream::{self, Chunk, Head, HEAD};
 use super::target::BlockFacts;
 use super::Stopped;
 use crate::artifact::bmap::Bmap;
 use crate::util::CommandExt;
-
-/// The part of the image written last.
-pub const HEAD: u64 = 1 << 20;
 
 /// What must read as zeros for the old contents to be unreachable: the MBR
 /// (sector 0) and the primary GPT (header in LBA 1, 128 entries of 128
@@ -51,14 +48,6 @@ const QUEUE: usize = 4;
 /// while the card is still busy for minutes, and Ctrl-C would wait for all
 /// of it. Direct writes need no such flush: each one waits for the device.
 const BLOCK_SYNC_EVERY: u64 = 64 << 20;
-
-/// The first MiB of the image, held back until everything else is written.
-#[derive(Debug)]
-pub struct Head {
-    pub buf: AlignedBuf,
-    /// Mapped pieces of `buf`; the rest is zeros and already zero on the target.
-    pub pieces: Vec<Range<u64>>,
-}
 
 /// What preparing a block device did, in bytes.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
