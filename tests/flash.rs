@@ -114,7 +114,7 @@ fn zstd_image_is_streamed() {
 
     // Listed under its own name: the compressed file is checked, and a
     // wrong entry is refused.
-    let sum = habuild::artifact::checksums::sha256_file(&zst).unwrap();
+    let sum = habuild::util::digest::sha256_file(&zst).unwrap();
     let sums = std::fs::read_to_string(fx.sums()).unwrap();
     std::fs::write(fx.sums(), format!("{sums}{sum}  master-arm-1.img.zst\n")).unwrap();
     o.target = fx.path("again.img");
@@ -309,7 +309,7 @@ fn refuses_damaged_bmap_and_sums_mismatches() {
 
     // SHA256SUMS disagrees with the bmap: refused before anything is written.
     let sums = std::fs::read_to_string(fx.sums()).unwrap();
-    let bmap_sum = habuild::artifact::checksums::sha256_file(&fx.bmap_path()).unwrap();
+    let bmap_sum = habuild::util::digest::sha256_file(&fx.bmap_path()).unwrap();
     std::fs::write(fx.sums(), sums.replace(&bmap_sum, &"1".repeat(64))).unwrap();
     assert!(matches!(
         refusal(&opts(&fx.image(), &target)),
@@ -332,7 +332,7 @@ fn refuses_damaged_bmap_and_sums_mismatches() {
 
     // The image's SHA256SUMS entry wrong. By default only the bmap's entry
     // is checked (it covers every byte written), so the flash succeeds.
-    let img_sum = habuild::artifact::checksums::sha256_file(&fx.image()).unwrap();
+    let img_sum = habuild::util::digest::sha256_file(&fx.image()).unwrap();
     let wrong_image = sums.replace(&img_sum, &"2".repeat(64));
     std::fs::write(fx.sums(), &wrong_image).unwrap();
     flash_ok(&opts(&fx.image(), &target));

@@ -68,7 +68,7 @@ pub fn build_bundle(
                 .expect("named")
                 .to_string_lossy()
                 .into_owned(),
-            crate::artifact::checksums::sha256_file(&deb)?,
+            crate::util::digest::sha256_file(&deb)?,
         );
         debs.push(deb);
     }

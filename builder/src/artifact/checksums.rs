@@ -2,36 +2,16 @@
 //! written here for the build, parsed here for `flash` and `verify`.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
+
+use crate::util::digest::sha256_file;
 
 /// Name of the checksum list written by `write_sha256sums`.
 pub const SHA256SUMS: &str = "SHA256SUMS";
-
-/// Hex SHA-256 of a file, read in 1 MiB chunks (images are gigabytes).
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file =
-        File::open(path).with_context(|| format!("opening {} to hash it", path.display()))?;
-    sha256_reader(&mut file).with_context(|| format!("reading {} to hash it", path.display()))
-}
-
-pub(crate) fn sha256_reader(reader: &mut impl Read) -> std::io::Result<String> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
 
 /// The `sha256sum` line for one file: `<hex>  <name>`. Names with newlines or
 /// backslashes would need sha256sum's escaping; we never produce such names,
@@ -156,21 +136,6 @@ mod tests {
     use super::*;
     use crate::util::CommandExt;
     use std::process::Command;
-
-    #[test]
-    fn known_digest() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("abc");
-        std::fs::write(&p, "abc").unwrap();
-        assert_eq!(
-            sha256_file(&p).unwrap(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-        // Spans several 1 MiB reads.
-        std::fs::write(&p, vec![7u8; (3 << 20) + 5]).unwrap();
-        let want = hex::encode(Sha256::digest(vec![7u8; (3 << 20) + 5]));
-        assert_eq!(sha256_file(&p).unwrap(), want);
-    }
 
     #[test]
     fn sums_file_is_sorted_and_sha256sum_accepts_it() {

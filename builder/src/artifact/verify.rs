@@ -100,7 +100,7 @@ pub fn verify(req: &VerifyRequest) -> Result<Vec<Finding>> {
             "{name} against {}",
             req.sums_dir.join(super::checksums::SHA256SUMS).display()
         );
-        let actual = super::checksums::sha256_file(&req.target)?;
+        let actual = crate::util::digest::sha256_file(&req.target)?;
         out.push(if actual.eq_ignore_ascii_case(expected) {
             Finding::ok(check)
         } else {

@@ -350,6 +350,13 @@ pub fn parse_ttl(s: &str) -> Result<u64, String> {
     Ok(total)
 }
 
+/// A `sha256:<64 hex>` value as written by a user (any hex case).
+pub fn parse_sha256_pin(s: &str) -> Option<String> {
+    let hex = s.trim().strip_prefix("sha256:")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| format!("sha256:{}", hex.to_ascii_lowercase()))
+}
+
 fn is_version(s: &str, parts: usize) -> bool {
     let p: Vec<&str> = s.split('.').collect();
     p.len() == parts
@@ -425,7 +432,7 @@ fn validate(file: &Path, raw: RawManifest, known: &Known) -> Result<Cluster, Con
         p.add("cluster.bootstrap_token_ttl", e);
     }
     let ca_fingerprint = c.ca_fingerprint.as_deref().and_then(|f| {
-        let pin = crate::pki::cert::parse_sha256_pin(f);
+        let pin = parse_sha256_pin(f);
         if pin.is_none() {
             p.add(
                 "cluster.ca_fingerprint",

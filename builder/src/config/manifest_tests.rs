@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::manifest::{parse, Known, Role};
+use super::manifest::{parse, parse_sha256_pin, Known, Role};
 use super::ConfigErrors;
 
 const SEED: &str = include_str!("../../../manifests/seed.toml");
@@ -335,4 +335,16 @@ fn mac_only_on_directors_and_unique() {
         );
     assert!(error_for(&m, "nodes[1].mac")
         .contains("duplicate MAC address 52:54:00:12:34:56 (also nodes[0].mac)"));
+}
+
+#[test]
+fn pins_are_normalised() {
+    let hex = "AB".repeat(32);
+    assert_eq!(
+        parse_sha256_pin(&format!("sha256:{hex}")).unwrap(),
+        format!("sha256:{}", "ab".repeat(32))
+    );
+    assert!(parse_sha256_pin(&hex).is_none());
+    assert!(parse_sha256_pin("sha256:abc").is_none());
+    assert!(parse_sha256_pin(&format!("sha1:{hex}")).is_none());
 }

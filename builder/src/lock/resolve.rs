@@ -16,11 +16,11 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use super::{BundleFile, LockedBase, LockedPackage, LockedRepository, FROM_BUNDLE};
-use crate::artifact::checksums::sha256_file;
 use crate::debian::apt::{self, PackageIndex};
 use crate::debian::deb822::stanzas;
 use crate::debian::packages::InstalledPackage;
 use crate::plan::BaseSpec;
+use crate::util::digest::sha256_file;
 use crate::util::CommandExt;
 
 #[derive(Debug, Clone, Copy)]

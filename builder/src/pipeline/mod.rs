@@ -306,7 +306,7 @@ fn verify_bundle_sums(dir: &Path, debs: &[PathBuf]) -> Result<()> {
         let expected = sums
             .get(name)
             .with_context(|| format!("{} does not list {name}", sums_path.display()))?;
-        let actual = artifact::checksums::sha256_file(deb)?;
+        let actual = crate::util::digest::sha256_file(deb)?;
         if &actual != expected {
             bail!("{name} in the offline bundle does not match {} (sha256 {actual}, expected {expected})", sums_path.display());
         }
@@ -460,7 +460,7 @@ fn build_node(
     for name in [&bmap_name, &fw_name, &json_name, &image_name] {
         files.push((
             name.clone(),
-            artifact::checksums::sha256_file(&pending.join(name))?,
+            crate::util::digest::sha256_file(&pending.join(name))?,
         ));
     }
     step.finish();
@@ -489,7 +489,7 @@ fn kubernetes_report(plan: &NodePlan) -> Result<KubernetesReport> {
         KubernetesSource::Bundle { debs, .. } => {
             let mut b = Vec::new();
             for d in debs {
-                b.push(BundleDeb { file: d.file_name().unwrap_or_default().to_string_lossy().into(), sha256: artifact::checksums::sha256_file(d)? });
+                b.push(BundleDeb { file: d.file_name().unwrap_or_default().to_string_lossy().into(), sha256: crate::util::digest::sha256_file(d)? });
             }
             ("bundle", b, None)
         }

@@ -73,28 +73,9 @@ pub fn discovery_hash(cert: &CertInfo) -> String {
     format!("sha256:{}", sha256_hex(&cert.spki_der))
 }
 
-/// A `sha256:<64 hex>` value as written by a user (any hex case).
-pub fn parse_sha256_pin(s: &str) -> Option<String> {
-    let hex = s.trim().strip_prefix("sha256:")?;
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| format!("sha256:{}", hex.to_ascii_lowercase()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pins_are_normalised() {
-        let hex = "AB".repeat(32);
-        assert_eq!(
-            parse_sha256_pin(&format!("sha256:{hex}")).unwrap(),
-            format!("sha256:{}", "ab".repeat(32))
-        );
-        assert!(parse_sha256_pin(&hex).is_none());
-        assert!(parse_sha256_pin("sha256:abc").is_none());
-        assert!(parse_sha256_pin(&format!("sha1:{hex}")).is_none());
-    }
 
     #[test]
     fn garbage_is_rejected_without_echo() {

@@ -91,7 +91,7 @@ impl ClusterSecrets {
         }
         let fingerprint = ca.as_ref().map(|c| cert::fingerprint(&c.der));
         if let (Some(recorded), Some(actual)) = (&parts.ca_fingerprint, &fingerprint) {
-            match cert::parse_sha256_pin(recorded) {
+            match crate::config::manifest::parse_sha256_pin(recorded) {
                 None => problems.push((
                     "ca_fingerprint".into(),
                     "not a \"sha256:<64 hex digits>\" value".into(),

@@ -228,7 +228,7 @@ fn list_tree_files(boot: &Path, rendered: Vec<RenderedFile>) -> Result<Vec<Rende
         let mode = e.metadata()?.permissions().mode() & 0o7777;
         out.push(RenderedFile {
             path: rel,
-            sha256: crate::artifact::checksums::sha256_file(e.path())?,
+            sha256: crate::util::digest::sha256_file(e.path())?,
             mode,
         });
     }

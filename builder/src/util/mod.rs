@@ -2,6 +2,7 @@
 
 pub mod cleanup;
 pub mod cmd;
+pub mod digest;
 pub mod progress;
 
 pub use cmd::CommandExt;
