@@ -44,7 +44,7 @@ pub struct DiskSpec {
     pub image_size: Option<u64>,
     pub power_of_two: bool,
     /// What writes the root filesystem.
-    pub ext4_writer: crate::fs::Ext4Writer,
+    pub ext4_writer: crate::config::Ext4Writer,
 }
 
 #[derive(Debug, Clone)]
@@ -72,7 +72,7 @@ pub struct PlanInputs {
     pub kubernetes: KubernetesSource,
     pub partition_table: Option<PartitionTable>,
     pub image_size: Option<u64>,
-    pub ext4_writer: crate::fs::Ext4Writer,
+    pub ext4_writer: crate::config::Ext4Writer,
     pub source_date_epoch: i64,
 }
 

@@ -4,6 +4,7 @@
 pub mod board;
 pub mod distro;
 pub mod error;
+pub mod image;
 pub mod manifest;
 pub mod net;
 
@@ -17,6 +18,7 @@ use anyhow::{bail, Context, Result};
 pub use board::Board;
 pub use distro::Distro;
 pub use error::{ConfigError, ConfigErrors};
+pub use image::Ext4Writer;
 pub use manifest::{Cluster, Node, Role};
 
 /// The data directories habuild reads: `boards/`, `manifests/`, `overlays/`.

@@ -11,7 +11,8 @@ use std::time::Instant;
 use anyhow::{ensure, Context, Result};
 use uuid::Uuid;
 
-use crate::fs::{ext4, fat, Ext4Writer};
+use crate::config::Ext4Writer;
+use crate::fs::{ext4, fat};
 use layout::{DiskLayout, PartitionRole, PlacedPartition};
 
 pub struct AssembleRequest<'a> {
@@ -98,8 +99,14 @@ fn build_partition(req: &AssembleRequest, part: &PlacedPartition, image: &Path) 
                 hash_seed: table::derive_uuid(req.seed, &format!("ext4 hash seed {}", part.label)),
                 source_date_epoch: req.source_date_epoch,
             };
-            req.ext4_writer
-                .make(image, part.start, part.size, req.root_tree, &params)
+            crate::fs::make_ext4_with(
+                req.ext4_writer,
+                image,
+                part.start,
+                part.size,
+                req.root_tree,
+                &params,
+            )
         }
     }
     .with_context(|| format!("building partition `{}` of {}", part.label, image.display()))?;

@@ -16,61 +16,20 @@ use anyhow::{Context, Result};
 use rustix::fs::{FallocateFlags, SeekFrom as RxSeek};
 use rustix::io::Errno;
 
-/// Which program writes the root ext4. Both take the same parameters and
-/// give reproducible images with the same per-file metadata; they differ
-/// in speed, features and maturity.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Ext4Writer {
-    /// `mke2fs -d` from e2fsprogs (>= 1.47.1): the reference
-    /// implementation, with our pinned feature set including `64bit` and
-    /// `resize_inode`.
-    Mke2fs,
-    /// The pure-Rust `mkext4` crate, in process: about half of mke2fs's
-    /// time on a Debian root tree, but without `64bit` and `resize_inode`
-    /// (online growth converts to `meta_bg`), UTF-8 names only, and resting
-    /// on a young crate (0.0.x) rather than e2fsprogs. The default: images
-    /// made with it pass the same checks and QEMU tiers (README).
-    #[default]
-    Native,
-}
+use crate::config::Ext4Writer;
 
-impl std::fmt::Display for Ext4Writer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl Ext4Writer {
-    /// The name users write (`--ext4-writer`) and the node report records.
-    pub fn name(self) -> &'static str {
-        match self {
-            Ext4Writer::Mke2fs => "mke2fs",
-            Ext4Writer::Native => "native",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Ext4Writer, String> {
-        match s {
-            "mke2fs" => Ok(Ext4Writer::Mke2fs),
-            "native" => Ok(Ext4Writer::Native),
-            _ => Err(format!("{s:?}: expected native or mke2fs")),
-        }
-    }
-
-    /// Makes the filesystem with this writer; see [`ext4::make_ext4`].
-    pub fn make(
-        self,
-        image: &std::path::Path,
-        offset: u64,
-        size: u64,
-        tree: &std::path::Path,
-        params: &ext4::Ext4Params,
-    ) -> Result<()> {
-        match self {
-            Ext4Writer::Mke2fs => ext4::make_ext4(image, offset, size, tree, params),
-            Ext4Writer::Native => ext4_native::make_ext4_native(image, offset, size, tree, params),
-        }
+/// Makes the root ext4 with `writer`; see [`ext4::make_ext4`].
+pub fn make_ext4_with(
+    writer: Ext4Writer,
+    image: &std::path::Path,
+    offset: u64,
+    size: u64,
+    tree: &std::path::Path,
+    params: &ext4::Ext4Params,
+) -> Result<()> {
+    match writer {
+        Ext4Writer::Mke2fs => ext4::make_ext4(image, offset, size, tree, params),
+        Ext4Writer::Native => ext4_native::make_ext4_native(image, offset, size, tree, params),
     }
 }
 

@@ -56,7 +56,7 @@ pub struct PlanRequest {
     pub kubernetes: KubernetesChoice,
     pub partition_table: Option<PartitionTable>,
     pub image_size: Option<u64>,
-    pub ext4_writer: crate::fs::Ext4Writer,
+    pub ext4_writer: crate::config::Ext4Writer,
     pub source_date_epoch: i64,
 }
 

@@ -58,7 +58,7 @@ pub struct ImageReport {
     pub size: u64,
     pub partition_table: String,
     /// What wrote the root filesystem (`--ext4-writer`).
-    pub ext4_writer: crate::fs::Ext4Writer,
+    pub ext4_writer: crate::config::Ext4Writer,
     pub layout: AssembleReport,
 }
 
