@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 
+use crate::config::board::{Arch, PartitionTable};
 use crate::config::{Board, Cluster, Distro, Node, Role};
 use crate::debian::sources::AptSource;
-use crate::disk::layout::{Arch, PartitionTable};
 
 /// Where kubeadm, kubelet, kubectl and CRI-O come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

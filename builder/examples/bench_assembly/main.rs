@@ -35,10 +35,9 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
+use habuild::config::board::{Arch, PartitionRole, PartitionTable};
 use habuild::config::Ext4Writer;
-use habuild::disk::layout::{
-    default_image_size, plan_layout, Arch, PartitionRequest, PartitionRole, PartitionTable, MIB,
-};
+use habuild::disk::layout::{default_image_size, plan_layout, PartitionRequest, MIB};
 use habuild::util::CommandExt;
 
 mod repart;

@@ -6,9 +6,9 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use super::sources::SourceArgs;
+use crate::config::board::PartitionTable;
 use crate::config::Ext4Writer;
 use crate::config::Project;
-use crate::disk::layout::PartitionTable;
 use crate::pipeline::{self, BuildRequest, PlanRequest, Selection};
 
 #[derive(Debug, Args)]

@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::error::{parse_toml, ConfigError, ConfigErrors};
-use crate::disk::layout::{Arch, PartitionTable};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +35,45 @@ pub struct Board {
     pub distro: BTreeMap<String, BoardDistro>,
     /// How `habuild test` boots this board's image under QEMU.
     pub qemu: Option<QemuProfile>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartitionTable {
+    Mbr,
+    Gpt,
+}
+
+/// Target CPU architecture; it picks the GPT root partition type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Arm64,
+    Amd64,
+}
+
+impl Arch {
+    /// The architecture's name in Debian and Ubuntu (dpkg, mmdebstrap).
+    pub fn debian_name(self) -> &'static str {
+        match self {
+            Arch::Arm64 => "arm64",
+            Arch::Amd64 => "amd64",
+        }
+    }
+}
+
+/// What a partition is for; it determines the partition type and which
+/// filesystem `disk::assemble` puts into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartitionRole {
+    /// FAT32 firmware partition (Raspberry Pi): MBR 0x0c with the boot
+    /// flag, GPT "Microsoft basic data".
+    Boot,
+    /// EFI System Partition: MBR 0xef, GPT ESP type.
+    Esp,
+    /// Linux root: MBR 0x83, GPT Discoverable Partitions root type for the arch.
+    Root,
 }
 
 /// A QEMU machine that boots the board's image as it is.
@@ -143,5 +181,26 @@ pub fn parse(file: &Path, text: &str) -> Result<Board, ConfigErrors> {
         Ok(board)
     } else {
         Err(ConfigErrors(problems))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_names_are_lowercase() {
+        #[derive(Deserialize)]
+        struct T {
+            table: PartitionTable,
+            arch: Arch,
+            role: PartitionRole,
+        }
+        let t: T = toml::from_str("table = \"gpt\"\narch = \"arm64\"\nrole = \"esp\"").unwrap();
+        assert_eq!(
+            (t.table, t.arch, t.role),
+            (PartitionTable::Gpt, Arch::Arm64, PartitionRole::Esp)
+        );
+        assert!(toml::from_str::<T>("table = \"GPT\"\narch = \"arm64\"\nrole = \"esp\"").is_err());
     }
 }

@@ -3,8 +3,9 @@
 //! Pure functions only, so every rule (alignment, the fill partition, the GPT
 //! tail, MBR limits) is covered by table tests without touching a disk.
 
-use serde::Deserialize;
 use thiserror::Error;
+
+use crate::config::board::{Arch, PartitionRole, PartitionTable};
 
 /// One mebibyte, the unit all partitions are aligned to.
 pub const MIB: u64 = 1 << 20;
@@ -34,45 +35,6 @@ pub const GPT_NAME_MAX_UNITS: usize = 36;
 
 /// Minimum headroom for ext4 metadata and journal on the root partition.
 const ROOT_MIN_HEADROOM: u64 = 256 * MIB;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PartitionTable {
-    Mbr,
-    Gpt,
-}
-
-/// Target CPU architecture; it picks the GPT root partition type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Arch {
-    Arm64,
-    Amd64,
-}
-
-impl Arch {
-    /// The architecture's name in Debian and Ubuntu (dpkg, mmdebstrap).
-    pub fn debian_name(self) -> &'static str {
-        match self {
-            Arch::Arm64 => "arm64",
-            Arch::Amd64 => "amd64",
-        }
-    }
-}
-
-/// What a partition is for; it determines the partition type and which
-/// filesystem `disk::assemble` puts into it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PartitionRole {
-    /// FAT32 firmware partition (Raspberry Pi): MBR 0x0c with the boot
-    /// flag, GPT "Microsoft basic data".
-    Boot,
-    /// EFI System Partition: MBR 0xef, GPT ESP type.
-    Esp,
-    /// Linux root: MBR 0x83, GPT Discoverable Partitions root type for the arch.
-    Root,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionRequest {
@@ -540,18 +502,5 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn serde_names_are_lowercase() {
-        #[derive(Deserialize)]
-        struct T {
-            table: PartitionTable,
-            arch: Arch,
-            role: PartitionRole,
-        }
-        let t: T = toml::from_str("table = \"gpt\"\narch = \"arm64\"\nrole = \"esp\"").unwrap();
-        assert_eq!((t.table, t.arch, t.role), (Gpt, Arch::Arm64, Esp));
-        assert!(toml::from_str::<T>("table = \"GPT\"\narch = \"arm64\"\nrole = \"esp\"").is_err());
     }
 }

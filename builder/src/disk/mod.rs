@@ -11,9 +11,10 @@ use std::time::Instant;
 use anyhow::{ensure, Context, Result};
 use uuid::Uuid;
 
+use crate::config::board::PartitionRole;
 use crate::config::Ext4Writer;
 use crate::fs::{ext4, fat};
-use layout::{DiskLayout, PartitionRole, PlacedPartition};
+use layout::{DiskLayout, PlacedPartition};
 
 pub struct AssembleRequest<'a> {
     pub layout: &'a DiskLayout,
@@ -192,8 +193,9 @@ pub fn assemble(req: &AssembleRequest, image: &Path) -> Result<AssembleReport> {
 
 #[cfg(test)]
 mod tests {
-    use super::layout::{plan_layout, Arch, PartitionRequest, PartitionTable, MIB};
+    use super::layout::{plan_layout, PartitionRequest, MIB};
     use super::*;
+    use crate::config::board::{Arch, PartitionTable};
     use crate::util::CommandExt;
     use std::fs;
     use std::io::{Read, Seek, SeekFrom, Write};

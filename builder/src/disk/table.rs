@@ -12,7 +12,8 @@ use gpt::partition_types::{self, Type};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::layout::{Arch, DiskLayout, PartitionRole, PartitionTable, PlacedPartition, SECTOR};
+use super::layout::{DiskLayout, PlacedPartition, SECTOR};
+use crate::config::board::{Arch, PartitionRole, PartitionTable};
 
 /// Namespace for every UUID habuild derives (v5). Fixed forever: changing it
 /// changes every disk, partition and filesystem id of every image.

@@ -12,10 +12,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use crate::artifact;
+use crate::config::board::{PartitionRole, PartitionTable};
 use crate::config::{Cluster, Node, Project};
-use crate::disk::layout::{
-    default_image_size, plan_layout, PartitionRequest, PartitionRole, PartitionTable,
-};
+use crate::disk::layout::{default_image_size, plan_layout, PartitionRequest};
 use crate::plan::{plan_node, KubernetesSource, NodePlan, PlanInputs};
 use crate::rootfs::{base, layer};
 use crate::util::cleanup;

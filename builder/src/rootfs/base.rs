@@ -342,8 +342,8 @@ fn clamp_times(tree: &Path, epoch: i64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::board::Arch;
     use crate::debian::sources::AptSource;
-    use crate::disk::layout::Arch;
 
     fn spec(dir: &Path, packages: &[&str]) -> BaseSpec {
         std::fs::create_dir_all(dir).unwrap();
