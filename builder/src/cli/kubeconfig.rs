@@ -35,7 +35,7 @@ pub fn run(a: &KubeconfigArgs) -> Result<()> {
     let path = store::resolve(&manifest, a.secrets.as_deref());
     let s = store::load_for_cluster(&path, &cluster, &manifest)?;
     let client = kubeconfig::issue_admin(&s, time::OffsetDateTime::now_utc(), a.days)?;
-    let server = format!("https://{}:{}", cluster.vip, cluster.api_port);
+    let server = format!("https://{}:{}", cluster.vip.address, cluster.vip.port);
     let text = kubeconfig::render(&cluster.name, &server, &s.ca.cert, &client);
     let out = a
         .out

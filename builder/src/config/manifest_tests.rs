@@ -47,8 +47,8 @@ fn error_for(text: &str, key: &str) -> String {
 #[test]
 fn seed_manifest_is_the_seed_cluster() {
     let c = load(SEED).unwrap();
-    assert_eq!(c.vip.to_string(), "10.10.197.101");
-    assert_eq!(c.api_port, 6443);
+    assert_eq!(c.vip.address.to_string(), "10.10.197.101");
+    assert_eq!(c.vip.port, 6443);
     assert_eq!(c.distro, "ubuntu-24.04");
     assert_eq!(c.pod_subnet.to_string(), "10.88.0.0/16");
     let names: Vec<(&str, String)> = c

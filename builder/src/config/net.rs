@@ -40,6 +40,13 @@ impl Ipv4Cidr {
     }
 }
 
+/// As written in the manifest ("10.88.0.0/16"), e.g. for templates.
+impl serde::Serialize for Ipv4Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl fmt::Display for Ipv4Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)

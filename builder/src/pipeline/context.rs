@@ -27,19 +27,19 @@ pub fn render_context(plan: &NodePlan) -> RenderContext {
             pod_subnet: c.pod_subnet.to_string(),
             service_subnet: c.service_subnet.to_string(),
             image_repository: c.image_repository.clone(),
-            control_plane_endpoint: format!("{}:{}", c.vip, c.api_port),
+            control_plane_endpoint: format!("{}:{}", c.vip.address, c.vip.port),
         },
         vip: VipCtx {
-            address: c.vip.to_string(),
-            port: c.api_port,
+            address: c.vip.address.to_string(),
+            port: c.vip.port,
         },
         node: NodeCtx {
             name: plan.node.name.clone(),
             role: plan.node.role.as_str().to_string(),
             address: plan.node.address.to_string(),
             prefix_len: c.subnet.prefix,
-            gateway: c.gateway.to_string(),
-            dns: c.dns.iter().map(|d| d.to_string()).collect(),
+            gateway: c.network.gateway.to_string(),
+            dns: c.network.dns.iter().map(|d| d.to_string()).collect(),
             arch: plan.board.arch.debian_name().to_string(),
             board: plan.board.name.clone(),
             is_init_node: plan.node.role == Role::ControlPlane
@@ -48,7 +48,7 @@ pub fn render_context(plan: &NodePlan) -> RenderContext {
         // Filled from the cluster's secrets by the pipeline for control
         // planes (`pki::kubeadm_context`): the plan holds no secret.
         kubeadm: None,
-        ssh_authorized_keys: c.ssh_authorized_keys.clone(),
+        ssh_authorized_keys: c.ssh.authorized_keys.clone(),
         control_planes: c.control_planes().map(peer).collect(),
         director: peer(
             c.directors()

@@ -358,8 +358,8 @@ pub fn run(
         .prefix(".tier2-")
         .tempdir_in(&test_dir)
         .context("creating a work directory")?;
-    let vip = m.vip.to_string();
-    let port = m.api_port;
+    let vip = m.vip.address.to_string();
+    let port = m.vip.port;
     let lb = &m.loadbalancer;
     let mut r = Report {
         lines: Vec::new(),

@@ -138,7 +138,7 @@ pub struct BootCtx {
 /// The manifest's `[loadbalancer]` plus every director.
 #[derive(Serialize, Clone, Debug)]
 pub struct LoadBalancerCtx {
-    pub virtual_router_id: u8,
+    pub virtual_router_id: u16,
     pub advert_int: u32,
     /// IPVS scheduler, e.g. "wrr" (also names the module `ip_vs_wrr`).
     pub lvs_scheduler: String,
