@@ -1,7 +1,6 @@
 //! `habuild image`: runs the stages in order for each selected node.
 //! manifest → plan → base rootfs → layer → filesystems + disk → artifacts.
 
-pub mod context;
 pub mod locked;
 pub mod output;
 pub mod report;
@@ -335,7 +334,7 @@ fn build_node(
         .join(format!("{node}-{}", std::process::id()));
     let _work_guard = cleanup::remove_on_exit(&work);
     let step = Step::start("layering overlays and node identity");
-    let mut ctx = context::render_context(plan);
+    let mut ctx = crate::rootfs::context::render_context(plan);
     ctx.kubeadm = secrets.and_then(|s| crate::pki::kubeadm_context(plan, s));
     let staged = layer::stage(plan, &base.tree, &work, &ctx)?;
     step.finish();

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::debian::packages::InstalledPackage;
 use crate::disk::AssembleReport;
-use crate::rootfs::render::RenderedFile;
+use crate::rootfs::overlay::RenderedFile;
 
 #[derive(Debug, Serialize)]
 pub struct NodeReport {

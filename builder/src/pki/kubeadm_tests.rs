@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use super::*;
 use crate::config::Project;
 use crate::plan::{plan_node, KubernetesSource, PlanInputs};
-use crate::rootfs::render::{render_template, RenderContext};
+use crate::rootfs::overlay::{render_template, RenderContext};
 
 const TEMPLATE: &str = "overlays/control-plane/etc/habuild/kubeadm/kubeadm.yaml.hbs";
 const KUBELET: &str = "overlays/control-plane/etc/habuild/kubeadm/kubelet.yaml";
@@ -46,7 +46,7 @@ fn ctx(node: &str, s: &ClusterSecrets, image_repository: Option<&str>) -> Render
         },
     )
     .unwrap();
-    let mut ctx = crate::pipeline::context::render_context(&plan);
+    let mut ctx = crate::rootfs::context::render_context(&plan);
     ctx.kubeadm = kubeadm_context(&plan, s);
     ctx
 }

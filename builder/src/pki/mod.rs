@@ -22,7 +22,7 @@ mod tests;
 pub use secrets::ClusterSecrets;
 pub use token::BootstrapToken;
 
-use crate::rootfs::render::KubeadmCtx;
+use crate::rootfs::overlay::KubeadmCtx;
 
 /// kubeadm's CRI socket for CRI-O.
 pub const CRIO_SOCKET: &str = "unix:///var/run/crio/crio.sock";

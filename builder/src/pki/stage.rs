@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::cert;
 use super::secrets::ClusterSecrets;
-use crate::rootfs::render::RenderedFile;
+use crate::rootfs::overlay::RenderedFile;
 
 /// kubeadm's certificates directory (`ClusterConfiguration.certificatesDir`).
 pub const PKI_DIR: &str = "/etc/kubernetes/pki";

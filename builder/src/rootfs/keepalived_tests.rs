@@ -15,9 +15,9 @@ use pretty_assertions::assert_eq;
 
 use super::*;
 use crate::config::Project;
-use crate::pipeline::context::render_context;
 use crate::plan::{plan_node, KubernetesSource, PlanInputs};
-use crate::rootfs::render::{apply_overlays, render_template, RenderContext};
+use crate::rootfs::context::render_context;
+use crate::rootfs::overlay::{apply_overlays, render_template, RenderContext};
 
 const SEED: &str = "manifests/seed.toml";
 const TWO: &str = "tests/fixtures/two-directors.toml";

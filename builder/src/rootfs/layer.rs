@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use super::render::{apply_overlay, apply_overlays, RenderContext, RenderedFile};
+use super::overlay::{apply_overlay, apply_overlays, RenderContext, RenderedFile};
 use crate::config::board::BootFile;
 use crate::plan::NodePlan;
 use crate::util::CommandExt;

@@ -2,6 +2,7 @@
 //! layer habuild adds on top (overlays, rendered templates, node identity).
 
 pub mod base;
+pub mod context;
 pub mod keepalived;
 pub mod layer;
-pub mod render;
+pub mod overlay;

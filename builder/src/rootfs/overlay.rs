@@ -670,5 +670,5 @@ fn write_file(target: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 }
 
 #[cfg(test)]
-#[path = "render_tests.rs"]
+#[path = "overlay_tests.rs"]
 mod tests;

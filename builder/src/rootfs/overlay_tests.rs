@@ -7,7 +7,7 @@
 //! files) SHA-256 or (for symlinks) target. After an intended change to an
 //! overlay or template, regenerate them and review the diff:
 //!
-//!     HABUILD_BLESS=1 cargo test --lib rootfs::render
+//!     HABUILD_BLESS=1 cargo test -p habuild --lib rootfs::overlay
 //!
 //! With `HABUILD_BLESS=1` the golden test rewrites the files instead of
 //! comparing (and removes golden files the overlays no longer produce).

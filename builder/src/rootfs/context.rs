@@ -2,7 +2,7 @@
 
 use crate::config::{Cluster, Node, Role};
 use crate::plan::{KubernetesSource, NodePlan};
-use crate::rootfs::render::{
+use crate::rootfs::overlay::{
     BootCtx, ClusterCtx, DirectorCtx, LanCtx, LoadBalancerCtx, NodeCtx, PeerCtx, RenderContext,
     VipCtx, VrrpCtx,
 };
