@@ -20,5 +20,7 @@ pub mod pki;
 pub mod plan;
 pub mod qemu;
 pub mod rootfs;
+#[cfg(test)]
+mod test_support;
 pub mod testdoubles;
 pub mod util;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{parse_toml, ConfigError, ConfigErrors};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Board {
     pub name: String,
@@ -77,7 +77,7 @@ pub enum PartitionRole {
 }
 
 /// A QEMU machine that boots the board's image as it is.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct QemuProfile {
     /// `qemu-system-<system>`: aarch64 or x86_64.
@@ -102,7 +102,7 @@ pub struct QemuProfile {
 }
 
 /// What a board needs from one distro.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BoardDistro {
     /// Kernel, firmware and bootloader packages.
@@ -114,7 +114,7 @@ pub struct BoardDistro {
 /// `from` is a glob inside the root filesystem. `to` ending in `/` is a
 /// directory on the boot partition (every match keeps its name); otherwise
 /// it is a file name and the highest-versioned match is copied there.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BootFile {
     pub from: String,

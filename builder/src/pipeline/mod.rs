@@ -15,6 +15,7 @@ use crate::config::board::{PartitionRole, PartitionTable};
 use crate::config::{Cluster, Node, Project};
 use crate::disk::layout::{default_image_size, plan_layout, PartitionRequest};
 use crate::plan::{plan_node, KubernetesSource, NodePlan, PlanInputs};
+use crate::rootfs::context::{render_context, KubeadmCtx};
 use crate::rootfs::{base, layer};
 use crate::util::cleanup;
 use crate::util::progress::Step;
@@ -334,8 +335,8 @@ fn build_node(
         .join(format!("{node}-{}", std::process::id()));
     let _work_guard = cleanup::remove_on_exit(&work);
     let step = Step::start("layering overlays and node identity");
-    let mut ctx = crate::rootfs::context::render_context(plan);
-    ctx.kubeadm = secrets.and_then(|s| crate::pki::kubeadm_context(plan, s));
+    let kubeadm = secrets.map(|s| KubeadmCtx::new(s.bootstrap_token.expose(), &s.discovery_hash));
+    let ctx = render_context(plan, kubeadm);
     let staged = layer::stage(plan, &base.tree, &work, &ctx)?;
     step.finish();
     if plan.node.role == crate::config::Role::Director {

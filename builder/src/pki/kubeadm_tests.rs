@@ -4,56 +4,38 @@
 //! plus golden files per role under `tests/golden/kubeadm/`
 //! (`HABUILD_BLESS=1` rewrites them, as for the overlay goldens).
 
-use std::path::{Path, PathBuf};
-
 use pretty_assertions::assert_eq;
 use serde_yaml_ng::Value;
 use time::OffsetDateTime;
 
 use super::*;
-use crate::config::Project;
-use crate::plan::{plan_node, KubernetesSource, PlanInputs};
-use crate::rootfs::overlay::{render_template, RenderContext};
+use crate::plan::NodePlan;
+use crate::rootfs::context::{render_context, render_template, KubeadmCtx};
+use crate::test_support::{self, repo_root, SEED};
 
 const TEMPLATE: &str = "overlays/control-plane/etc/habuild/kubeadm/kubeadm.yaml.hbs";
 const KUBELET: &str = "overlays/control-plane/etc/habuild/kubeadm/kubelet.yaml";
 const ENV: &str = "overlays/control-plane/etc/habuild/firstboot.env.hbs";
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+/// The pipeline's plan of `node` in the seed cluster (Debian profile).
+fn plan(node: &str, image_repository: Option<&str>) -> NodePlan {
+    test_support::plan(SEED, node, |c| {
+        c.distro = "debian-13".into();
+        c.image_repository = image_repository.map(String::from);
+    })
 }
 
-/// The pipeline's context of `node` in the seed cluster, with `s`.
-fn ctx(node: &str, s: &ClusterSecrets, image_repository: Option<&str>) -> RenderContext {
-    let project = Project::at(&repo()).unwrap();
-    let mut cluster = project.manifest(None).unwrap();
-    cluster.distro = "debian-13".into();
-    cluster.image_repository = image_repository.map(String::from);
-    let n = cluster.node(node).unwrap().clone();
-    let plan = plan_node(
-        &cluster,
-        &n,
-        &project.board(&n.board).unwrap(),
-        &project.distro("debian-13").unwrap(),
-        &PlanInputs {
-            project_root: repo(),
-            mirror: "http://archive.invalid/debian".into(),
-            kubernetes: KubernetesSource::Without,
-            partition_table: None,
-            image_size: None,
-            ext4_writer: Default::default(),
-            source_date_epoch: 0,
-        },
-    )
-    .unwrap();
-    let mut ctx = crate::rootfs::context::render_context(&plan);
-    ctx.kubeadm = kubeadm_context(&plan, s);
-    ctx
+/// The kubeadm context the pipeline makes from `s`.
+fn kubeadm(s: &ClusterSecrets) -> Option<KubeadmCtx> {
+    Some(KubeadmCtx::new(
+        s.bootstrap_token.expose(),
+        &s.discovery_hash,
+    ))
 }
 
-fn render(path: &str, ctx: &RenderContext) -> String {
-    let text = std::fs::read_to_string(repo().join(path)).unwrap();
-    render_template(path, &text, ctx).unwrap()
+fn render(path: &str, plan: &NodePlan, kubeadm: Option<KubeadmCtx>) -> String {
+    let text = std::fs::read_to_string(repo_root().join(path)).unwrap();
+    render_template(path, &text, &render_context(plan, kubeadm)).unwrap()
 }
 
 fn docs(yaml: &str) -> Vec<Value> {
@@ -70,7 +52,7 @@ fn secrets() -> ClusterSecrets {
 #[test]
 fn init_node_gets_init_and_cluster_configuration() {
     let s = secrets();
-    let yaml = render(TEMPLATE, &ctx("master-arm-1", &s, None));
+    let yaml = render(TEMPLATE, &plan("master-arm-1", None), kubeadm(&s));
     let d = docs(&yaml);
     assert_eq!(d.len(), 2, "{yaml}");
     let (init, cluster) = (&d[0], &d[1]);
@@ -109,11 +91,11 @@ fn init_node_gets_init_and_cluster_configuration() {
     // The seed's private registry, when the manifest names one.
     let yaml = render(
         TEMPLATE,
-        &ctx(
+        &plan(
             "master-arm-1",
-            &s,
             Some("registry.example:5000/google_containers"),
         ),
+        kubeadm(&s),
     );
     assert_eq!(
         docs(&yaml)[1]["imageRepository"],
@@ -124,8 +106,8 @@ fn init_node_gets_init_and_cluster_configuration() {
 #[test]
 fn init_config_with_the_kubelet_document_as_firstboot_composes_it() {
     let s = secrets();
-    let init = render(TEMPLATE, &ctx("master-arm-1", &s, None));
-    let kubelet = std::fs::read_to_string(repo().join(KUBELET)).unwrap();
+    let init = render(TEMPLATE, &plan("master-arm-1", None), kubeadm(&s));
+    let kubelet = std::fs::read_to_string(repo_root().join(KUBELET)).unwrap();
     // habuild-firstboot.sh: cat kubeadm.yaml; printf '\n---\n'; cat kubelet.yaml
     let composed = format!("{init}\n---\n{kubelet}");
     let d = docs(&composed);
@@ -149,7 +131,7 @@ fn joining_nodes_get_a_join_configuration_pinned_to_the_ca() {
         ("master-arm-2", "10.10.197.97"),
         ("master-arm-3", "10.10.197.99"),
     ] {
-        let yaml = render(TEMPLATE, &ctx(node, &s, None));
+        let yaml = render(TEMPLATE, &plan(node, None), kubeadm(&s));
         let d = docs(&yaml);
         assert_eq!(d.len(), 1, "{yaml}");
         let j = &d[0];
@@ -182,7 +164,7 @@ fn joining_nodes_get_a_join_configuration_pinned_to_the_ca() {
 #[test]
 fn firstboot_env_names_the_action() {
     let s = secrets();
-    let env = render(ENV, &ctx("master-arm-1", &s, None));
+    let env = render(ENV, &plan("master-arm-1", None), kubeadm(&s));
     for line in [
         "HABUILD_ACTION=init",
         "HABUILD_NODE=master-arm-1",
@@ -191,30 +173,28 @@ fn firstboot_env_names_the_action() {
     ] {
         assert!(env.lines().any(|l| l == line), "{line}: {env}");
     }
-    let env = render(ENV, &ctx("master-arm-3", &s, None));
+    let env = render(ENV, &plan("master-arm-3", None), kubeadm(&s));
     assert!(env.lines().any(|l| l == "HABUILD_ACTION=join"), "{env}");
 }
 
 #[test]
 fn without_secrets_the_template_fails_naming_itself() {
-    let mut c = ctx("master-arm-2", &secrets(), None);
-    c.kubeadm = None;
-    let text = std::fs::read_to_string(repo().join(TEMPLATE)).unwrap();
-    let err = render_template(TEMPLATE, &text, &c).unwrap_err();
+    let text = std::fs::read_to_string(repo_root().join(TEMPLATE)).unwrap();
+    let plan = plan("master-arm-2", None);
+    let err = render_template(TEMPLATE, &text, &render_context(&plan, None)).unwrap_err();
     assert!(format!("{err:#}").contains("kubeadm.yaml.hbs"), "{err:#}");
 }
 
 /// Golden files with a fixed token and hash (the real ones are random).
 #[test]
 fn golden_kubeadm_configs() {
-    let s = secrets();
-    let dir = repo().join("tests/golden/kubeadm");
+    let dir = repo_root().join("tests/golden/kubeadm");
     for node in ["master-arm-1", "master-arm-2"] {
-        let mut c = ctx(node, &s, None);
-        let k = c.kubeadm.as_mut().unwrap();
-        k.bootstrap_token = "abcdef.0123456789abcdef".into();
-        k.ca_cert_hash = format!("sha256:{}", "5e".repeat(32));
-        let yaml = render(TEMPLATE, &c);
+        let fixed = KubeadmCtx::new(
+            "abcdef.0123456789abcdef",
+            &format!("sha256:{}", "5e".repeat(32)),
+        );
+        let yaml = render(TEMPLATE, &plan(node, None), Some(fixed));
         let path = dir.join(format!("{node}.yaml"));
         if std::env::var("HABUILD_BLESS").as_deref() == Ok("1") {
             std::fs::create_dir_all(&dir).unwrap();

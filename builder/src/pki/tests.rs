@@ -272,7 +272,10 @@ fn the_secrets_file_round_trips() {
 #[test]
 fn debug_output_shows_no_secret() {
     let s = fixture();
-    let shown = format!("{s:?} {:?}", kubeadm_ctx(s, "24h"));
+    let shown = format!(
+        "{s:?} {:?}",
+        crate::rootfs::context::KubeadmCtx::new(s.bootstrap_token.expose(), &s.discovery_hash)
+    );
     assert!(!shown.contains("PRIVATE KEY"), "{shown}");
     assert!(!shown.contains(s.bootstrap_token.expose()), "{shown}");
     assert!(shown.contains(&s.ca_fingerprint), "{shown}");

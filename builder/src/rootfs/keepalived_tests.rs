@@ -8,51 +8,33 @@
 //!     HABUILD_BLESS=1 cargo test -p habuild --lib keepalived
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use pretty_assertions::assert_eq;
 
 use super::*;
-use crate::config::Project;
-use crate::plan::{plan_node, KubernetesSource, PlanInputs};
-use crate::rootfs::context::render_context;
-use crate::rootfs::overlay::{apply_overlays, render_template, RenderContext};
+use crate::plan::NodePlan;
+use crate::rootfs::context::{render_context, render_template, RenderContext};
+use crate::rootfs::overlay::apply_overlays;
+use crate::test_support::{self, repo_root, SEED};
 
-const SEED: &str = "manifests/seed.toml";
 const TWO: &str = "tests/fixtures/two-directors.toml";
 const TEMPLATE: &str = "overlays/director/etc/keepalived/keepalived.conf.hbs";
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("builder/ has a parent")
-        .to_path_buf()
-}
-
-/// The template context of `node`, made the way `habuild image` makes it.
-fn ctx(manifest: &str, node: &str) -> RenderContext {
-    let root = repo_root();
-    let project = Project::at(&root).unwrap();
-    let cluster = project.manifest(Some(&root.join(manifest))).unwrap();
-    let node = cluster.node(node).unwrap().clone();
-    let board = project.board(&node.board).unwrap();
-    let distro = project.distro(&cluster.distro).unwrap();
-    let inputs = PlanInputs {
-        project_root: root,
-        mirror: "http://archive.invalid/debian".into(),
-        kubernetes: KubernetesSource::Without,
-        partition_table: None,
-        image_size: None,
-        ext4_writer: Default::default(),
-        source_date_epoch: 0,
-    };
-    render_context(&plan_node(&cluster, &node, &board, &distro, &inputs).unwrap())
+/// The plan of `node`, made the way `habuild image` makes it.
+fn plan(manifest: &str, node: &str) -> NodePlan {
+    test_support::plan(manifest, node, |_| {})
 }
 
 fn render(ctx: &RenderContext) -> String {
     let path = repo_root().join(TEMPLATE);
     render_template(TEMPLATE, &fs::read_to_string(path).unwrap(), ctx).unwrap()
+}
+
+/// keepalived.conf of `node` in `manifest`.
+fn conf(manifest: &str, node: &str) -> String {
+    render(&render_context(&plan(manifest, node), None))
 }
 
 /// Compares with `tests/golden/keepalived/<name>`, or rewrites it when
@@ -104,7 +86,7 @@ fn directives(text: &str) -> Vec<&str> {
 
 #[test]
 fn golden_seed_director() {
-    let conf = render(&ctx(SEED, "master-x86-1"));
+    let conf = conf(SEED, "master-x86-1");
     golden("seed-master-x86-1.conf", &conf);
 
     // The seed's keepalived.conf, value for value.
@@ -157,8 +139,8 @@ fn golden_seed_director() {
 
 #[test]
 fn golden_two_directors() {
-    let master = render(&ctx(TWO, "master-x86-1"));
-    let backup = render(&ctx(TWO, "master-x86-2"));
+    let master = conf(TWO, "master-x86-1");
+    let backup = conf(TWO, "master-x86-2");
     golden("two-directors-master-x86-1.conf", &master);
     golden("two-directors-master-x86-2.conf", &backup);
 
@@ -195,8 +177,7 @@ fn keepalived_accepts_the_rendered_configurations() {
         (TWO, "master-x86-1"),
         (TWO, "master-x86-2"),
     ] {
-        check_text(&render(&ctx(manifest, node)))
-            .unwrap_or_else(|e| panic!("{manifest} {node}: {e:#}"));
+        check_text(&conf(manifest, node)).unwrap_or_else(|e| panic!("{manifest} {node}: {e:#}"));
     }
 }
 
@@ -207,9 +188,11 @@ fn keepalived_rejects_a_value_out_of_its_range() {
     }
     // habuild's validation only asks for advert_int >= 1; keepalived allows
     // at most 255 s and would otherwise fall back to its default.
-    let mut c = ctx(SEED, "master-x86-1");
-    c.loadbalancer.advert_int = 300;
-    let msg = format!("{:#}", check_text(&render(&c)).unwrap_err());
+    let p = test_support::plan(SEED, "master-x86-1", |c| c.loadbalancer.advert_int = 300);
+    let msg = format!(
+        "{:#}",
+        check_text(&render(&render_context(&p, None))).unwrap_err()
+    );
     assert!(msg.contains("config test rejects"), "{msg}");
     assert!(msg.contains("'300' outside range"), "{msg}");
 }
@@ -219,7 +202,7 @@ fn keepalived_rejects_a_broken_file() {
     if !have_keepalived() {
         return;
     }
-    let broken = render(&ctx(SEED, "master-x86-1")).replace("delay_loop", "dely_loop");
+    let broken = conf(SEED, "master-x86-1").replace("delay_loop", "dely_loop");
     let msg = format!("{:#}", check_text(&broken).unwrap_err());
     assert!(msg.contains("Unknown keyword 'dely_loop'"), "{msg}");
 }
@@ -247,13 +230,19 @@ fn keepalived_command_line() {
 
 #[test]
 fn keepalived_context_of_directors_and_control_planes() {
-    let cp = ctx(TWO, "master-arm-1");
+    let plans = [
+        plan(TWO, "master-arm-1"),
+        plan(TWO, "master-x86-1"),
+        plan(TWO, "master-x86-2"),
+        plan(SEED, "master-x86-1"),
+    ];
+    let [cp, m, b, seed] = plans.each_ref().map(|p| render_context(p, None));
     assert!(cp.lan.is_none() && cp.vrrp.is_none());
     let states: Vec<(&str, &str, u8)> = cp
         .loadbalancer
         .directors
         .iter()
-        .map(|d| (d.name.as_str(), d.state.as_str(), d.priority))
+        .map(|d| (d.node.name.as_str(), d.state, d.node.priority))
         .collect();
     assert_eq!(
         states,
@@ -262,19 +251,14 @@ fn keepalived_context_of_directors_and_control_planes() {
             ("master-x86-2", "BACKUP", 90)
         ]
     );
-    let m = ctx(TWO, "master-x86-1");
     let lan = m.lan.unwrap();
     assert_eq!(
-        (lan.name.as_str(), lan.mac.as_deref()),
+        (lan.name, lan.mac.as_deref()),
         ("lan0", Some("52:54:00:c0:ff:ee"))
     );
     assert_eq!(m.vrrp.unwrap().unicast_peers, ["10.10.197.95"]);
-    assert_eq!(ctx(TWO, "master-x86-2").lan.unwrap().mac, None);
-    assert!(ctx(SEED, "master-x86-1")
-        .vrrp
-        .unwrap()
-        .unicast_peers
-        .is_empty());
+    assert_eq!(b.lan.unwrap().mac, None);
+    assert!(seed.vrrp.unwrap().unicast_peers.is_empty());
 }
 
 /// The rest of the director overlay, applied after `common/` as in an image.
@@ -293,7 +277,7 @@ fn keepalived_director_overlay_content() {
                 &root.join("overlays/director"),
             ],
             t,
-            &ctx(TWO, node),
+            &render_context(&plan(TWO, node), None),
         )
         .unwrap();
         let read = |p: &str| fs::read_to_string(t.join(p)).unwrap();

@@ -8,7 +8,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use super::overlay::{apply_overlay, apply_overlays, RenderContext, RenderedFile};
+use super::context::RenderContext;
+use super::overlay::{apply_overlay, apply_overlays, RenderedFile};
 use crate::config::board::BootFile;
 use crate::plan::NodePlan;
 use crate::util::CommandExt;

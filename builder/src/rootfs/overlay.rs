@@ -1,10 +1,11 @@
-//! The per-node template context and the overlay applier.
+//! The overlay applier.
 //!
 //! An overlay is a directory tree (`overlays/common/`, `overlays/<role>/`,
 //! `boards/<board>/boot/`) laid onto a target tree: directories are created,
 //! regular files copied, symlinks recreated as symlinks (that is how units
 //! get enabled without running `systemctl` in the target), and `*.hbs` files
-//! rendered from the [`RenderContext`] with their extension dropped.
+//! rendered from the node's [`RenderContext`] (see `context`) with their
+//! extension dropped.
 //!
 //! Applying happens in three steps so that only the first and last touch the
 //! disk: [`read_overlay`] loads the source tree, [`render_overlay`] turns it
@@ -17,171 +18,11 @@ use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use handlebars::{
-    Context as HbContext, Handlebars, Helper, HelperResult, Output,
-    RenderContext as HbRenderContext, RenderErrorReason,
-};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use walkdir::WalkDir;
 
-/// Everything a template may refer to, for one node of one cluster.
-#[derive(Serialize, Clone, Debug)]
-pub struct RenderContext {
-    pub cluster: ClusterCtx,
-    pub vip: VipCtx,
-    pub node: NodeCtx,
-    /// kubeadm's configuration of a control plane (bootstrap token, CA
-    /// hash: from the cluster's secrets file); `None` on directors.
-    pub kubeadm: Option<KubeadmCtx>,
-    pub ssh_authorized_keys: Vec<String>,
-    /// Control planes in manifest order; the first is the init node.
-    pub control_planes: Vec<PeerCtx>,
-    /// The LVS-DR director in front of the control planes (for /etc/hosts).
-    pub director: PeerCtx,
-    pub boot: BootCtx,
-    /// False when the image is built without kubeadm/kubelet/CRI-O packages.
-    pub kubernetes_packages: bool,
-    /// keepalived / LVS settings, the same for every director.
-    pub loadbalancer: LoadBalancerCtx,
-    /// The NIC a director's network config and keepalived refer to by name;
-    /// `None` on control planes (their .network matches kernel names).
-    pub lan: Option<LanCtx>,
-    /// This director's VRRP role; `None` on control planes.
-    pub vrrp: Option<VrrpCtx>,
-}
-
-#[derive(Serialize, Clone, Debug)]
-pub struct ClusterCtx {
-    pub name: String,
-    /// e.g. "1.31.4"
-    pub kubernetes_version: String,
-    /// e.g. "1.31"
-    pub crio_version: String,
-    pub pod_subnet: String,
-    pub service_subnet: String,
-    /// kubeadm's `--image-repository`; `None` means registry.k8s.io.
-    pub image_repository: Option<String>,
-    /// e.g. "10.10.197.101:6443"
-    pub control_plane_endpoint: String,
-}
-
-#[derive(Serialize, Clone, Debug)]
-pub struct VipCtx {
-    pub address: String,
-    pub port: u16,
-}
-
-#[derive(Serialize, Clone, Debug)]
-pub struct NodeCtx {
-    pub name: String,
-    /// "control-plane" or "director"
-    pub role: String,
-    pub address: String,
-    pub prefix_len: u8,
-    pub gateway: String,
-    pub dns: Vec<String>,
-    /// "arm64" or "amd64"
-    pub arch: String,
-    /// "rpi4" or "amd64"
-    pub board: String,
-    pub is_init_node: bool,
-}
-
-/// What the kubeadm InitConfiguration / JoinConfiguration templates need
-/// beyond the manifest. `bootstrap_token` is a secret: the files that
-/// render it are 0600 (see [`file_mode`]).
-#[derive(Serialize, Clone)]
-pub struct KubeadmCtx {
-    /// `[a-z0-9]{6}.[a-z0-9]{16}`
-    pub bootstrap_token: String,
-    /// kubeadm duration, e.g. "24h"
-    pub bootstrap_token_ttl: String,
-    /// `sha256:<hex>` of the cluster CA's SubjectPublicKeyInfo.
-    pub ca_cert_hash: String,
-    /// e.g. "unix:///var/run/crio/crio.sock"
-    pub cri_socket: String,
-}
-
-impl std::fmt::Debug for KubeadmCtx {
-    /// Without the token: a context may be logged.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeadmCtx")
-            .field("bootstrap_token_ttl", &self.bootstrap_token_ttl)
-            .field("ca_cert_hash", &self.ca_cert_hash)
-            .field("cri_socket", &self.cri_socket)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
-pub struct PeerCtx {
-    pub name: String,
-    pub address: String,
-}
-
-#[derive(Serialize, Clone, Debug)]
-pub struct BootCtx {
-    /// "/boot/firmware" (rpi4) or "/boot/efi" (amd64)
-    pub mount: String,
-    /// FAT label of the boot partition, e.g. "BOOT"
-    pub fs_label: String,
-    /// ext4 label of the root filesystem, e.g. "root"
-    pub root_label: String,
-    /// Serial console for the kernel command line, e.g. "ttyS1,115200"
-    pub console: String,
-    /// Kernel and initramfs names inside the boot partition.
-    pub kernel_file: String,
-    pub initrd_file: String,
-}
-
-/// The manifest's `[loadbalancer]` plus every director.
-#[derive(Serialize, Clone, Debug)]
-pub struct LoadBalancerCtx {
-    pub virtual_router_id: u16,
-    pub advert_int: u32,
-    /// IPVS scheduler, e.g. "wrr" (also names the module `ip_vs_wrr`).
-    pub lvs_scheduler: String,
-    /// "DR"
-    pub lvs_method: String,
-    pub weight: u32,
-    pub delay_loop: u32,
-    pub connect_timeout: u32,
-    pub retry: u32,
-    pub delay_before_retry: u32,
-    /// Directors in manifest order; the first is the VRRP master.
-    pub directors: Vec<DirectorCtx>,
-}
-
-#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
-pub struct DirectorCtx {
-    pub name: String,
-    pub address: String,
-    /// "MASTER" or "BACKUP": the initial VRRP state.
-    pub state: String,
-    pub priority: u8,
-}
-
-/// A director's LAN NIC, named by a systemd .link file.
-#[derive(Serialize, Clone, Debug)]
-pub struct LanCtx {
-    /// e.g. "lan0"
-    pub name: String,
-    /// The MAC the .link file matches (lower-case); `None`: the fallback
-    /// match on the one physical Ethernet NIC.
-    pub mac: Option<String>,
-}
-
-/// This director's part in VRRP.
-#[derive(Serialize, Clone, Debug)]
-pub struct VrrpCtx {
-    /// "MASTER" or "BACKUP"
-    pub state: String,
-    pub priority: u8,
-    /// The other directors' addresses, where adverts go by unicast; empty
-    /// with a single director (multicast, as in the seed).
-    pub unicast_peers: Vec<String>,
-}
+use super::context::{render_template, RenderContext};
 
 /// One regular file an overlay wrote into the target tree.
 #[derive(Serialize, Clone, Debug, PartialEq, Eq)]
@@ -208,72 +49,6 @@ const PRIVATE_FILE_DIRS: &[&str] = &["/root/.ssh/", "/etc/habuild/kubeadm/"];
 /// Directories that hold credentials: 0700 whether we create them or they
 /// already exist in the base tree (sshd's StrictModes checks /root/.ssh).
 const PRIVATE_DIRS: &[&str] = &["/root", "/root/.ssh"];
-
-/// Renders one template with the node's context.
-///
-/// Strict mode: a variable missing from the context is an error naming the
-/// template, so a typo cannot silently produce an empty config value.
-/// Handlebars' strict mode covers `{{value}}` and `{{#each}}` but not
-/// `{{#if}}`, where a missing path is just false: conditionals need a test
-/// with the value set (see `pause_image_follows_image_repository`). No
-/// HTML escaping: these are config files and scripts, where `=` or `'`
-/// must come out as written.
-pub fn render_template(name: &str, template: &str, ctx: &RenderContext) -> Result<String> {
-    let mut hb = registry();
-    hb.register_template_string(name, template)
-        .with_context(|| format!("parsing template {name}"))?;
-    hb.render(name, ctx)
-        .with_context(|| format!("rendering template {name}"))
-}
-
-/// The pause (pod sandbox) image version kubeadm uses for a Kubernetes
-/// release: `PauseVersion` in kubeadm's `cmd/kubeadm/app/constants`. CRI-O
-/// must run the same image when pulls go to a private registry, otherwise
-/// the sandbox image kubeadm pre-pulled there is not the one CRI-O asks for.
-pub fn pause_version(kubernetes_version: &str) -> Result<&'static str> {
-    let v = kubernetes_version.trim_start_matches('v');
-    let mut parts = v.split('.');
-    let (major, minor) = (parts.next(), parts.next());
-    let minor: u32 = match (major, minor.map(str::parse)) {
-        (Some("1"), Some(Ok(minor))) => minor,
-        _ => {
-            bail!("cannot read Kubernetes version {kubernetes_version:?} (expected 1.MINOR.PATCH)")
-        }
-    };
-    match minor {
-        31..=33 => Ok("3.10"),
-        _ => bail!(
-            "no known pause image version for Kubernetes {kubernetes_version}: \
-             add kubeadm's PauseVersion for 1.{minor} to rootfs::render::pause_version"
-        ),
-    }
-}
-
-/// The template registry every render uses (see [`render_template`]).
-fn registry() -> Handlebars<'static> {
-    let mut hb = Handlebars::new();
-    hb.set_strict_mode(true);
-    hb.register_escape_fn(handlebars::no_escape);
-    hb.register_helper("pause_version", Box::new(pause_version_helper));
-    hb
-}
-
-/// `{{pause_version cluster.kubernetes_version}}`: see [`pause_version`].
-fn pause_version_helper(
-    h: &Helper,
-    _: &Handlebars,
-    _: &HbContext,
-    _: &mut HbRenderContext,
-    out: &mut dyn Output,
-) -> HelperResult {
-    let version = h
-        .param(0)
-        .and_then(|p| p.value().as_str())
-        .ok_or(RenderErrorReason::ParamNotFoundForIndex("pause_version", 0))?;
-    let pause = pause_version(version).map_err(|e| RenderErrorReason::Other(format!("{e:#}")))?;
-    out.write(pause)?;
-    Ok(())
-}
 
 /// Applies one overlay onto `dest` (which must exist) and returns every
 /// regular file written, sorted by path. Applying several overlays in turn

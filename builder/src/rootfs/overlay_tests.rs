@@ -22,98 +22,40 @@ use pretty_assertions::assert_eq;
 use walkdir::WalkDir;
 
 use super::*;
+use crate::config::Cluster;
+use crate::plan::NodePlan;
+use crate::rootfs::context::{render_context, render_template, KubeadmCtx, RenderContext};
+use crate::test_support::{self, repo_root, SEED};
 use crate::util::CommandExt;
 
 const NODE: &str = "master-arm-1";
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("builder/ has a parent")
-        .to_path_buf()
+/// The seed's root login key in the golden files (its private half was
+/// never made).
+const TEST_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHabuildTestKeyNotARealKeyxxxxxxxxxxxxxxxxx ops@habuild-test";
+
+/// The seed document's cluster (`manifests/seed.toml`, with a test SSH
+/// key) as master-arm-1 is planned, after `edit`.
+fn seed_plan_with(edit: impl FnOnce(&mut Cluster)) -> NodePlan {
+    test_support::plan(SEED, NODE, |c| {
+        c.ssh.authorized_keys = vec![TEST_KEY.into()];
+        edit(c)
+    })
 }
 
-fn peer(name: &str, address: &str) -> PeerCtx {
-    PeerCtx {
-        name: name.into(),
-        address: address.into(),
-    }
+fn seed_plan() -> NodePlan {
+    seed_plan_with(|_| {})
 }
 
-/// The seed document's cluster, as master-arm-1 sees it.
-fn seed_ctx() -> RenderContext {
-    RenderContext {
-        cluster: ClusterCtx {
-            name: "seed".into(),
-            kubernetes_version: "1.31.4".into(),
-            crio_version: "1.31".into(),
-            pod_subnet: "10.88.0.0/16".into(),
-            service_subnet: "10.96.0.0/12".into(),
-            image_repository: None,
-            control_plane_endpoint: "10.10.197.101:6443".into(),
-        },
-        vip: VipCtx { address: "10.10.197.101".into(), port: 6443 },
-        node: NodeCtx {
-            name: NODE.into(),
-            role: "control-plane".into(),
-            address: "10.10.197.98".into(),
-            prefix_len: 24,
-            gateway: "10.10.197.1".into(),
-            dns: vec!["10.10.197.1".into()],
-            arch: "arm64".into(),
-            board: "rpi4".into(),
-            is_init_node: true,
-        },
-        // A fixed test token and the hash of no real CA.
-        kubeadm: Some(KubeadmCtx {
-            bootstrap_token: "abcdef.0123456789abcdef".into(),
-            bootstrap_token_ttl: "24h".into(),
-            ca_cert_hash: format!("sha256:{}", "5e".repeat(32)),
-            cri_socket: "unix:///var/run/crio/crio.sock".into(),
-        }),
-        ssh_authorized_keys: vec![
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHabuildTestKeyNotARealKeyxxxxxxxxxxxxxxxxx ops@habuild-test".into(),
-        ],
-        control_planes: vec![
-            peer("master-arm-1", "10.10.197.98"),
-            peer("master-arm-2", "10.10.197.97"),
-            peer("master-arm-3", "10.10.197.99"),
-        ],
-        director: peer("master-x86-1", "10.10.197.96"),
-        boot: BootCtx {
-            mount: "/boot/firmware".into(),
-            fs_label: "BOOT".into(),
-            root_label: "root".into(),
-            console: "ttyS1,115200".into(),
-            kernel_file: "vmlinuz".into(),
-            initrd_file: "initrd.img".into(),
-        },
-        kubernetes_packages: true,
-        loadbalancer: seed_loadbalancer(),
-        lan: None,
-        vrrp: None,
-    }
-}
-
-/// The seed's `[loadbalancer]` and its one director.
-pub(crate) fn seed_loadbalancer() -> LoadBalancerCtx {
-    LoadBalancerCtx {
-        virtual_router_id: 254,
-        advert_int: 1,
-        lvs_scheduler: "wrr".into(),
-        lvs_method: "DR".into(),
-        weight: 10,
-        delay_loop: 6,
-        connect_timeout: 10,
-        retry: 3,
-        delay_before_retry: 3,
-        directors: vec![DirectorCtx {
-            name: "master-x86-1".into(),
-            address: "10.10.197.96".into(),
-            state: "MASTER".into(),
-            priority: 100,
-        }],
-    }
+/// The context the pipeline makes for `plan`, with a fixed test token and
+/// the hash of no real CA (the real ones are random).
+fn ctx_of(plan: &NodePlan) -> RenderContext<'_> {
+    let kubeadm = KubeadmCtx::new(
+        "abcdef.0123456789abcdef",
+        &format!("sha256:{}", "5e".repeat(32)),
+    );
+    render_context(plan, Some(kubeadm))
 }
 
 /// master-arm-1's root and boot trees, built from the repository overlays.
@@ -213,7 +155,7 @@ fn regular_files(tree: &Path) -> BTreeMap<String, Vec<u8>> {
 
 #[test]
 fn golden_master_arm_1() {
-    let built = build(&seed_ctx());
+    let built = build(&ctx_of(&seed_plan()));
     let golden = repo_root().join("tests/golden").join(NODE);
     let mut produced: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for (label, tree) in [("rootfs", &built.rootfs), ("boot", &built.boot)] {
@@ -261,7 +203,7 @@ fn golden_master_arm_1() {
 
 #[test]
 fn returned_files_match_the_tree() {
-    let built = build(&seed_ctx());
+    let built = build(&ctx_of(&seed_plan()));
     for (tree, files) in [
         (&built.rootfs, &built.root_files),
         (&built.boot, &built.boot_files),
@@ -287,7 +229,7 @@ fn returned_files_match_the_tree() {
 
 #[test]
 fn control_plane_content() {
-    let built = build(&seed_ctx());
+    let built = build(&ctx_of(&seed_plan()));
     let r = &built.rootfs;
 
     let crio = read(r, "/etc/crio/crio.conf.d/10-habuild.conf");
@@ -409,7 +351,7 @@ fn control_plane_content() {
 
 #[test]
 fn common_content() {
-    let built = build(&seed_ctx());
+    let built = build(&ctx_of(&seed_plan()));
     let r = &built.rootfs;
 
     assert_eq!(read(r, "/etc/hostname"), "master-arm-1\n");
@@ -516,7 +458,7 @@ fn common_content() {
 
 #[test]
 fn boot_files() {
-    let built = build(&seed_ctx());
+    let built = build(&ctx_of(&seed_plan()));
     let cmdline = read(&built.boot, "/cmdline.txt");
     assert_eq!(
         cmdline,
@@ -537,9 +479,9 @@ fn boot_files() {
 
 #[test]
 fn pause_image_follows_image_repository() {
-    let mut ctx = seed_ctx();
-    ctx.cluster.image_repository = Some("registry.example:5000/google_containers".into());
-    let built = build(&ctx);
+    let registry = || Some("registry.example:5000/google_containers".to_string());
+    let plan = seed_plan_with(|c| c.image_repository = registry());
+    let built = build(&ctx_of(&plan));
     let crio = read(&built.rootfs, "/etc/crio/crio.conf.d/10-habuild.conf");
     assert!(crio.contains("\n[crio.image]\n"), "{crio}");
     assert!(
@@ -547,12 +489,15 @@ fn pause_image_follows_image_repository() {
         "{crio}"
     );
 
-    ctx.cluster.kubernetes_version = "1.20.1".into();
+    let plan = seed_plan_with(|c| {
+        c.image_repository = registry();
+        c.kubernetes_version = "1.20.1".into();
+    });
     let tmp = tempfile::tempdir().unwrap();
     let err = apply_overlay(
         &repo_root().join("overlays/control-plane"),
         tmp.path(),
-        &ctx,
+        &ctx_of(&plan),
     )
     .unwrap_err();
     let msg = format!("{err:#}");
@@ -560,15 +505,6 @@ fn pause_image_follows_image_repository() {
         msg.contains("10-habuild.conf.hbs") && msg.contains("1.20.1"),
         "{msg}"
     );
-}
-
-#[test]
-fn pause_versions() {
-    assert_eq!(pause_version("1.31.4").unwrap(), "3.10");
-    assert_eq!(pause_version("v1.31.0").unwrap(), "3.10");
-    assert_eq!(pause_version("1.33.1").unwrap(), "3.10");
-    assert!(pause_version("1.18.2").is_err());
-    assert!(pause_version("latest").is_err());
 }
 
 /// A small overlay built on the fly.
@@ -591,7 +527,7 @@ fn unknown_variable_names_the_template() {
     let dest = tempfile::tempdir().unwrap();
     let msg = format!(
         "{:#}",
-        apply_overlay(src.path(), dest.path(), &seed_ctx()).unwrap_err()
+        apply_overlay(src.path(), dest.path(), &ctx_of(&seed_plan())).unwrap_err()
     );
     assert!(
         msg.contains(&src.path().join("etc/broken.conf.hbs").display().to_string()),
@@ -601,15 +537,15 @@ fn unknown_variable_names_the_template() {
 
     let msg = format!(
         "{:#}",
-        render_template("hosts.hbs", "{{nope}}", &seed_ctx()).unwrap_err()
+        render_template("hosts.hbs", "{{nope}}", &ctx_of(&seed_plan())).unwrap_err()
     );
     assert!(msg.contains("hosts.hbs") && msg.contains("nope"), "{msg}");
 }
 
 #[test]
 fn templates_are_not_html_escaped() {
-    let mut ctx = seed_ctx();
-    ctx.cluster.name = "a&b='c'<d>".into();
+    let plan = seed_plan_with(|c| c.name = "a&b='c'<d>".into());
+    let ctx = ctx_of(&plan);
     assert_eq!(
         render_template("t", "{{cluster.name}}", &ctx).unwrap(),
         "a&b='c'<d>"
@@ -644,7 +580,7 @@ fn symlinks_are_recreated_not_followed() {
     let host_file = tempfile::NamedTempFile::new().unwrap();
     symlink(host_file.path(), sys.join("alias.service")).unwrap();
 
-    let files = apply_overlay(src.path(), dest.path(), &seed_ctx()).unwrap();
+    let files = apply_overlay(src.path(), dest.path(), &ctx_of(&seed_plan())).unwrap();
     assert_eq!(
         files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
         ["/etc/systemd/system/x.service"]
@@ -688,7 +624,7 @@ fn never_writes_through_a_symlinked_directory() {
     symlink(outside.path(), dest.path().join("run")).unwrap();
     let msg = format!(
         "{:#}",
-        apply_overlay(src.path(), dest.path(), &seed_ctx()).unwrap_err()
+        apply_overlay(src.path(), dest.path(), &ctx_of(&seed_plan())).unwrap_err()
     );
     assert!(msg.contains("refusing to write through symlink"), "{msg}");
     assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
@@ -718,7 +654,12 @@ fn later_overlays_win_and_modes_follow_rules() {
     )
     .unwrap();
     let dest = tempfile::tempdir().unwrap();
-    let files = apply_overlays(&[first.path(), second.path()], dest.path(), &seed_ctx()).unwrap();
+    let files = apply_overlays(
+        &[first.path(), second.path()],
+        dest.path(),
+        &ctx_of(&seed_plan()),
+    )
+    .unwrap();
     let listed: Vec<(&str, u32)> = files.iter().map(|f| (f.path.as_str(), f.mode)).collect();
     assert_eq!(
         listed,
@@ -762,14 +703,15 @@ fn a_file_and_its_template_conflict() {
     let dest = tempfile::tempdir().unwrap();
     let msg = format!(
         "{:#}",
-        apply_overlay(src.path(), dest.path(), &seed_ctx()).unwrap_err()
+        apply_overlay(src.path(), dest.path(), &ctx_of(&seed_plan())).unwrap_err()
     );
     assert!(msg.contains("both produce /etc/x.conf"), "{msg}");
 }
 
 #[test]
 fn applying_twice_gives_the_same_tree() {
-    let ctx = seed_ctx();
+    let plan = seed_plan();
+    let ctx = ctx_of(&plan);
     let a = build(&ctx);
     let repo = repo_root();
     // Re-applying onto an already populated tree replaces, never appends.
@@ -805,7 +747,7 @@ fn shell_scripts_pass_shellcheck() {
     if !have("shellcheck") {
         return;
     }
-    let built = build(&seed_ctx());
+    let built = build(&ctx_of(&seed_plan()));
     // Every rendered file with a shell interpreter line, wherever it lives.
     let scripts: Vec<PathBuf> = built
         .root_files
@@ -840,7 +782,7 @@ fn units_pass_systemd_analyze_verify() {
     if !have("systemd-analyze") {
         return;
     }
-    let built = build(&seed_ctx());
+    let built = build(&ctx_of(&seed_plan()));
     let units = built.rootfs.join("usr/lib/systemd/system");
     // `verify --root=` would look for the units' dependencies
     // (network.target, sysinit.target, ...) in the rendered tree, which has
