@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 
-use crate::config::board::{Arch, PartitionTable};
+use crate::config::board::{Arch, PartitionRole, PartitionTable};
 use crate::config::{Board, Cluster, Distro, Node, Role};
 use crate::debian::sources::AptSource;
 
@@ -23,6 +23,16 @@ pub enum KubernetesSource {
     Without,
 }
 
+/// The boot partition of a disk, with its typed role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BootPartition {
+    /// The partition's and its FAT volume's label.
+    pub label: String,
+    pub role: PartitionRole,
+    /// Bytes.
+    pub size: u64,
+}
+
 /// Everything the bootstrapper's result depends on; its hash keys the cache.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BaseSpec {
@@ -35,11 +45,17 @@ pub struct BaseSpec {
     pub local_debs: Vec<PathBuf>,
 }
 
-/// How the disk is laid out.
+/// How the disk is laid out: decided here, from the board and the user's
+/// options; `disk` only places it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DiskSpec {
     pub table: PartitionTable,
-    pub boot_size: u64,
+    /// Picks the GPT root partition type.
+    pub arch: Arch,
+    /// The first partition: the firmware's or the EFI system partition.
+    pub boot: BootPartition,
+    /// The root partition's and filesystem's label; it takes the rest.
+    pub root_label: String,
     /// None: just big enough for the root filesystem plus headroom.
     pub image_size: Option<u64>,
     pub power_of_two: bool,
@@ -178,7 +194,13 @@ pub fn plan_node(
         boot_overlay: root.join("boards").join(&board.boot_overlay),
         disk: DiskSpec {
             table,
-            boot_size: board.boot_size_mib << 20,
+            arch: board.arch,
+            boot: BootPartition {
+                label: board.boot_label.clone(),
+                role: board.boot_role,
+                size: board.boot_size_mib << 20,
+            },
+            root_label: board.root_label.clone(),
             image_size: inputs.image_size,
             power_of_two: board.power_of_two_size,
             ext4_writer: inputs.ext4_writer,

@@ -19,6 +19,9 @@ pub struct Board {
     /// Every table this board's firmware can boot from.
     pub partition_tables: Vec<PartitionTable>,
     pub boot_size_mib: u64,
+    /// What the boot partition is: the firmware's (`boot`) or an EFI
+    /// system partition (`esp`). It decides the partition's type.
+    pub boot_role: PartitionRole,
     /// Where the boot (or EFI system) partition is mounted in the running system.
     pub boot_mount: String,
     pub boot_label: String,
@@ -153,6 +156,12 @@ pub fn parse(file: &Path, text: &str) -> Result<Board, ConfigErrors> {
         add(
             "partition_table",
             format!("{:?} is not among partition_tables", board.partition_table),
+        );
+    }
+    if board.boot_role == PartitionRole::Root {
+        add(
+            "boot_role",
+            "\"root\" is not a boot partition; expected \"boot\" or \"esp\"".into(),
         );
     }
     if board.boot_size_mib < 32 {

@@ -14,7 +14,8 @@ use uuid::Uuid;
 use crate::config::board::PartitionRole;
 use crate::config::Ext4Writer;
 use crate::fs::{ext4, fat};
-use layout::{DiskLayout, PlacedPartition};
+use crate::plan::DiskSpec;
+use layout::{default_image_size, plan_layout, DiskLayout, PartitionRequest, PlacedPartition};
 
 pub struct AssembleRequest<'a> {
     pub layout: &'a DiskLayout,
@@ -77,10 +78,6 @@ pub fn fs_id(seed: &[u8], role: PartitionRole, partition_label: &str) -> String 
     }
 }
 
-/// Builds the whole disk image at `image` (a temporary path; the caller
-/// renames it into place). An existing file there is truncated. The file
-/// stays sparse: only tables and filesystem data are allocated, which is what
-/// the bmap records. On error the partial file is left for the caller to remove.
 /// Builds one partition's filesystem in its byte range of `image`.
 fn build_partition(req: &AssembleRequest, part: &PlacedPartition, image: &Path) -> Result<()> {
     let started = Instant::now();
@@ -119,6 +116,33 @@ fn build_partition(req: &AssembleRequest, part: &PlacedPartition, image: &Path) 
     Ok(())
 }
 
+/// The layout of `spec`'s disk for a root tree of `root_bytes`: the plan's
+/// boot partition first, the root taking the rest, on a disk of the
+/// requested size or, by default, the root's content plus headroom.
+pub fn layout_for(spec: &DiskSpec, root_bytes: u64) -> Result<DiskLayout> {
+    let total = spec
+        .image_size
+        .unwrap_or_else(|| default_image_size(spec.boot.size, root_bytes, spec.power_of_two));
+    let requests = [
+        PartitionRequest {
+            label: spec.boot.label.clone(),
+            role: spec.boot.role,
+            size: Some(spec.boot.size),
+        },
+        PartitionRequest {
+            label: spec.root_label.clone(),
+            role: PartitionRole::Root,
+            size: None,
+        },
+    ];
+    plan_layout(spec.table, spec.arch, &requests, total)
+        .with_context(|| format!("laying out a {total}-byte disk"))
+}
+
+/// Builds the whole disk image at `image` (a temporary path; the caller
+/// renames it into place). An existing file there is truncated. The file
+/// stays sparse: only tables and filesystem data are allocated, which is what
+/// the bmap records. On error the partial file is left for the caller to remove.
 pub fn assemble(req: &AssembleRequest, image: &Path) -> Result<AssembleReport> {
     let layout = req.layout;
     for (role_tree, needed) in [

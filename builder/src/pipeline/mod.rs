@@ -1,26 +1,22 @@
 //! `habuild image`: runs the stages in order for each selected node.
 //! manifest → plan → base rootfs → layer → filesystems + disk → artifacts.
 
+mod inputs;
 pub mod locked;
+mod node;
 pub mod output;
 pub mod report;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::artifact;
-use crate::config::board::{PartitionRole, PartitionTable};
+use crate::config::board::PartitionTable;
 use crate::config::{Cluster, Node, Project};
-use crate::disk::layout::{default_image_size, plan_layout, PartitionRequest};
 use crate::plan::{plan_node, KubernetesSource, NodePlan, PlanInputs};
-use crate::rootfs::context::{render_context, KubeadmCtx};
-use crate::rootfs::{base, layer};
-use crate::util::cleanup;
-use crate::util::progress::Step;
-use output::PendingArtifacts;
-use report::{BundleDeb, FilesReport, ImageReport, KubernetesReport, NodeReport};
+use inputs::{resolve_kubernetes, resolve_mirror};
+use node::{run_steps, NodeBuild, STEPS};
 
 /// Which nodes of the manifest to build.
 #[derive(Debug, Clone)]
@@ -219,292 +215,10 @@ pub fn build(req: &BuildRequest) -> Result<Vec<BuiltNode>> {
             file: &l.path,
             base,
         });
-        built.push(
-            build_node(plan, &out_dir, &req.cache_dir, secrets.as_ref(), pin)
-                .with_context(|| format!("building the image of {}", node.name))?,
-        );
+        let started = Instant::now();
+        let mut b = NodeBuild::new(plan, &out_dir, &req.cache_dir, secrets.as_ref(), pin);
+        run_steps(&mut b, STEPS).with_context(|| format!("building the image of {}", node.name))?;
+        built.push(b.built(started));
     }
     Ok(built)
-}
-
-fn resolve_mirror(
-    distro: &crate::config::Distro,
-    arch: &str,
-    flag: Option<&str>,
-) -> Result<String> {
-    if let Some(m) = flag {
-        return Ok(m.trim_end_matches('/').to_string());
-    }
-    if distro.mirror.from_host {
-        return crate::debian::host_sources::host_debian_mirror();
-    }
-    distro.mirror.by_arch.get(arch).cloned().with_context(|| {
-        format!(
-            "distro {} names no archive for {arch}; pass --mirror URL",
-            distro.name
-        )
-    })
-}
-
-fn resolve_kubernetes(choice: &KubernetesChoice, cluster: &Cluster) -> Result<KubernetesSource> {
-    match (&choice.bundle, choice.without) {
-        (Some(_), true) => bail!("--k8s-bundle and --without-kubernetes exclude each other"),
-        (None, true) => Ok(KubernetesSource::Without),
-        (Some(dir), false) => {
-            let dir = std::fs::canonicalize(dir).with_context(|| {
-                format!("reading the offline bundle directory {}", dir.display())
-            })?;
-            let mut debs: Vec<PathBuf> = std::fs::read_dir(&dir)
-                .with_context(|| format!("listing the offline bundle {}", dir.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "deb"))
-                .collect();
-            debs.sort();
-            if debs.is_empty() {
-                bail!("the offline bundle {} holds no .deb files", dir.display());
-            }
-            verify_bundle_sums(&dir, &debs)?;
-            Ok(KubernetesSource::Bundle { dir, debs })
-        }
-        (None, false) => {
-            let sources = crate::plan::pkgs_k8s_io_sources(cluster, Path::new("/dev/null"));
-            crate::debian::reach::check_sources(&sources, std::time::Duration::from_secs(10))?;
-            let keyring = choice
-                .keyring
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_K8S_KEYRING));
-            if !keyring.is_file() {
-                bail!(
-                    "the pkgs.k8s.io signing keyring {} is missing: fetch it with\n  curl -fsSL https://pkgs.k8s.io/core:/stable:/v{}/deb/Release.key | gpg --dearmor -o {}\n(check its fingerprint DE15 B144 86CD 377B 9E87 6E1A 2346 54DA 9A29 6436), and add CRI-O's key (https://pkgs.k8s.io/addons:/cri-o:/stable:/v{}/deb/Release.key) to the same keyring, or pass --k8s-keyring FILE",
-                    keyring.display(),
-                    cluster.kubernetes_version.rsplit_once('.').map_or("", |v| v.0),
-                    keyring.display(),
-                    cluster.crio_version
-                );
-            }
-            Ok(KubernetesSource::Upstream { keyring })
-        }
-    }
-}
-
-/// Where the Kubernetes install guide puts the pkgs.k8s.io key.
-pub const DEFAULT_K8S_KEYRING: &str = "/etc/apt/keyrings/kubernetes-apt-keyring.gpg";
-
-/// A bundle may carry `SHA256SUMS`; when it does, every .deb must match it.
-fn verify_bundle_sums(dir: &Path, debs: &[PathBuf]) -> Result<()> {
-    let sums_path = dir.join("SHA256SUMS");
-    if !sums_path.is_file() {
-        return Ok(());
-    }
-    let sums = artifact::checksums::parse_sums(
-        &std::fs::read_to_string(&sums_path)
-            .with_context(|| format!("reading {}", sums_path.display()))?,
-    );
-    for deb in debs {
-        let name = deb.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        let expected = sums
-            .get(name)
-            .with_context(|| format!("{} does not list {name}", sums_path.display()))?;
-        let actual = crate::util::digest::sha256_file(deb)?;
-        if &actual != expected {
-            bail!("{name} in the offline bundle does not match {} (sha256 {actual}, expected {expected})", sums_path.display());
-        }
-    }
-    Ok(())
-}
-
-fn build_node(
-    plan: &NodePlan,
-    out_dir: &Path,
-    cache_dir: &Path,
-    secrets: Option<&crate::pki::ClusterSecrets>,
-    pin: Option<locked::Pin>,
-) -> Result<BuiltNode> {
-    let started = Instant::now();
-    let node = &plan.node.name;
-    let base = match pin {
-        Some(pin) => locked::ensure_pinned_base(plan, cache_dir, pin)?,
-        None => base::ensure_base(&plan.base, cache_dir, None)?,
-    };
-    if base.reused {
-        eprintln!("  {:<44} {:>7}", "base root filesystem (cached)", "0.0s");
-    }
-
-    let work = cache_dir
-        .join("work")
-        .join(format!("{node}-{}", std::process::id()));
-    let _work_guard = cleanup::remove_on_exit(&work);
-    let step = Step::start("layering overlays and node identity");
-    let kubeadm = secrets.map(|s| KubeadmCtx::new(s.bootstrap_token.expose(), &s.discovery_hash));
-    let ctx = render_context(plan, kubeadm);
-    let staged = layer::stage(plan, &base.tree, &work, &ctx)?;
-    step.finish();
-    if plan.node.role == crate::config::Role::Director {
-        // Before anything is assembled: a value keepalived rejects stops here.
-        let step = Step::start("checking keepalived.conf (--config-test)");
-        crate::rootfs::keepalived::check_staged_root(&staged.root_tree)?;
-        step.finish();
-    }
-
-    let pending = output::pending_dir(out_dir, node)?;
-    let _pending_guard = cleanup::remove_on_exit(&pending);
-    let image_name = format!("{node}.img");
-    let image_path = pending.join(&image_name);
-
-    // The cluster's CAs and service-account key, after the overlays.
-    let pki = match secrets.filter(|_| plan.node.role == crate::config::Role::ControlPlane) {
-        Some(s) => Some(crate::pki::stage::install(
-            &staged.root_tree,
-            s,
-            &staged.root_files,
-        )?),
-        None => None,
-    };
-    if let Some(p) = &pki {
-        eprintln!(
-            "  secrets in this image (mode 0600): {}",
-            p.report.secret_files.join(", ")
-        );
-    }
-
-    let step = Step::start("making filesystems and the disk image");
-    let boot_role = if plan.board.boot_mount == "/boot/efi" {
-        PartitionRole::Esp
-    } else {
-        PartitionRole::Boot
-    };
-    let total = match plan.disk.image_size {
-        Some(s) => s,
-        None => default_image_size(
-            plan.disk.boot_size,
-            staged.root_bytes,
-            plan.disk.power_of_two,
-        ),
-    };
-    let requests = [
-        PartitionRequest {
-            label: plan.board.boot_label.clone(),
-            role: boot_role,
-            size: Some(plan.disk.boot_size),
-        },
-        PartitionRequest {
-            label: plan.board.root_label.clone(),
-            role: PartitionRole::Root,
-            size: None,
-        },
-    ];
-    let layout = plan_layout(plan.disk.table, plan.board.arch, &requests, total)
-        .with_context(|| format!("laying out a {total}-byte disk"))?;
-    let seed = format!("habuild/{}/{}", plan.cluster.name, node);
-    let assembled = crate::disk::assemble(
-        &crate::disk::AssembleRequest {
-            layout: &layout,
-            boot_tree: &staged.boot_tree,
-            root_tree: &staged.root_tree,
-            seed: seed.as_bytes(),
-            source_date_epoch: plan.source_date_epoch,
-            boot_label: &plan.board.boot_label,
-            root_label: &plan.board.root_label,
-            ext4_writer: plan.disk.ext4_writer,
-        },
-        &image_path,
-    )?;
-    step.finish();
-
-    let step = Step::start("writing bmap, firmware bundle, checksums");
-    let bmap_name = format!("{image_name}.bmap");
-    artifact::bmap::write_bmap(&image_path, &pending.join(&bmap_name))?;
-    let fw_name = format!("{node}-firmware.tar.gz");
-    artifact::firmware::write_firmware_bundle(
-        &staged.boot_tree,
-        &pending.join(&fw_name),
-        plan.source_date_epoch,
-    )?;
-
-    let kubernetes_included = !matches!(plan.kubernetes, KubernetesSource::Without);
-    let report = NodeReport {
-        habuild_version: env!("CARGO_PKG_VERSION"),
-        cluster: plan.cluster.name.clone(),
-        node: node.clone(),
-        role: plan.node.role.as_str().into(),
-        address: plan.node.address.to_string(),
-        board: plan.board.name.clone(),
-        arch: plan.board.arch.debian_name().into(),
-        distro: plan.distro.name.clone(),
-        distro_name: plan.distro.pretty_name.clone(),
-        kubernetes: kubernetes_report(plan)?,
-        base_key: base.key.clone(),
-        source_date_epoch: plan.source_date_epoch,
-        image: ImageReport {
-            file: image_name.clone(),
-            size: layout.total_size,
-            partition_table: format!("{:?}", plan.disk.table).to_lowercase(),
-            ext4_writer: plan.disk.ext4_writer,
-            layout: assembled,
-        },
-        packages: base.packages.clone(),
-        files: FilesReport {
-            root: crate::pki::stage::with_files(&staged.root_files, pki.as_ref()),
-            boot: staged.boot_files.clone(),
-        },
-        secrets: pki.map(|p| p.report),
-    };
-    let json_name = format!("{node}.json");
-    let json = serde_json::to_vec_pretty(&report).context("serialising the node report")?;
-    std::fs::write(pending.join(&json_name), json)
-        .with_context(|| format!("writing {json_name}"))?;
-
-    // The image goes last, so a reader that sees it sees everything else.
-    let mut files = Vec::new();
-    for name in [&bmap_name, &fw_name, &json_name, &image_name] {
-        files.push((
-            name.clone(),
-            crate::util::digest::sha256_file(&pending.join(name))?,
-        ));
-    }
-    step.finish();
-    output::publish(
-        out_dir,
-        PendingArtifacts {
-            dir: pending.clone(),
-            files,
-        },
-    )?;
-
-    Ok(BuiltNode {
-        node: node.clone(),
-        role: plan.node.role,
-        image: out_dir.join(&image_name),
-        image_size: layout.total_size,
-        base_reused: base.reused,
-        kubernetes_included,
-        seconds: started.elapsed().as_secs_f64(),
-    })
-}
-
-fn kubernetes_report(plan: &NodePlan) -> Result<KubernetesReport> {
-    let (source, bundle, note) = match &plan.kubernetes {
-        KubernetesSource::Upstream { .. } => ("upstream", vec![], None),
-        KubernetesSource::Bundle { debs, .. } => {
-            let mut b = Vec::new();
-            for d in debs {
-                b.push(BundleDeb { file: d.file_name().unwrap_or_default().to_string_lossy().into(), sha256: crate::util::digest::sha256_file(d)? });
-            }
-            ("bundle", b, None)
-        }
-        KubernetesSource::Without => (
-            "without",
-            vec![],
-            (plan.node.role == crate::config::Role::ControlPlane)
-                .then(|| "built with --without-kubernetes: kubeadm, kubelet, kubectl and CRI-O are NOT installed; their configuration is baked in".to_string()),
-        ),
-    };
-    Ok(KubernetesReport {
-        source: source.into(),
-        packages_included: source != "without",
-        kubernetes_version: plan.cluster.kubernetes_version.clone(),
-        crio_version: plan.cluster.crio_version.clone(),
-        bundle,
-        note,
-    })
 }

@@ -1,0 +1,324 @@
+//! One node's build: a flat list of named steps ([`STEPS`]) that one
+//! helper runs in order, timing and reporting each (mkosi's build is the
+//! model). Adding or reordering a step is one line there; what the steps
+//! hand each other lives in [`NodeBuild`].
+//!
+//! Nothing appears under a final name before the last step: the image and
+//! its artifacts are made in `<out>/.partial-<node>/` and the work tree in
+//! the cache's `work/`, both removed on exit whatever happens.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use super::locked;
+use super::output::{self, PendingArtifacts};
+use super::report::{kubernetes_report, FilesReport, ImageReport, NodeReport};
+use super::BuiltNode;
+use crate::artifact;
+use crate::config::Role;
+use crate::disk::layout::DiskLayout;
+use crate::disk::AssembleReport;
+use crate::pki::stage::Installed;
+use crate::pki::ClusterSecrets;
+use crate::plan::{KubernetesSource, NodePlan};
+use crate::rootfs::base::{self, Base};
+use crate::rootfs::context::{render_context, KubeadmCtx};
+use crate::rootfs::layer::{self, Staged};
+use crate::util::cleanup::{self, RemoveOnExit};
+use crate::util::digest::sha256_file;
+use crate::util::progress::Step;
+
+/// A named step of a node's build.
+pub struct BuildStep {
+    pub name: &'static str,
+    /// Whether the step applies to this node.
+    pub when: fn(&NodePlan) -> bool,
+    /// Shows its own progress (the bootstrap's sub-steps), so no spinner.
+    pub reports_itself: bool,
+    pub run: fn(&mut NodeBuild) -> Result<()>,
+}
+
+const fn step(name: &'static str, run: fn(&mut NodeBuild) -> Result<()>) -> BuildStep {
+    BuildStep {
+        name,
+        when: |_| true,
+        reports_itself: false,
+        run,
+    }
+}
+
+fn director(plan: &NodePlan) -> bool {
+    plan.node.role == Role::Director
+}
+
+fn control_plane(plan: &NodePlan) -> bool {
+    plan.node.role == Role::ControlPlane
+}
+
+/// The build of every node, in order.
+pub const STEPS: &[BuildStep] = &[
+    BuildStep {
+        reports_itself: true,
+        ..step("base root filesystem", |b| b.ensure_base())
+    },
+    step("layering overlays and node identity", |b| b.stage_layer()),
+    // Before anything is assembled: a value keepalived rejects stops here.
+    BuildStep {
+        when: director,
+        ..step("checking keepalived.conf (--config-test)", |b| {
+            b.check_keepalived()
+        })
+    },
+    // The cluster's CAs and service-account key, after the overlays.
+    BuildStep {
+        when: control_plane,
+        ..step("installing the cluster PKI", |b| b.install_pki())
+    },
+    step("making filesystems and the disk image", |b| b.assemble()),
+    step("writing bmap, firmware bundle, checksums", |b| {
+        b.write_artifacts()
+    }),
+    step("publishing the artifacts", |b| b.publish()),
+];
+
+/// Runs the steps that apply to the node, each timed and reported on one
+/// line; a step's notes follow its line.
+pub fn run_steps(b: &mut NodeBuild, steps: &[BuildStep]) -> Result<()> {
+    for s in steps.iter().filter(|s| (s.when)(b.plan)) {
+        let started = Instant::now();
+        let spinner = (!s.reports_itself).then(|| Step::start(s.name));
+        (s.run)(b)?;
+        match spinner {
+            Some(spinner) => {
+                spinner.finish();
+            }
+            None => eprintln!("  {:<44} {:>7.1}s", s.name, started.elapsed().as_secs_f64()),
+        }
+        for note in b.notes.drain(..) {
+            eprintln!("  {note}");
+        }
+    }
+    Ok(())
+}
+
+/// What one node's steps share: the inputs, then each step's result.
+pub struct NodeBuild<'a> {
+    plan: &'a NodePlan,
+    out_dir: &'a Path,
+    cache_dir: &'a Path,
+    secrets: Option<&'a ClusterSecrets>,
+    pin: Option<locked::Pin<'a>>,
+    /// Said after the current step's line.
+    notes: Vec<String>,
+    /// Scratch trees, in the cache (same filesystem as the base).
+    work: PathBuf,
+    _work_guard: RemoveOnExit,
+    base: Option<Base>,
+    staged: Option<Staged>,
+    pki: Option<Installed>,
+    /// The node's artifacts until they are published.
+    pending: Option<(PathBuf, RemoveOnExit)>,
+    layout: Option<DiskLayout>,
+    assembled: Option<AssembleReport>,
+    /// (file name, sha256) in the order they are published; the image last.
+    files: Vec<(String, String)>,
+}
+
+impl<'a> NodeBuild<'a> {
+    pub fn new(
+        plan: &'a NodePlan,
+        out_dir: &'a Path,
+        cache_dir: &'a Path,
+        secrets: Option<&'a ClusterSecrets>,
+        pin: Option<locked::Pin<'a>>,
+    ) -> Self {
+        let work =
+            cache_dir
+                .join("work")
+                .join(format!("{}-{}", plan.node.name, std::process::id()));
+        NodeBuild {
+            plan,
+            out_dir,
+            cache_dir,
+            secrets,
+            pin,
+            notes: Vec::new(),
+            _work_guard: cleanup::remove_on_exit(&work),
+            work,
+            base: None,
+            staged: None,
+            pki: None,
+            pending: None,
+            layout: None,
+            assembled: None,
+            files: Vec::new(),
+        }
+    }
+
+    /// What was built, once every step ran.
+    pub fn built(&self, started: Instant) -> BuiltNode {
+        let plan = self.plan;
+        BuiltNode {
+            node: plan.node.name.clone(),
+            role: plan.node.role,
+            image: self.out_dir.join(self.image_name()),
+            image_size: self.layout().total_size,
+            base_reused: self.base().reused,
+            kubernetes_included: !matches!(plan.kubernetes, KubernetesSource::Without),
+            seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+
+    fn image_name(&self) -> String {
+        format!("{}.img", self.plan.node.name)
+    }
+
+    // What earlier steps made; a missing one is a misordered STEPS.
+    fn base(&self) -> &Base {
+        self.base.as_ref().expect("the base step runs first")
+    }
+    fn staged(&self) -> &Staged {
+        self.staged.as_ref().expect("the layer step ran")
+    }
+    fn pending(&self) -> &Path {
+        &self.pending.as_ref().expect("the assemble step ran").0
+    }
+    fn layout(&self) -> &DiskLayout {
+        self.layout.as_ref().expect("the assemble step ran")
+    }
+
+    fn ensure_base(&mut self) -> Result<()> {
+        let (plan, cache) = (self.plan, self.cache_dir);
+        let base = match self.pin {
+            Some(pin) => locked::ensure_pinned_base(plan, cache, pin)?,
+            None => base::ensure_base(&plan.base, cache, None)?,
+        };
+        self.base = Some(base);
+        Ok(())
+    }
+
+    fn stage_layer(&mut self) -> Result<()> {
+        let kubeadm = self
+            .secrets
+            .map(|s| KubeadmCtx::new(s.bootstrap_token.expose(), &s.discovery_hash));
+        let ctx = render_context(self.plan, kubeadm);
+        let staged = layer::stage(self.plan, &self.base().tree, &self.work, &ctx)?;
+        self.staged = Some(staged);
+        Ok(())
+    }
+
+    fn check_keepalived(&mut self) -> Result<()> {
+        crate::rootfs::keepalived::check_staged_root(&self.staged().root_tree)
+    }
+
+    fn install_pki(&mut self) -> Result<()> {
+        let Some(secrets) = self.secrets else {
+            return Ok(());
+        };
+        let staged = self.staged();
+        let pki = crate::pki::stage::install(&staged.root_tree, secrets, &staged.root_files)?;
+        self.notes.push(format!(
+            "secrets in this image (mode 0600): {}",
+            pki.report.secret_files.join(", ")
+        ));
+        self.pki = Some(pki);
+        Ok(())
+    }
+
+    fn assemble(&mut self) -> Result<()> {
+        let plan = self.plan;
+        let pending = output::pending_dir(self.out_dir, &plan.node.name)?;
+        let guard = cleanup::remove_on_exit(&pending);
+        let staged = self.staged();
+        let layout = crate::disk::layout_for(&plan.disk, staged.root_bytes)?;
+        let seed = format!("habuild/{}/{}", plan.cluster.name, plan.node.name);
+        let assembled = crate::disk::assemble(
+            &crate::disk::AssembleRequest {
+                layout: &layout,
+                boot_tree: &staged.boot_tree,
+                root_tree: &staged.root_tree,
+                seed: seed.as_bytes(),
+                source_date_epoch: plan.source_date_epoch,
+                boot_label: &plan.disk.boot.label,
+                root_label: &plan.disk.root_label,
+                ext4_writer: plan.disk.ext4_writer,
+            },
+            &pending.join(self.image_name()),
+        )?;
+        self.pending = Some((pending, guard));
+        self.layout = Some(layout);
+        self.assembled = Some(assembled);
+        Ok(())
+    }
+
+    fn write_artifacts(&mut self) -> Result<()> {
+        let plan = self.plan;
+        let node = &plan.node.name;
+        let image_name = self.image_name();
+        let pending = self.pending().to_path_buf();
+        let bmap_name = format!("{image_name}.bmap");
+        artifact::bmap::write_bmap(&pending.join(&image_name), &pending.join(&bmap_name))?;
+        let fw_name = format!("{node}-firmware.tar.gz");
+        artifact::firmware::write_firmware_bundle(
+            &self.staged().boot_tree,
+            &pending.join(&fw_name),
+            plan.source_date_epoch,
+        )?;
+        let json_name = format!("{node}.json");
+        let json =
+            serde_json::to_vec_pretty(&self.report()?).context("serialising the node report")?;
+        std::fs::write(pending.join(&json_name), json)
+            .with_context(|| format!("writing {json_name}"))?;
+        // The image goes last, so a reader that sees it sees everything else.
+        for name in [bmap_name, fw_name, json_name, image_name] {
+            let sha = sha256_file(&pending.join(&name))?;
+            self.files.push((name, sha));
+        }
+        Ok(())
+    }
+
+    /// `<node>.json`.
+    fn report(&self) -> Result<NodeReport> {
+        let plan = self.plan;
+        let (base, staged, layout) = (self.base(), self.staged(), self.layout());
+        Ok(NodeReport {
+            habuild_version: env!("CARGO_PKG_VERSION"),
+            cluster: plan.cluster.name.clone(),
+            node: plan.node.name.clone(),
+            role: plan.node.role.as_str().into(),
+            address: plan.node.address.to_string(),
+            board: plan.board.name.clone(),
+            arch: plan.board.arch.debian_name().into(),
+            distro: plan.distro.name.clone(),
+            distro_name: plan.distro.pretty_name.clone(),
+            kubernetes: kubernetes_report(plan)?,
+            base_key: base.key.clone(),
+            source_date_epoch: plan.source_date_epoch,
+            image: ImageReport {
+                file: self.image_name(),
+                size: layout.total_size,
+                partition_table: format!("{:?}", plan.disk.table).to_lowercase(),
+                ext4_writer: plan.disk.ext4_writer,
+                layout: self.assembled.clone().expect("the assemble step ran"),
+            },
+            packages: base.packages.clone(),
+            files: FilesReport {
+                root: crate::pki::stage::with_files(&staged.root_files, self.pki.as_ref()),
+                boot: staged.boot_files.clone(),
+            },
+            secrets: self.pki.as_ref().map(|p| p.report.clone()),
+        })
+    }
+
+    fn publish(&mut self) -> Result<()> {
+        output::publish(
+            self.out_dir,
+            PendingArtifacts {
+                dir: self.pending().to_path_buf(),
+                files: std::mem::take(&mut self.files),
+            },
+        )
+    }
+}
