@@ -14,6 +14,8 @@ pub mod disk;
 pub mod flash;
 pub mod fs;
 pub mod host;
+#[cfg(test)]
+mod layering_tests;
 pub mod lock;
 pub mod pipeline;
 pub mod pki;
