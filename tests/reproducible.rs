@@ -42,7 +42,7 @@ fn director_image_is_bit_identical_and_verifiable() {
     build(&manifest, &b);
     let (a, b) = (a.join("testcluster"), b.join("testcluster"));
 
-    let layout = compare::read_layout(&a.join("master-x86-1.json")).unwrap();
+    let layout = habuild::artifact::report::read_layout(&a.join("master-x86-1.json")).unwrap();
     let diff = compare::explain_difference(
         &a.join("master-x86-1.img"),
         &b.join("master-x86-1.img"),

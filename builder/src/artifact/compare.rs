@@ -8,70 +8,9 @@ use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{Context, Result};
-use serde::Deserialize;
-
+use super::report::{ImageLayout, PartitionSpan};
 use crate::util::CommandExt;
-
-/// One partition as `<node>.json` records it (`image.layout.partitions`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct PartitionSpan {
-    pub label: String,
-    /// "boot", "esp" or "root".
-    pub role: String,
-    pub start: u64,
-    pub size: u64,
-    /// PARTUUID as Linux shows it (GPT GUID, or MBR `<signature>-<index>`).
-    #[serde(default)]
-    pub part_uuid: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct Report {
-    image: ReportImage,
-}
-
-#[derive(Debug, Deserialize)]
-struct ReportImage {
-    size: u64,
-    partition_table: String,
-    layout: ReportLayout,
-}
-
-#[derive(Debug, Deserialize)]
-struct ReportLayout {
-    #[serde(default)]
-    disk_id: String,
-    partitions: Vec<PartitionSpan>,
-}
-
-/// The image facts `<node>.json` records.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageLayout {
-    pub size: u64,
-    /// "mbr" or "gpt".
-    pub table: String,
-    /// GPT disk GUID, or MBR signature as `0x1234abcd`.
-    pub disk_id: String,
-    pub partitions: Vec<PartitionSpan>,
-}
-
-/// Parses the image section of a `<node>.json`.
-pub fn parse_layout(json: &str) -> Result<ImageLayout> {
-    let r: Report = serde_json::from_str(json).context("reading image.layout of <node>.json")?;
-    Ok(ImageLayout {
-        size: r.image.size,
-        table: r.image.partition_table,
-        disk_id: r.image.layout.disk_id,
-        partitions: r.image.layout.partitions,
-    })
-}
-
-pub fn read_layout(json: &Path) -> Result<ImageLayout> {
-    let text =
-        std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
-    parse_layout(&text).with_context(|| format!("parsing {}", json.display()))
-}
+use anyhow::{Context, Result};
 
 /// Where a byte offset of the disk falls.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -389,16 +328,6 @@ mod tests {
             first_difference(&mut &a[..], &mut &a[..100]).unwrap(),
             Some(100)
         );
-    }
-
-    #[test]
-    fn layout_is_read_from_the_node_report() {
-        let json = r#"{"node":"n","image":{"file":"n.img","size":100,"partition_table":"gpt",
-            "layout":{"disk_id":"x","partitions":[{"label":"ESP","role":"esp","start":1,"size":2,
-            "part_uuid":"u","fs_id":"f"}]}}}"#;
-        let l = parse_layout(json).unwrap();
-        assert_eq!((l.size, l.table.as_str()), (100, "gpt"));
-        assert_eq!(l.partitions[0].label, "ESP");
     }
 
     #[test]

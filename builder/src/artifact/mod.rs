@@ -5,6 +5,7 @@ pub mod bmap;
 pub mod checksums;
 pub mod compare;
 pub mod firmware;
+pub mod report;
 pub mod verify;
 
 /// A temporary file for an artifact, readable by all once renamed into

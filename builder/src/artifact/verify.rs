@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::bmap::{self, Bmap};
 use super::checksums::{file_name, Sums};
-use super::compare::{read_layout, ImageLayout};
+use super::report::{read_layout, ImageLayout};
 use crate::util::CommandExt;
 
 /// What to check and against what.
@@ -235,7 +235,7 @@ pub fn compare_table(expected: &ImageLayout, sfdisk_json: &str) -> Result<Vec<St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::artifact::compare::PartitionSpan;
+    use crate::artifact::report::PartitionSpan;
 
     fn layout() -> ImageLayout {
         ImageLayout {

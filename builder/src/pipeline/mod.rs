@@ -5,7 +5,6 @@ mod inputs;
 pub mod locked;
 mod node;
 pub mod output;
-pub mod report;
 
 use std::path::PathBuf;
 use std::time::Instant;

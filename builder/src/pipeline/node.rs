@@ -14,9 +14,9 @@ use anyhow::{Context, Result};
 
 use super::locked;
 use super::output::{self, PendingArtifacts};
-use super::report::{kubernetes_report, FilesReport, ImageReport, NodeReport};
 use super::BuiltNode;
 use crate::artifact;
+use crate::artifact::report::{kubernetes_report, FilesReport, ImageReport, NodeReport};
 use crate::config::Role;
 use crate::disk::layout::DiskLayout;
 use crate::disk::AssembleReport;

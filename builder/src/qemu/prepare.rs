@@ -9,6 +9,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
+use crate::artifact::report::PartitionSpan;
 use crate::util::CommandExt;
 
 /// Where a partition lies in the image (bytes).
@@ -19,6 +20,15 @@ pub struct Extent {
 }
 
 /// Copies `image` to `copy` keeping holes (fast, and the copy stays small).
+impl From<&PartitionSpan> for Extent {
+    fn from(p: &PartitionSpan) -> Extent {
+        Extent {
+            start: p.start,
+            size: p.size,
+        }
+    }
+}
+
 pub fn sparse_copy(image: &Path, copy: &Path) -> Result<()> {
     Command::new("cp")
         .arg("--sparse=always")

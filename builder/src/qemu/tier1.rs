@@ -7,54 +7,15 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
 
 use super::console::{run_stages, Stage};
 use super::guest::{judge, parse_report, Check, Expectations};
-use super::prepare::{add_check_unit, extract, fat_files, grow_file, sparse_copy, Extent};
+use super::prepare::{add_check_unit, extract, fat_files, grow_file, sparse_copy};
+use crate::artifact::report::NodeJson;
 use crate::config::board::QemuProfile;
 use crate::config::manifest::{Cluster, Node};
 use crate::config::Board;
 use crate::util::CommandExt;
-
-/// The parts of `<node>.json` the test reads.
-#[derive(Debug, Deserialize)]
-pub struct NodeJson {
-    pub node: String,
-    pub role: String,
-    pub board: String,
-    pub image: ImageJson,
-    pub files: FilesJson,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ImageJson {
-    pub file: String,
-    pub layout: LayoutJson,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct LayoutJson {
-    pub partitions: Vec<PartJson>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct PartJson {
-    pub role: String,
-    pub start: u64,
-    pub size: u64,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct FilesJson {
-    pub root: Vec<FileJson>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct FileJson {
-    pub path: String,
-    pub sha256: String,
-}
 
 #[derive(Debug)]
 pub struct Tier1Result {
@@ -65,19 +26,6 @@ pub struct Tier1Result {
     pub reached: Vec<(&'static str, f64)>,
     pub log: PathBuf,
     pub report: PathBuf,
-}
-
-pub(crate) fn part(j: &NodeJson, role: &str) -> Result<Extent> {
-    j.image
-        .layout
-        .partitions
-        .iter()
-        .find(|p| p.role == role)
-        .map(|p| Extent {
-            start: p.start,
-            size: p.size,
-        })
-        .with_context(|| format!("{}.json lists no {role} partition", j.node))
 }
 
 /// What the running node must show, booted alone: its hostname, and every
@@ -227,7 +175,7 @@ pub fn run(
         .len();
     let disk_size = test_disk_size(image_size, profile.drive == "sd");
     grow_file(&copy, disk_size)?;
-    let root = part(&j, "root")?;
+    let root = j.partition("root")?.into();
     add_check_unit(&copy, root, &project_root.join("qemu"), work.path())?;
 
     let mut cmd = Command::new(format!("qemu-system-{}", profile.system));
@@ -337,7 +285,7 @@ fn direct_kernel(
     work: &Path,
 ) -> Result<()> {
     let boot = work.join("boot.vfat");
-    extract(copy, part(j, "boot")?, &boot)?;
+    extract(copy, j.partition("boot")?.into(), &boot)?;
     let files = fat_files(&boot, &["vmlinuz", "initrd.img", dtb, "cmdline.txt"], work)?;
     let qemu_dtb = work.join("qemu.dtb");
     if profile.raspi4b_dtb_fixups {
@@ -437,7 +385,7 @@ mod tests {
     fn node_json(role: &str) -> NodeJson {
         serde_json::from_value(serde_json::json!({
             "node": "n", "role": role, "board": "rpi4",
-            "image": {"file": "n.img", "layout": {"partitions": []}},
+            "image": {"file": "n.img", "size": 0, "partition_table": "mbr", "layout": {"partitions": []}},
             "files": {"root": [{"path": "/etc/hostname", "sha256": "ab"}]},
         }))
         .unwrap()

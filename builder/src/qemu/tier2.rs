@@ -23,7 +23,8 @@ use super::t2facts::{
     answered_by, ipvs_service, judge_first_boot, readd_window_secs, removal_window_secs,
     vrrp_takeover_window_secs, Facts, Verdict,
 };
-use super::tier1::{part, qemu_cmdline, NodeJson};
+use super::tier1::qemu_cmdline;
+use crate::artifact::report::NodeJson;
 use crate::config::manifest::{Cluster as Manifest, Role};
 use crate::config::Project;
 use crate::util::CommandExt;
@@ -108,7 +109,7 @@ fn prepare(
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let copy = dir.join("disk.img");
     sparse_copy(&out_dir.join(&j.image.file), &copy)?;
-    let root = part(&j, "root")?;
+    let root = j.partition("root")?.into();
     let q = project.root.join("qemu");
     add_test_unit(
         &copy,
@@ -150,7 +151,7 @@ fn prepare(
         }
         Role::ControlPlane => {
             let boot = dir.join("boot.vfat");
-            extract(&copy, part(&j, "boot")?, &boot)?;
+            extract(&copy, j.partition("boot")?.into(), &boot)?;
             let files = fat_files(&boot, &["vmlinuz", "initrd.img", "cmdline.txt"], &dir)?;
             let cmdline =
                 std::fs::read_to_string(&files[2]).context("reading cmdline.txt from the image")?;

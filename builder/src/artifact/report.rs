@@ -1,9 +1,15 @@
 //! `<node>.json`: what is in an image. Board, distro, every installed
 //! package, and the sha256 of every file habuild added or rendered. It
 //! never holds a secret (certificate fingerprints at most).
+//!
+//! One owner for the format: the build writes [`NodeReport`]; the readers
+//! (`verify`, the reproducibility check, the QEMU tiers) read the parts
+//! they need through [`NodeJson`] and [`read_layout`], defined here too.
 
-use anyhow::Result;
-use serde::Serialize;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 
 use crate::debian::packages::InstalledPackage;
 use crate::disk::AssembleReport;
@@ -98,4 +104,114 @@ pub fn kubernetes_report(plan: &NodePlan) -> Result<KubernetesReport> {
         bundle,
         note,
     })
+}
+
+/// `<node>.json` as its readers see it: only what they use.
+#[derive(Debug, Deserialize)]
+pub struct NodeJson {
+    pub node: String,
+    pub role: String,
+    pub board: String,
+    pub image: ImageJson,
+    pub files: FilesJson,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ImageJson {
+    pub file: String,
+    pub size: u64,
+    /// "mbr" or "gpt".
+    pub partition_table: String,
+    pub layout: LayoutJson,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LayoutJson {
+    /// GPT disk GUID, or MBR signature as `0x1234abcd`.
+    #[serde(default)]
+    pub disk_id: String,
+    pub partitions: Vec<PartitionSpan>,
+}
+
+/// One partition as `<node>.json` records it (`image.layout.partitions`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PartitionSpan {
+    pub label: String,
+    /// "boot", "esp" or "root".
+    pub role: String,
+    pub start: u64,
+    pub size: u64,
+    /// PARTUUID as Linux shows it (GPT GUID, or MBR `<signature>-<index>`).
+    #[serde(default)]
+    pub part_uuid: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FilesJson {
+    pub root: Vec<FileJson>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FileJson {
+    pub path: String,
+    pub sha256: String,
+}
+
+impl NodeJson {
+    /// The partition of `role` ("boot", "esp" or "root").
+    pub fn partition(&self, role: &str) -> Result<&PartitionSpan> {
+        self.image
+            .layout
+            .partitions
+            .iter()
+            .find(|p| p.role == role)
+            .with_context(|| format!("{}.json lists no {role} partition", self.node))
+    }
+}
+
+/// The image facts `<node>.json` records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageLayout {
+    pub size: u64,
+    /// "mbr" or "gpt".
+    pub table: String,
+    /// GPT disk GUID, or MBR signature as `0x1234abcd`.
+    pub disk_id: String,
+    pub partitions: Vec<PartitionSpan>,
+}
+
+/// Parses the image section of a `<node>.json`.
+pub fn parse_layout(json: &str) -> Result<ImageLayout> {
+    #[derive(Deserialize)]
+    struct ImageOnly {
+        image: ImageJson,
+    }
+    let r: ImageOnly = serde_json::from_str(json).context("reading image.layout of <node>.json")?;
+    Ok(ImageLayout {
+        size: r.image.size,
+        table: r.image.partition_table,
+        disk_id: r.image.layout.disk_id,
+        partitions: r.image.layout.partitions,
+    })
+}
+
+pub fn read_layout(json: &Path) -> Result<ImageLayout> {
+    let text =
+        std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
+    parse_layout(&text).with_context(|| format!("parsing {}", json.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_read_from_the_node_report() {
+        let json = r#"{"node":"n","image":{"file":"n.img","size":100,"partition_table":"gpt",
+            "layout":{"disk_id":"x","partitions":[{"label":"ESP","role":"esp","start":1,"size":2,
+            "part_uuid":"u","fs_id":"f"}]}}}"#;
+        let l = parse_layout(json).unwrap();
+        assert_eq!((l.size, l.table.as_str()), (100, "gpt"));
+        assert_eq!(l.partitions[0].label, "ESP");
+    }
 }
