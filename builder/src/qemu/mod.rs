@@ -1,13 +1,19 @@
 //! QEMU validation: boot images before any card is written.
+//!
+//! By tier: `tier1` boots each image as itself (the Pi's SD image on
+//! `raspi4b`, the director's disk under OVMF) and judges what the guest
+//! reports; `tier2` runs the whole cluster on a closed virtual segment and
+//! its failover scenarios. What the tiers share is here: `machine` (kernel
+//! command line, NIC addresses), `prepare` (throw-away copies with a
+//! test-only unit), `console` (a guest's serial console through named
+//! stages), `sealed` (fact blocks read back from a console), `kvm` (whether
+//! UEFI guests get KVM). A tier that boots real hardware or a real cluster
+//! is one more folder beside these.
 
-pub mod cluster;
 pub mod console;
-pub mod dtb;
-pub mod guest;
 pub mod kvm;
-pub mod netns;
+pub mod machine;
 pub mod prepare;
 pub mod sealed;
-pub mod t2facts;
 pub mod tier1;
 pub mod tier2;

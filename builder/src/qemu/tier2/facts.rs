@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use super::sealed::sealed_blocks;
+use crate::qemu::sealed::sealed_blocks;
 
 /// One fact block of one guest.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -260,7 +260,7 @@ mod tests {
         format!(
             "HABUILD-T2-BEGIN {seq}\n{}\nHABUILD-T2-END {seq} {}\n",
             lines.join("\n"),
-            super::super::sealed::seal_of(lines)
+            crate::qemu::sealed::seal_of(lines)
         )
     }
 

@@ -5,6 +5,10 @@
 //! order, LVS-DR through the director, keepalived's checks and VRRP, not
 //! Kubernetes itself.
 
+pub mod cluster;
+pub mod facts;
+pub mod netns;
+
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,21 +17,21 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use super::cluster::{
-    client_probe, control_plane_args, director_args, guest_mac, qmp, tcp_connects, wait_all_facts,
-    wait_facts, Cluster, GuestSpec, CLIENT_CIDR,
-};
-use super::netns::{name_for, Netns};
+use super::machine::{guest_mac, qemu_cmdline};
 use super::prepare::{add_test_unit, extract, fat_files, sparse_copy, Extent};
-use super::t2facts::{
-    answered_by, ipvs_service, judge_first_boot, readd_window_secs, removal_window_secs,
-    vrrp_takeover_window_secs, Facts, Verdict,
-};
-use super::tier1::qemu_cmdline;
 use crate::artifact::report::NodeJson;
 use crate::config::manifest::{Cluster as Manifest, Role};
 use crate::config::Project;
 use crate::util::CommandExt;
+use cluster::{
+    client_probe, control_plane_args, director_args, qmp, tcp_connects, wait_all_facts, wait_facts,
+    Cluster, GuestSpec, CLIENT_CIDR,
+};
+use facts::{
+    answered_by, ipvs_service, judge_first_boot, readd_window_secs, removal_window_secs,
+    vrrp_takeover_window_secs, Facts, Verdict,
+};
+use netns::{name_for, Netns};
 
 /// The seconds between two fact blocks of a guest (qemu/tier2-facts.sh).
 const FACT_PERIOD: u64 = 3;

@@ -22,19 +22,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use super::facts::{last_block, Facts};
 use super::netns::Netns;
-use super::t2facts::{last_block, Facts};
 use crate::util::CommandExt;
 
 /// The test's client on the segment (an address no node of the seed uses).
 pub const CLIENT_CIDR: &str = "10.10.197.50/24";
-
-/// The MAC of a guest's NIC: locally administered (52:54:00 is QEMU's),
-/// derived from its address so that logs name the same MAC every run.
-pub fn guest_mac(addr: std::net::Ipv4Addr) -> String {
-    let o = addr.octets();
-    format!("52:54:00:{:02x}:{:02x}:{:02x}", o[1], o[2], o[3])
-}
 
 /// How one guest is started (kept, to power it on again).
 #[derive(Debug, Clone)]
@@ -315,7 +308,7 @@ pub fn wait_facts(
                 g.spec.name,
                 timeout.as_secs(),
                 g.spec.log.display(),
-                super::console::tail(&g.console(), 30)
+                crate::qemu::console::tail(&g.console(), 30)
             );
         }
         if !cluster.guests[i].running() && what != "powered off" {
@@ -325,7 +318,7 @@ pub fn wait_facts(
                 g.spec.name,
                 g.spec.log.display(),
                 g.spec.log.with_extension("stderr").display(),
-                super::console::tail(&g.console(), 30)
+                crate::qemu::console::tail(&g.console(), 30)
             );
         }
         std::thread::sleep(Duration::from_secs(1));
@@ -460,14 +453,6 @@ mod tests {
     use std::process::Command;
 
     #[test]
-    fn macs_are_stable_and_local() {
-        assert_eq!(
-            guest_mac("10.10.197.98".parse().unwrap()),
-            "52:54:00:0a:c5:62"
-        );
-    }
-
-    #[test]
     fn guests_use_only_taps_in_the_namespace() {
         let a = control_plane_args(
             Path::new("k"),
@@ -503,11 +488,11 @@ mod tests {
     /// The guard kills its processes and removes the namespace on panic.
     #[test]
     fn guard_cleans_up_on_panic() {
-        if !super::super::netns::available() {
+        if !crate::qemu::tier2::netns::available() {
             eprintln!("skipped: cannot create network namespaces here (not root?)");
             return;
         }
-        let name = super::super::netns::name_for(std::process::id()) + "-guard";
+        let name = crate::qemu::tier2::netns::name_for(std::process::id()) + "-guard";
         let t = tempfile::tempdir().unwrap();
         let pid_file = t.path().join("pid");
         let name2 = name.clone();

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
 
-use super::sealed::sealed_blocks;
+use crate::qemu::sealed::sealed_blocks;
 
 /// Facts printed by the guest between HABUILD-BEGIN and HABUILD-END.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -237,7 +237,7 @@ mod tests {
 
     /// The report as guest-check.sh prints it, through journald, once.
     fn log_of(body: &[&str]) -> String {
-        let seal = super::super::sealed::seal_of(body);
+        let seal = crate::qemu::sealed::seal_of(body);
         let mut lines = vec!["HABUILD-BEGIN 1".to_string()];
         lines.extend(body.iter().map(|l| l.to_string()));
         lines.push(format!("HABUILD-END 1 {seal}"));

@@ -2,6 +2,9 @@
 //! what habuild baked into it. One run per image: a full serial log and a
 //! short report are kept beside the image, under `test/`.
 
+mod dtb;
+pub mod guest;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -9,13 +12,14 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use super::console::{run_stages, Stage};
-use super::guest::{judge, parse_report, Check, Expectations};
+use super::machine::{guest_mac, qemu_cmdline};
 use super::prepare::{add_check_unit, extract, fat_files, grow_file, sparse_copy};
 use crate::artifact::report::NodeJson;
 use crate::config::board::QemuProfile;
 use crate::config::manifest::{Cluster, Node};
 use crate::config::Board;
 use crate::util::CommandExt;
+use guest::{judge, parse_report, Check, Expectations};
 
 #[derive(Debug)]
 pub struct Tier1Result {
@@ -204,7 +208,7 @@ pub fn run(
             let mac = manifest_node
                 .mac
                 .clone()
-                .unwrap_or_else(|| super::cluster::guest_mac(manifest_node.address));
+                .unwrap_or_else(|| guest_mac(manifest_node.address));
             uefi(&mut cmd, profile, &copy, &mac)?
         }
     }
@@ -289,7 +293,7 @@ fn direct_kernel(
     let files = fat_files(&boot, &["vmlinuz", "initrd.img", dtb, "cmdline.txt"], work)?;
     let qemu_dtb = work.join("qemu.dtb");
     if profile.raspi4b_dtb_fixups {
-        super::dtb::make_qemu_dtb(&files[2], &qemu_dtb)?;
+        dtb::make_qemu_dtb(&files[2], &qemu_dtb)?;
     } else {
         std::fs::copy(&files[2], &qemu_dtb)
             .with_context(|| format!("copying {}", files[2].display()))?;
@@ -352,35 +356,9 @@ fn uefi(cmd: &mut Command, profile: &QemuProfile, copy: &Path, mac: &str) -> Res
     Ok(())
 }
 
-/// The image's own command line with the console QEMU provides and the
-/// profile's extra arguments (console= entries of the image are replaced).
-pub fn qemu_cmdline(image_cmdline: &str, console: &str, extra: &[String]) -> String {
-    let mut args: Vec<String> = image_cmdline
-        .split_whitespace()
-        .filter(|a| !a.starts_with("console="))
-        .map(String::from)
-        .collect();
-    args.push(format!("console={console}"));
-    args.extend(extra.iter().cloned());
-    args.join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cmdline_replaces_consoles() {
-        let c = qemu_cmdline(
-            "console=tty1 console=ttyS1,115200 root=LABEL=root rootwait\n",
-            "ttyAMA0,115200",
-            &["clk_ignore_unused".into()],
-        );
-        assert_eq!(
-            c,
-            "root=LABEL=root rootwait console=ttyAMA0,115200 clk_ignore_unused"
-        );
-    }
 
     fn node_json(role: &str) -> NodeJson {
         serde_json::from_value(serde_json::json!({
