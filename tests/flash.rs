@@ -1,11 +1,11 @@
 //! `habuild flash` end to end: to regular files and loop devices, against
 //! `bmaptool copy`, every refusal, and interrupted writes. Test images are
-//! small partitioned images made in seconds (see flash_support).
+//! small partitioned images made in seconds (see common/flash.rs).
 //!
 //! Block-device tests use only loop devices they attach themselves (and
 //! detach through guards); they skip when loop devices are unavailable.
 
-mod flash_support;
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use habuild::flash::{self, FlashOptions, FlashReport, Refusal};
 use habuild::util::CommandExt;
 
-use flash_support::*;
+use common::flash::*;
 
 fn opts(image: &Path, target: &Path) -> FlashOptions {
     FlashOptions {
@@ -423,7 +423,7 @@ fn cli_flashes_a_node_by_name_and_asks_before_a_device() {
         std::fs::rename(fx.path(n), cluster.join(n)).unwrap();
     }
     let target = fx.path("card.img");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = common::repo_root();
     let o = Command::new(env!("CARGO_BIN_EXE_habuild"))
         .args(["flash", "--node", "master-arm-1", "--manifest"])
         .arg(root.join("tests/fixtures/test-cluster.toml"))

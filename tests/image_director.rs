@@ -29,22 +29,7 @@ fn director_debian_image_checked_with_independent_tools() {
 
     // 1. The seed's director. No --without-kubernetes and no bundle: a
     //    director installs no Kubernetes packages, so it needs neither.
-    let run = habuild(&[
-        "image",
-        "--node",
-        "master-x86-1",
-        "--distro",
-        "debian-13",
-        "--manifest",
-        manifest.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(
-        run.status.success(),
-        "habuild image failed:\n{}",
-        run.stderr
-    );
+    let run = build_director(&manifest, &out);
     assert!(run.stderr.contains("keepalived"), "{}", run.stderr);
     assert!(!run.stderr.contains("WITHOUT"), "{}", run.stderr);
     let dir = out.join("testcluster");
@@ -333,31 +318,6 @@ fn partitions(img: &Path, dir: &Path, tag: &str) -> (PathBuf, PathBuf) {
         extract_partition(img, &parts[0], dir, &format!("{tag}-esp.vfat")),
         extract_partition(img, &parts[1], dir, &format!("{tag}-root.ext4")),
     )
-}
-
-fn extract_partition(img: &Path, part: &serde_json::Value, dir: &Path, name: &str) -> PathBuf {
-    let start = part["start"].as_u64().unwrap() * 512;
-    let size = part["size"].as_u64().unwrap() * 512;
-    let out = dir.join(name);
-    sh(Command::new("dd")
-        .arg(format!("if={}", img.display()))
-        .arg(format!("of={}", out.display()))
-        .args([
-            "bs=4M",
-            "iflag=skip_bytes,count_bytes",
-            "conv=sparse",
-            "status=none",
-        ])
-        .arg(format!("skip={start}"))
-        .arg(format!("count={size}")));
-    out
-}
-
-fn mtype(fat: &Path, file: &str) -> String {
-    sh(Command::new("mtype")
-        .arg("-i")
-        .arg(fat)
-        .arg(format!("::{file}")))
 }
 
 /// Lines of a config file without comments and blank lines, trimmed.

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
 use common::*;
@@ -336,34 +335,4 @@ fn rpi4_debian_image_checked_with_independent_tools() {
         "{}",
         run.stderr
     );
-}
-
-fn extract_partition(
-    img: &Path,
-    part: &serde_json::Value,
-    dir: &Path,
-    name: &str,
-) -> std::path::PathBuf {
-    let start = part["start"].as_u64().unwrap() * 512;
-    let size = part["size"].as_u64().unwrap() * 512;
-    let out = dir.join(name);
-    sh(Command::new("dd")
-        .arg(format!("if={}", img.display()))
-        .arg(format!("of={}", out.display()))
-        .args([
-            "bs=4M",
-            "iflag=skip_bytes,count_bytes",
-            "conv=sparse",
-            "status=none",
-        ])
-        .arg(format!("skip={start}"))
-        .arg(format!("count={size}")));
-    out
-}
-
-fn mtype(fat: &Path, file: &str) -> String {
-    sh(Command::new("mtype")
-        .arg("-i")
-        .arg(fat)
-        .arg(format!("::{file}")))
 }

@@ -9,37 +9,17 @@
 
 mod common;
 
-use std::path::Path;
 
 use common::*;
 use habuild::artifact::compare;
-
-fn build(manifest: &Path, out: &Path) {
-    let run = habuild(&[
-        "image",
-        "--node",
-        "master-x86-1",
-        "--distro",
-        "debian-13",
-        "--manifest",
-        manifest.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(
-        run.status.success(),
-        "habuild image failed:\n{}",
-        run.stderr
-    );
-}
 
 #[test]
 fn director_image_is_bit_identical_and_verifiable() {
     let t = tempfile::tempdir().unwrap();
     let manifest = fixture_copy(t.path(), "test-cluster.toml", "cluster.toml");
     let (a, b) = (t.path().join("a"), t.path().join("b"));
-    build(&manifest, &a);
-    build(&manifest, &b);
+    build_director(&manifest, &a);
+    build_director(&manifest, &b);
     let (a, b) = (a.join("testcluster"), b.join("testcluster"));
 
     let layout = habuild::artifact::report::read_layout(&a.join("master-x86-1.json")).unwrap();

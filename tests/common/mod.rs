@@ -1,5 +1,10 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests: running habuild with the
+//! shared base cache and a fixed epoch, fixtures in a private workspace,
+//! and reading images back with independent tools. `flash` holds the
+//! small test images of tests/flash.rs.
 #![allow(dead_code)]
+
+pub mod flash;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -66,6 +71,28 @@ fn run(mut cmd: Command, root: &Path, args: &[&str]) -> Run {
         stderr: String::from_utf8_lossy(&out.stderr).into(),
     };
     eprintln!("habuild {}:\n{}", args.join(" "), run.stderr);
+    run
+}
+
+/// `habuild image` of the fixture's director (Debian profile) into `out`;
+/// fails the test when the build fails.
+pub fn build_director(manifest: &Path, out: &Path) -> Run {
+    let run = habuild(&[
+        "image",
+        "--node",
+        "master-x86-1",
+        "--distro",
+        "debian-13",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "habuild image failed:\n{}",
+        run.stderr
+    );
     run
 }
 
@@ -201,4 +228,31 @@ pub fn debugfs_ls(fs: &Path, dir: &str) -> Vec<String> {
     .filter_map(|l| l.split('/').nth(5).map(str::to_string))
     .filter(|n| !n.is_empty() && n != "." && n != "..")
     .collect()
+}
+
+/// Copies one partition of `img`, as `sfdisk -J` lists it, to `dir/name`.
+pub fn extract_partition(img: &Path, part: &serde_json::Value, dir: &Path, name: &str) -> PathBuf {
+    let start = part["start"].as_u64().unwrap() * 512;
+    let size = part["size"].as_u64().unwrap() * 512;
+    let out = dir.join(name);
+    sh(Command::new("dd")
+        .arg(format!("if={}", img.display()))
+        .arg(format!("of={}", out.display()))
+        .args([
+            "bs=4M",
+            "iflag=skip_bytes,count_bytes",
+            "conv=sparse",
+            "status=none",
+        ])
+        .arg(format!("skip={start}"))
+        .arg(format!("count={size}")));
+    out
+}
+
+/// A file of a FAT image, read with mtools.
+pub fn mtype(fat: &Path, file: &str) -> String {
+    sh(Command::new("mtype")
+        .arg("-i")
+        .arg(fat)
+        .arg(format!("::{file}")))
 }
