@@ -9,7 +9,6 @@
 
 mod common;
 
-
 use common::*;
 use habuild::artifact::compare;
 
