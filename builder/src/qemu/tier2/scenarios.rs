@@ -223,18 +223,9 @@ fn init_node_powered_off(run: &mut Run) -> Result<()> {
         .into_iter()
         .filter(|n| *n != victim.name)
         .collect();
-    let answers = run.probe_vip(3 * others.len());
-    let seen = answered_by(&answers);
-    run.r.check(
-        answers.iter().all(Option::is_some)
-            && others.iter().all(|n| seen.contains(n))
-            && !seen.contains(&victim.name),
-        format!(
-            "VIP still answers, from {seen:?} ({} unanswered of {})",
-            answers.iter().filter(|a| a.is_none()).count(),
-            answers.len()
-        ),
-    );
+    run.check_vip_answers(3 * others.len(), "VIP still answers, from", |seen| {
+        others.iter().all(|n| seen.contains(n)) && !seen.contains(&victim.name)
+    });
     Ok(())
 }
 
@@ -304,17 +295,8 @@ fn init_node_powered_on_again(run: &mut Run) -> Result<()> {
             run.c.guests[active].spec.name, victim.rs
         ),
     );
-    let names = run.control_plane_names();
-    let answers = run.probe_vip(3 * names.len() + 3);
-    let seen = answered_by(&answers);
-    run.r.check(
-        seen.contains(&victim.name) && answers.iter().all(Option::is_some),
-        format!(
-            "VIP answered by {seen:?} ({} unanswered of {})",
-            answers.iter().filter(|a| a.is_none()).count(),
-            answers.len()
-        ),
-    );
+    let n = 3 * run.control_plane_names().len() + 3;
+    run.check_vip_answers(n, "VIP answered by", |seen| seen.contains(&victim.name));
     Ok(())
 }
 
@@ -379,15 +361,10 @@ fn master_director_stopped(run: &mut Run) -> Result<()> {
         "the takeover window, plus the resolution: a clean shutdown hands the VIP over at once (keepalived sends priority 0), a crash within it",
     );
     let names = run.control_plane_names();
-    let answers = run.probe_vip(3 * names.len());
-    let seen = answered_by(&answers);
-    run.r.check(
-        answers.iter().all(Option::is_some) && names.iter().all(|n| seen.contains(n)),
-        format!(
-            "VIP answered through the BACKUP by {seen:?} ({} unanswered of {})",
-            answers.iter().filter(|a| a.is_none()).count(),
-            answers.len()
-        ),
+    run.check_vip_answers(
+        3 * names.len(),
+        "VIP answered through the BACKUP by",
+        |seen| names.iter().all(|n| seen.contains(n)),
     );
     Ok(())
 }

@@ -3,12 +3,13 @@
 //! (probe the VIP from the client, power a guest off, find the director
 //! that holds the VIP, read its IPVS table).
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
 use super::cluster::{client_probe, qmp, Cluster};
-use super::facts::{ipvs_service, Facts};
+use super::facts::{answered_by, ipvs_service, Facts};
 use super::guests::Prepared;
 use super::netns::Netns;
 use super::report::Report;
@@ -87,6 +88,27 @@ impl Run<'_> {
     /// `n` connections from the client to the VIP, with who answered each.
     pub fn probe_vip(&self, n: usize) -> Vec<Option<String>> {
         probes(self.c.ns(), &self.vip, self.port, n)
+    }
+
+    /// Checks that `n` connections to the VIP are all answered, and by
+    /// control planes of which `who` approves; reported as
+    /// "`said` {who answered} (x unanswered of n)".
+    pub fn check_vip_answers(
+        &mut self,
+        n: usize,
+        said: &str,
+        who: impl Fn(&BTreeSet<String>) -> bool,
+    ) {
+        let answers = self.probe_vip(n);
+        let seen = answered_by(&answers);
+        self.r.check(
+            answers.iter().all(Option::is_some) && who(&seen),
+            format!(
+                "{said} {seen:?} ({} unanswered of {})",
+                answers.iter().filter(|a| a.is_none()).count(),
+                answers.len()
+            ),
+        );
     }
 }
 
