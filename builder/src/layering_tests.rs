@@ -241,3 +241,26 @@ fn the_reader_sees_grouped_and_nested_paths() {
     assert_eq!(found.into_iter().collect::<Vec<_>>(), ["a", "b", "c", "e"]);
     assert_eq!(code("let a = 1; // crate::x\n"), "let a = 1; ");
 }
+
+/// lib.rs's module map lists the same layers in the same order.
+#[test]
+fn the_module_map_in_lib_rs_follows_the_layers() {
+    let lib = fs::read_to_string(src().join("lib.rs")).unwrap();
+    let rows: Vec<Vec<String>> = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("//! | "))
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .map(|row| {
+            let modules = row.split(" | ").nth(1).unwrap_or_default();
+            modules
+                .split(", ")
+                .map(|m| m.trim_matches('`').to_string())
+                .collect()
+        })
+        .collect();
+    let layers: Vec<Vec<String>> = LAYERS
+        .iter()
+        .map(|l| l.iter().map(|m| m.to_string()).collect())
+        .collect();
+    assert_eq!(rows, layers, "lib.rs's module map and LAYERS differ");
+}

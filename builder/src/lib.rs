@@ -1,10 +1,32 @@
 //! habuild: builds flashable, immutable OS images for a kubeadm HA control
 //! plane on Raspberry Pi 4 boards and the LVS director in front of them.
 //!
-//! The pipeline flows one way; each stage is a module with typed input and
-//! output: `config` → `plan` → `rootfs` → `fs` → `disk` → `artifact`.
-//! `lock` pins every base's packages (`habuild.lock`) and checks builds
-//! against it.
+//! The pipeline flows one way: manifest + board + distro → plan → base root
+//! filesystem → layer (overlays, templates, identity) → PKI → filesystems
+//! → disk → artifacts → flash | QEMU. ARCHITECTURE.md at the repository
+//! root is the guide; this is the map.
+//!
+//! Module map, in layers from the bottom up. A module may use the layers
+//! listed before it, never one after it or beside it in the same row
+//! (`layering_tests` holds the same table and checks every `crate::` path):
+//!
+//! | layer | module | owns |
+//! |---|---|---|
+//! | 1 | `util` | running external tools, progress lines, cleanup on exit, file hashes |
+//! | 2 | `debian` | the Debian side: deb822, installed packages, apt's scratch configuration, sources and keyrings, the host's mirror |
+//! | 3 | `host` | the build machine: tools, `habuild doctor`, binfmt |
+//! | 4 | `config` | manifest, board and distro files, load → validate; their vocabulary (Role, Arch, PartitionTable, PartitionRole, Ext4Writer) |
+//! | 5 | `plan` | manifest + board + distro → one `NodePlan` per node (pure) |
+//! | 6 | `test_support` | unit tests only: plans from the repository's manifests |
+//! | 7 | `lock` | `habuild.lock`: resolving, formatting and comparing base package sets |
+//! | 8 | `rootfs` | the base (bootstrap, cache), the template context, overlays, the layer |
+//! | 9 | `pki` | cluster secrets, kubeadm's PKI files staged into the layer |
+//! | 10 | `fs` | FAT32 and ext4 written into a byte range of the image |
+//! | 11 | `disk` | partition layout math, tables, assembly |
+//! | 12 | `artifact` | the formats beside an image: bmap, SHA256SUMS, `<node>.json`, firmware bundle; verify, compare |
+//! | 13 | `pipeline` | `habuild image`: plans, then each node's build as named steps, publishing |
+//! | 14 | `flash`, `qemu`, `testdoubles` | consumers of built images: card writing, the QEMU tiers, the Kubernetes test doubles |
+//! | 15 | `cli` | one file per subcommand; `main.rs` only calls it |
 
 pub mod artifact;
 pub mod cli;

@@ -1,6 +1,6 @@
 //! A copy of the board's device tree that QEMU's `raspi4b` machine can
 //! boot: QEMU models few bcm2711 peripherals, and the kernel aborts when it
-//! probes one that is missing (see ../shared/notes/qemu-rpi4.md). The image
+//! probes one that is missing (docs/qemu.md lists what and why). The image
 //! itself keeps the real DTB; only the copy given to `-dtb` is changed.
 
 use std::path::Path;
