@@ -1,5 +1,7 @@
-//! `habuild image`: runs the stages in order for each selected node.
-//! manifest → plan → base rootfs → layer → filesystems + disk → artifacts.
+//! `habuild image`: loads and plans (`plan`; what the host decides first is
+//! `inputs`), checks the lock (`locked`), then builds each selected node
+//! as the named steps of `node`: base rootfs → layer → PKI → filesystems +
+//! disk → artifacts → publishing (`output`).
 
 mod inputs;
 pub mod locked;

@@ -1,5 +1,8 @@
-//! Root filesystem stages: the cached base from the bootstrapper, then the
-//! layer habuild adds on top (overlays, rendered templates, node identity).
+//! Root filesystem stages: the cached base from the bootstrapper (`base`),
+//! then the layer habuild adds on top (`layer`): the overlays (`overlay`)
+//! with their templates rendered from the node's context (`context`), the
+//! node's identity and the boot partition's files. `keepalived` checks a
+//! director's rendered configuration with keepalived itself.
 
 pub mod base;
 pub mod context;
