@@ -12,7 +12,7 @@ use super::facts::{
     vrrp_takeover_window_secs, Facts,
 };
 use super::session::{
-    holds_vip, listed, poll_probe, power_off, wait_active_director, Run, FACT_PERIOD,
+    holds_vip, listed, poll_probe, wait_active_director, PoweredOff, Run, FACT_PERIOD,
 };
 use super::watch::{VipWatch, WATCH_LEAD, WATCH_TIMEOUT_SECS};
 use crate::config::manifest::Role;
@@ -182,24 +182,20 @@ fn init_node_powered_off(run: &mut Run) -> Result<()> {
         .map(|f| removals(&f))
         .unwrap_or(0);
     run.r.line(format!("3. power off {}", victim.name));
-    let t = Instant::now();
-    let shutdown = power_off(
-        &mut run.c,
+    let PoweredOff {
+        took,
+        in_time,
+        shutdown,
+    } = run.power_off_until(
         victim.index,
         Duration::from_secs(120),
-        &mut run.r,
-    )?;
-    let removal_limit = Duration::from_secs(window + FACT_PERIOD * 2) + shutdown;
-    let removed = wait_facts(
-        &mut run.c,
         active,
+        window,
         "keepalived removes the powered-off node",
-        removal_limit + Duration::from_secs(30),
         |f| !listed(f, &vip, port).contains(&victim.rs),
-    );
-    let took = t.elapsed();
+    )?;
     run.r.timed(
-        removed.is_ok() && took <= removal_limit,
+        in_time,
         &format!("{} removed from {vip}:{port} after system_powerdown", victim.rs),
         took,
         window,
@@ -325,19 +321,20 @@ fn master_director_stopped(run: &mut Run) -> Result<()> {
     ));
     let watch = VipWatch::start(run.c.ns(), &vip, port);
     std::thread::sleep(WATCH_LEAD);
-    let t = Instant::now();
-    let shutdown = power_off(&mut run.c, master, Duration::from_secs(60), &mut run.r)?;
-    let limit = Duration::from_secs(window + FACT_PERIOD * 2) + shutdown;
-    let moved = wait_facts(
-        &mut run.c,
+    let PoweredOff {
+        took,
+        in_time,
+        shutdown,
+    } = run.power_off_until(
+        master,
+        Duration::from_secs(60),
         backup_idx,
+        window,
         "the BACKUP takes the VIP",
-        limit + Duration::from_secs(30),
         |f| holds_vip(f, &vip),
-    );
-    let took = t.elapsed();
+    )?;
     run.r.timed(
-        moved.is_ok() && took <= limit,
+        in_time,
         &format!("VIP moved to {}", run.c.guests[backup_idx].spec.name),
         took,
         window,

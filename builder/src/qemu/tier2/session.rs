@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::cluster::{client_probe, qmp, Cluster};
+use super::cluster::{client_probe, qmp, wait_facts, Cluster};
 use super::facts::{answered_by, ipvs_service, Facts};
 use super::guests::Prepared;
 use super::netns::Netns;
@@ -32,6 +32,15 @@ pub struct Run<'a> {
     pub port: u16,
     /// The director that holds the VIP, once scenario 2 has found it.
     pub active: Option<usize>,
+}
+
+/// What [`Run::power_off_until`] measured.
+pub struct PoweredOff {
+    /// From the power button to what was awaited (or giving up).
+    pub took: Duration,
+    pub in_time: bool,
+    /// How long the guest took to power off.
+    pub shutdown: Duration,
 }
 
 /// The node a scenario powers off and on again: the init node.
@@ -82,6 +91,37 @@ impl Run<'_> {
             index,
             ip,
             rs,
+        })
+    }
+
+    /// Powers guest `victim` off (see [`power_off`]) and waits until `done`
+    /// holds on guest `watched`'s facts. In time: within `window` counted
+    /// from the power button, with the shutdown and two fact periods
+    /// allowed on top; the wait goes on 30 s past that.
+    pub fn power_off_until(
+        &mut self,
+        victim: usize,
+        grace: Duration,
+        watched: usize,
+        window: u64,
+        what: &str,
+        done: impl Fn(&Facts) -> bool,
+    ) -> Result<PoweredOff> {
+        let t = Instant::now();
+        let shutdown = power_off(&mut self.c, victim, grace, &mut self.r)?;
+        let limit = Duration::from_secs(window + FACT_PERIOD * 2) + shutdown;
+        let seen = wait_facts(
+            &mut self.c,
+            watched,
+            what,
+            limit + Duration::from_secs(30),
+            done,
+        );
+        let took = t.elapsed();
+        Ok(PoweredOff {
+            took,
+            in_time: seen.is_ok() && took <= limit,
+            shutdown,
         })
     }
 
