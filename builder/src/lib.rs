@@ -7,6 +7,7 @@
 //! against it.
 
 pub mod artifact;
+pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod disk;

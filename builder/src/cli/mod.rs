@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand; `main` only parses,
 //! sets up logging and maps errors to exit codes.
 
+pub mod bundle;
 pub mod doctor;
 pub mod flash;
 pub mod image;
@@ -50,6 +51,8 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Boot built images under QEMU and check them from inside.
     Test(test::TestArgs),
+    /// Build the offline Kubernetes/CRI-O bundle (.debs and control-plane images) from pinned upstream source.
+    Bundle(bundle::BundleArgs),
     /// Build the offline bundle of Kubernetes/CRI-O TEST DOUBLES (for tests only).
     TestDoubles(test_doubles::TestDoublesArgs),
 }
@@ -78,6 +81,7 @@ pub fn main() -> ExitCode {
         Command::Kubeconfig(a) => kubeconfig::run(a),
         Command::Test(a) => test::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Bundle(a) => bundle::run(a),
         Command::TestDoubles(a) => test_doubles::run(a),
     };
     match result {

@@ -241,7 +241,10 @@ pub fn pause_version(kubernetes_version: &str) -> Result<&'static str> {
         }
     };
     match minor {
+        // kubeadm's constants.PauseVersion of each release.
         31..=33 => Ok("3.10"),
+        34..=35 => Ok("3.10.1"),
+        36..=37 => Ok("3.10.2"),
         _ => bail!(
             "no known pause image version for Kubernetes {kubernetes_version}: \
              add kubeadm's PauseVersion for 1.{minor} to rootfs::render::pause_version"

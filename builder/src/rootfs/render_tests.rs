@@ -294,9 +294,11 @@ fn control_plane_content() {
     assert!(crio.contains("[crio.runtime]\n"), "{crio}");
     assert!(crio.contains("\ncgroup_manager = \"systemd\"\n"), "{crio}");
     assert!(crio.contains("\nconmon_cgroup = \"pod\"\n"), "{crio}");
+    // No image_repository: kubeadm's pause from registry.k8s.io, not
+    // CRI-O's built-in default (another version for some releases).
     assert!(
-        !crio.contains("pause_image"),
-        "no image_repository, no pause override: {crio}"
+        crio.contains("\npause_image = \"registry.k8s.io/pause:3.10\"\n"),
+        "{crio}"
     );
 
     let kubelet = read(r, "/etc/habuild/kubeadm/kubelet.yaml");
@@ -567,7 +569,10 @@ fn pause_versions() {
     assert_eq!(pause_version("1.31.4").unwrap(), "3.10");
     assert_eq!(pause_version("v1.31.0").unwrap(), "3.10");
     assert_eq!(pause_version("1.33.1").unwrap(), "3.10");
+    assert_eq!(pause_version("1.35.4").unwrap(), "3.10.1");
+    assert_eq!(pause_version("1.36.3").unwrap(), "3.10.2");
     assert!(pause_version("1.18.2").is_err());
+    assert!(pause_version("1.38.0").is_err());
     assert!(pause_version("latest").is_err());
 }
 
