@@ -20,5 +20,6 @@ pub mod pki;
 pub mod plan;
 pub mod qemu;
 pub mod rootfs;
+pub mod status;
 pub mod testdoubles;
 pub mod util;
