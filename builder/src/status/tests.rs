@@ -62,10 +62,13 @@ fn a_healthy_cluster_has_no_problem() {
     assert!(render(&m, &healthy(&m), &v).ends_with("healthy\n"));
 }
 
+/// A change that makes a healthy cluster unhealthy.
+type Spoil = Box<dyn Fn(&mut Observed)>;
+
 #[test]
 fn each_unhealthy_fact_is_a_problem_naming_the_node() {
     let m = seed();
-    let cases: Vec<(Box<dyn Fn(&mut Observed)>, &str)> = vec![
+    let cases: Vec<(Spoil, &str)> = vec![
         (
             Box::new(|o| {
                 if let Seen::Ok(n) = &mut o.nodes {
