@@ -23,6 +23,12 @@ pub struct RawManifest {
     #[serde(default)]
     pub ssh: RawSsh,
     #[serde(default)]
+    pub kubeadm: super::tuning::KubeadmTuning,
+    #[serde(default)]
+    pub etcd: super::tuning::EtcdTuning,
+    #[serde(default)]
+    pub addons: super::tuning::Addons,
+    #[serde(default)]
     pub nodes: Vec<RawNode>,
 }
 
@@ -194,6 +200,8 @@ pub struct Cluster {
     pub vip: Ipv4Addr,
     pub api_port: u16,
     pub loadbalancer: LoadBalancer,
+    /// kubeadm timeouts, etcd tuning, add-ons (`[kubeadm]`, `[etcd]`, `[addons]`).
+    pub tuning: super::tuning::Tuning,
     pub ssh_authorized_keys: Vec<String>,
     pub nodes: Vec<Node>,
 }
@@ -678,6 +686,15 @@ fn validate(file: &Path, raw: RawManifest, known: &Known) -> Result<Cluster, Con
         }
     }
 
+    let tuning = super::tuning::Tuning {
+        kubeadm: raw.kubeadm.clone(),
+        etcd: raw.etcd.clone(),
+        addons: raw.addons.clone(),
+    };
+    for (key, message) in super::tuning::validate(&tuning) {
+        p.add(key, message);
+    }
+
     if !p.list.is_empty() {
         return Err(ConfigErrors(p.list));
     }
@@ -685,6 +702,7 @@ fn validate(file: &Path, raw: RawManifest, known: &Known) -> Result<Cluster, Con
         o.expect("checked above: no problems recorded")
     }
     Ok(Cluster {
+        tuning,
         name: c.name.clone(),
         distro: c.distro.clone(),
         kubernetes_version: c.kubernetes_version.clone(),

@@ -6,6 +6,7 @@ pub mod distro;
 pub mod error;
 pub mod manifest;
 pub mod net;
+pub mod tuning;
 
 #[cfg(test)]
 mod manifest_tests;

@@ -20,6 +20,7 @@ pub fn render_context(plan: &NodePlan) -> RenderContext {
         address: n.address.to_string(),
     };
     RenderContext {
+        tuning: c.tuning.clone(),
         cluster: ClusterCtx {
             name: c.name.clone(),
             kubernetes_version: c.kubernetes_version.clone(),

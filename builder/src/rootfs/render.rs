@@ -35,6 +35,8 @@ pub struct RenderContext {
     /// hash: from the cluster's secrets file); `None` on directors.
     pub kubeadm: Option<KubeadmCtx>,
     pub ssh_authorized_keys: Vec<String>,
+    /// `[kubeadm]` timeouts, `[etcd]` tuning and `[addons]`, as validated.
+    pub tuning: crate::config::tuning::Tuning,
     /// Control planes in manifest order; the first is the init node.
     pub control_planes: Vec<PeerCtx>,
     /// The LVS-DR director in front of the control planes (for /etc/hosts).

@@ -43,10 +43,11 @@ fn peer(name: &str, address: &str) -> PeerCtx {
 /// The seed document's cluster, as master-arm-1 sees it.
 fn seed_ctx() -> RenderContext {
     RenderContext {
+        tuning: Default::default(),
         cluster: ClusterCtx {
             name: "seed".into(),
-            kubernetes_version: "1.31.4".into(),
-            crio_version: "1.31".into(),
+            kubernetes_version: "1.36.3".into(),
+            crio_version: "1.36".into(),
             pod_subnet: "10.88.0.0/16".into(),
             service_subnet: "10.96.0.0/12".into(),
             image_repository: None,
@@ -297,7 +298,7 @@ fn control_plane_content() {
     // No image_repository: kubeadm's pause from registry.k8s.io, not
     // CRI-O's built-in default (another version for some releases).
     assert!(
-        crio.contains("\npause_image = \"registry.k8s.io/pause:3.10\"\n"),
+        crio.contains("\npause_image = \"registry.k8s.io/pause:3.10.2\"\n"),
         "{crio}"
     );
 
@@ -545,7 +546,7 @@ fn pause_image_follows_image_repository() {
     let crio = read(&built.rootfs, "/etc/crio/crio.conf.d/10-habuild.conf");
     assert!(crio.contains("\n[crio.image]\n"), "{crio}");
     assert!(
-        crio.contains("\npause_image = \"registry.example:5000/google_containers/pause:3.10\"\n"),
+        crio.contains("\npause_image = \"registry.example:5000/google_containers/pause:3.10.2\"\n"),
         "{crio}"
     );
 
