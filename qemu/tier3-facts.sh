@@ -2,7 +2,8 @@
 # Runs inside a tier-3 test guest (habuild test --tier 3: the real
 # Kubernetes cluster) from habuild-t3-facts.service, added to a throw-away
 # copy of the image only. Every few seconds it prints what the harness needs
-# between sentinel lines; it judges nothing itself. Lines: "<key> <value...>".
+# between the sentinel lines of tier 2 (the harness reads both with
+# qemu/t2facts.rs); it judges nothing itself. Lines: "<key> <value...>".
 # The real programs are slow under emulation, so the block is cheap: unit
 # states and files; kubectl only once the node has an admin kubeconfig.
 # shellcheck source=seal.sh
@@ -60,6 +61,6 @@ while :; do
                 ;;
         esac
     )
-    printf '%s\n' "$block" | seal_block HABUILD-T3-BEGIN HABUILD-T3-END "$seq"
+    printf '%s\n' "$block" | seal_block HABUILD-T2-BEGIN HABUILD-T2-END "$seq"
     sleep 5
 done

@@ -261,6 +261,19 @@ fn finish(
     })
 }
 
+/// The differences a bundle directory's bundle.json lists; none when the
+/// directory has no bundle.json (a bundle made by other means).
+pub fn differences_in(dir: &Path) -> Result<Vec<String>> {
+    let p = dir.join("bundle.json");
+    match std::fs::read_to_string(&p) {
+        Ok(text) => Ok(serde_json::from_str::<BundleRecord>(&text)
+            .with_context(|| format!("parsing {}", p.display()))?
+            .differences),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+    }
+}
+
 /// Whether every file `dir/SHA256SUMS` names is there with its checksum.
 fn sums_hold(dir: &Path) -> bool {
     let Ok(text) = std::fs::read_to_string(dir.join("SHA256SUMS")) else {

@@ -484,13 +484,16 @@ fn build_node(
 }
 
 fn kubernetes_report(plan: &NodePlan) -> Result<KubernetesReport> {
+    let mut differences = Vec::new();
     let (source, bundle, note) = match &plan.kubernetes {
         KubernetesSource::Upstream { .. } => ("upstream", vec![], None),
-        KubernetesSource::Bundle { debs, .. } => {
+        KubernetesSource::Bundle { dir, debs } => {
             let mut b = Vec::new();
             for d in debs {
                 b.push(BundleDeb { file: d.file_name().unwrap_or_default().to_string_lossy().into(), sha256: artifact::checksums::sha256_file(d)? });
             }
+            // A bundle `habuild bundle` built says what differs from pkgs.k8s.io.
+            differences = crate::bundle::differences_in(dir)?;
             ("bundle", b, None)
         }
         KubernetesSource::Without => (
@@ -507,5 +510,6 @@ fn kubernetes_report(plan: &NodePlan) -> Result<KubernetesReport> {
         crio_version: plan.cluster.crio_version.clone(),
         bundle,
         note,
+        differences,
     })
 }

@@ -44,6 +44,10 @@ pub struct KubernetesReport {
     pub bundle: Vec<BundleDeb>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// What differs from a pkgs.k8s.io install (a bundle from `habuild
+    /// bundle`: its bundle.json).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub differences: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]

@@ -11,3 +11,4 @@ pub mod sealed;
 pub mod t2facts;
 pub mod tier1;
 pub mod tier2;
+pub mod tier3;
