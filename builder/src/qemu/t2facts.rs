@@ -177,10 +177,15 @@ fn verdict(ok: bool, what: String) -> Verdict {
 pub fn judge_first_boot(f: &Facts, init: bool, rendered_config_sha: Option<&str>) -> Vec<Verdict> {
     let mut v = Vec::new();
     let action = if init { "init" } else { "join" };
+    // `init phase addon all` (the add-ons, retried alone) is not an init.
+    let is = |a: &str, what: &str| {
+        let mut w = a.split_whitespace();
+        w.next() == Some(what) && w.next() != Some("phase")
+    };
     let calls: Vec<&(f64, String)> = f
         .kubeadm_calls
         .iter()
-        .filter(|(_, a)| a.split_whitespace().next() == Some(action))
+        .filter(|(_, a)| is(a, action))
         .collect();
     v.push(verdict(
         calls.len() == 1,
@@ -192,9 +197,7 @@ pub fn judge_first_boot(f: &Facts, init: bool, rendered_config_sha: Option<&str>
     ));
     let other = if init { "join" } else { "init" };
     v.push(verdict(
-        !f.kubeadm_calls
-            .iter()
-            .any(|(_, a)| a.split_whitespace().next() == Some(other)),
+        !f.kubeadm_calls.iter().any(|(_, a)| is(a, other)),
         format!("{}: kubeadm {other} never called", f.hostname),
     ));
     let Some((t_state, state)) = f.kubeadm_states.first() else {

@@ -55,9 +55,24 @@ fn get(agent: &ureq::Agent, url: &str) -> Result<(u16, String)> {
 pub fn readyz(agent: &ureq::Agent, base: &str) -> Result<String> {
     let (status, body) = get(agent, &format!("{base}/readyz"))?;
     if status != 200 {
-        bail!("/readyz answered {status}: {}", body.trim());
+        bail!("/readyz answered {status}: {}", failed_checks(&body));
     }
     Ok(body.trim().to_string())
+}
+
+/// The checks a verbose `/readyz` lists as failed (`[-]name failed: …`),
+/// or the whole answer when it lists none.
+pub fn failed_checks(body: &str) -> String {
+    let failed: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("[-]"))
+        .map(|l| l.split(" failed").next().unwrap_or(l))
+        .collect();
+    if failed.is_empty() {
+        body.trim().to_string()
+    } else {
+        format!("failed checks: {}", failed.join(", "))
+    }
 }
 
 /// The nodes and their Ready condition (pure).

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use super::probe::{parse_members, parse_nodes};
+use super::probe::{failed_checks, parse_members, parse_nodes};
 use super::*;
 
 fn seed() -> Cluster {
@@ -153,4 +153,14 @@ fn reads_etcds_member_list() {
     assert!(!ms[0].is_learner && ms[1].is_learner);
     assert_eq!(ms[0].client_urls, ["https://10.10.197.98:2379"]);
     assert!(parse_members(r#"{"header":{}}"#).is_err());
+}
+
+#[test]
+fn a_failed_readyz_names_its_failed_checks() {
+    let body = "[+]ping ok\n[-]poststarthook/rbac/bootstrap-roles failed: reason withheld\n[+]shutdown ok\nreadyz check failed\n";
+    assert_eq!(
+        failed_checks(body),
+        "failed checks: poststarthook/rbac/bootstrap-roles"
+    );
+    assert_eq!(failed_checks("Unauthorized\n"), "Unauthorized");
 }
