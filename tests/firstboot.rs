@@ -23,6 +23,14 @@ const PROBE: &str = "overlays/control-plane/usr/local/lib/habuild/vip-probe";
 const KUBEADM_DOUBLE: &str = r#"#!/bin/sh
 # TEST DOUBLE of kubeadm (habuild tests/firstboot.rs).
 echo "kubeadm $*" >>"$TD_DIR/calls"
+if [ "$1 $2" = "init phase" ]; then
+    # The add-ons phase: its own count, failing the first TD_FAIL_addon.
+    n=$(cat "$TD_DIR/count-addon" 2>/dev/null || echo 0)
+    n=$((n + 1))
+    echo "$n" >"$TD_DIR/count-addon"
+    [ "$n" -gt "${TD_FAIL_addon:-0}" ]
+    exit
+fi
 case $1 in
     init | join)
         n=$(cat "$TD_DIR/count-$1" 2>/dev/null || echo 0)
@@ -215,7 +223,8 @@ fn init_path_starts_realserver_before_kubeadm_init() {
         node.calls(),
         [
             "systemctl start realServer.service",
-            "kubeadm init --config /run/habuild/kubeadm-init.yaml",
+            "kubeadm init --config /run/habuild/kubeadm-init.yaml --skip-phases=addon",
+            "kubeadm init phase addon all --config /run/habuild/kubeadm-init.yaml",
             "systemctl enable realServer.service",
         ]
     );
@@ -398,14 +407,50 @@ fn a_power_cut_after_kubeadm_finishes_only_the_rest() {
     fs::create_dir_all(&state).unwrap();
     fs::write(state.join("firstboot.phase"), "kubeadm-done\n").unwrap();
     assert!(node.boot().status.success());
+    // The add-ons may not have been installed before the cut: they are
+    // (idempotent), and nothing before them runs again.
     assert_eq!(
         node.calls(),
         [
             "systemctl start realServer.service",
+            "kubeadm init phase addon all --config /run/habuild/kubeadm-init.yaml",
             "systemctl enable realServer.service",
         ]
     );
     assert_eq!(node.status(), "initialised");
+}
+
+#[test]
+fn failed_add_ons_are_retried_alone_and_never_reset_the_node() {
+    let mut node = Node::new("init");
+    node.set("TD_FAIL_addon", "2");
+    assert!(node.boot().status.success());
+    let calls = node.calls();
+    let addon = "kubeadm init phase addon all --config /run/habuild/kubeadm-init.yaml";
+    assert_eq!(calls.iter().filter(|c| *c == addon).count(), 3, "{calls:?}");
+    assert!(!calls.iter().any(|c| c.contains("reset")), "{calls:?}");
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.starts_with("kubeadm init --config"))
+            .count(),
+        1,
+        "{calls:?}"
+    );
+    assert_eq!(node.status(), "initialised");
+
+    // Add-ons that never install: first boot fails, the control plane stays.
+    let mut node = Node::new("init");
+    node.set("TD_FAIL_addon", "100")
+        .set("HABUILD_ADDON_ATTEMPTS", "3");
+    assert!(!node.boot().status.success());
+    let calls = node.calls();
+    assert_eq!(calls.iter().filter(|c| *c == addon).count(), 3, "{calls:?}");
+    assert!(!calls.iter().any(|c| c.contains("reset")), "{calls:?}");
+    assert!(node
+        .status()
+        .starts_with("failed: kubeadm init phase addon all failed 3 times"));
+    assert!(!node.done());
 }
 
 #[test]

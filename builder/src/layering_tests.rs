@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 /// above. The pipeline's stages (config → plan → rootfs → pki → fs → disk →
 /// artifact → flash | qemu) keep their order; `util`, `debian` and `host`
 /// serve every stage, `lock` sits between the plan and the bases it pins,
-/// `pipeline` runs the stages, `cli` is the front.
+/// `bundle` makes the packages a build may install, `pipeline` runs the
+/// stages, `cli` is the front.
 const LAYERS: &[&[&str]] = &[
     &["util"],
     &["debian"],
@@ -29,8 +30,9 @@ const LAYERS: &[&[&str]] = &[
     &["fs"],
     &["disk"],
     &["artifact"],
+    &["bundle"],
     &["pipeline"],
-    &["flash", "qemu", "testdoubles"],
+    &["flash", "qemu", "status", "testdoubles"],
     &["cli"],
 ];
 

@@ -24,11 +24,13 @@
 //! | 10 | `fs` | FAT32 and ext4 written into a byte range of the image |
 //! | 11 | `disk` | partition layout math, tables, assembly |
 //! | 12 | `artifact` | the formats beside an image: bmap, SHA256SUMS, `<node>.json`, firmware bundle; verify, compare |
-//! | 13 | `pipeline` | `habuild image`: plans, then each node's build as named steps, publishing |
-//! | 14 | `flash`, `qemu`, `testdoubles` | consumers of built images: card writing, the QEMU tiers, the Kubernetes test doubles |
-//! | 15 | `cli` | one file per subcommand; `main.rs` only calls it |
+//! | 13 | `bundle` | `habuild bundle`: Kubernetes and CRI-O .debs and images built from pinned Go modules |
+//! | 14 | `pipeline` | `habuild image`: plans, then each node's build as named steps, publishing |
+//! | 15 | `flash`, `qemu`, `status`, `testdoubles` | what uses built images and clusters: card writing, the QEMU tiers, the control plane's health, the Kubernetes test doubles |
+//! | 16 | `cli` | one file per subcommand; `main.rs` only calls it |
 
 pub mod artifact;
+pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod debian;
@@ -44,6 +46,7 @@ pub mod pki;
 pub mod plan;
 pub mod qemu;
 pub mod rootfs;
+pub mod status;
 #[cfg(test)]
 mod test_support;
 pub mod testdoubles;

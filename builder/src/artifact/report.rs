@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::debian::packages::InstalledPackage;
 use crate::disk::AssembleReport;
-use crate::plan::{KubernetesSource, NodePlan};
 use crate::rootfs::overlay::RenderedFile;
 
 #[derive(Debug, Serialize)]
@@ -52,6 +51,10 @@ pub struct KubernetesReport {
     pub bundle: Vec<BundleDeb>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// What differs from a pkgs.k8s.io install (a bundle from `habuild
+    /// bundle`: its bundle.json).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub differences: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -76,34 +79,6 @@ pub struct FilesReport {
     pub root: Vec<RenderedFile>,
     /// Every file of the boot partition.
     pub boot: Vec<RenderedFile>,
-}
-
-/// Where the node's Kubernetes packages came from, as `<node>.json` says.
-pub fn kubernetes_report(plan: &NodePlan) -> Result<KubernetesReport> {
-    let (source, bundle, note) = match &plan.kubernetes {
-        KubernetesSource::Upstream { .. } => ("upstream", vec![], None),
-        KubernetesSource::Bundle { debs, .. } => {
-            let mut b = Vec::new();
-            for d in debs {
-                b.push(BundleDeb { file: d.file_name().unwrap_or_default().to_string_lossy().into(), sha256: crate::util::digest::sha256_file(d)? });
-            }
-            ("bundle", b, None)
-        }
-        KubernetesSource::Without => (
-            "without",
-            vec![],
-            (plan.node.role == crate::config::Role::ControlPlane)
-                .then(|| "built with --without-kubernetes: kubeadm, kubelet, kubectl and CRI-O are NOT installed; their configuration is baked in".to_string()),
-        ),
-    };
-    Ok(KubernetesReport {
-        source: source.into(),
-        packages_included: source != "without",
-        kubernetes_version: plan.cluster.kubernetes_version.clone(),
-        crio_version: plan.cluster.crio_version.clone(),
-        bundle,
-        note,
-    })
 }
 
 /// `<node>.json` as its readers see it: only what they use.

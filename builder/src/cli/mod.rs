@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand; `main` only parses,
 //! sets up logging and maps errors to exit codes.
 
+pub mod bundle;
 pub mod doctor;
 pub mod flash;
 pub mod image;
@@ -8,6 +9,7 @@ pub mod kubeconfig;
 pub mod lock;
 pub mod secrets;
 pub mod sources;
+pub mod status;
 pub mod test;
 pub mod test_doubles;
 pub mod verify;
@@ -48,8 +50,12 @@ pub enum Command {
     Kubeconfig(kubeconfig::KubeconfigArgs),
     /// Check an image, or a card it was flashed to, against its SHA256SUMS, bmap and <node>.json.
     Verify(verify::VerifyArgs),
+    /// Report the control plane's health through the VIP: nodes, API servers, etcd, real servers.
+    Status(status::StatusArgs),
     /// Boot built images under QEMU and check them from inside.
     Test(test::TestArgs),
+    /// Build the offline Kubernetes/CRI-O bundle (.debs and control-plane images) from pinned upstream source.
+    Bundle(bundle::BundleArgs),
     /// Build the offline bundle of Kubernetes/CRI-O TEST DOUBLES (for tests only).
     TestDoubles(test_doubles::TestDoublesArgs),
 }
@@ -76,8 +82,10 @@ pub fn main() -> ExitCode {
         Command::Flash(a) => flash::run(a),
         Command::Secrets(a) => secrets::run(a),
         Command::Kubeconfig(a) => kubeconfig::run(a),
+        Command::Status(a) => status::run(a),
         Command::Test(a) => test::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Bundle(a) => bundle::run(a),
         Command::TestDoubles(a) => test_doubles::run(a),
     };
     match result {

@@ -25,13 +25,22 @@ pub struct TestArgs {
     /// 1: each image boots as itself (--node or --all). 2: the whole
     /// cluster on a closed segment in a network namespace, and the seed's
     /// failover test (needs every node's image, root, and Kubernetes TEST
-    /// DOUBLES in the control-plane images). all: tier 1 on every image,
-    /// then tier 2.
+    /// DOUBLES in the control-plane images). 3: the same with the REAL
+    /// Kubernetes (images built with a bundle from `habuild bundle`): the
+    /// control plane must form by itself and `habuild status` must find it
+    /// healthy. all: tier 1 on every image, then tier 2.
     #[arg(long, value_enum, default_value = "1")]
     pub tier: Tier,
-    /// Tier 2: seconds allowed for the cluster to boot and form.
-    #[arg(long, default_value_t = 600)]
-    pub boot_timeout: u64,
+    /// Tier 2: seconds allowed for the cluster to boot and form (tier 3:
+    /// default 3600, the real programs under emulation are slow).
+    #[arg(long)]
+    pub boot_timeout: Option<u64>,
+    /// Tier 3: the secrets file (default: beside the manifest).
+    #[arg(long, env = "HABUILD_SECRETS")]
+    pub secrets: Option<PathBuf>,
+    /// Tier 3: memory of each control-plane guest.
+    #[arg(long, default_value = "3G")]
+    pub control_plane_memory: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -40,6 +49,8 @@ pub enum Tier {
     One,
     #[value(name = "2")]
     Two,
+    #[value(name = "3")]
+    Three,
     All,
 }
 
@@ -48,17 +59,19 @@ pub fn run(args: &TestArgs) -> Result<()> {
     let cluster = project.manifest(args.manifest.as_deref())?;
     let out_dir = args.out.join(&cluster.name);
     if args.tier != Tier::One && args.node.is_some() {
-        bail!("tier 2 boots every node of the manifest: drop --node");
+        bail!("tiers 2 and 3 boot every node of the manifest: drop --node");
     }
+    let boot_timeout = args.boot_timeout.unwrap_or(600);
     match args.tier {
         Tier::One => tier1(&project, &cluster, &out_dir, args.node.as_deref(), args.all),
-        Tier::Two => tier2(&project, &cluster, &out_dir, args.boot_timeout),
+        Tier::Two => tier2(&project, &cluster, &out_dir, boot_timeout),
+        Tier::Three => tier3(&project, &cluster, &out_dir, args),
         Tier::All => {
             let started = std::time::Instant::now();
             // Tier 2 runs even when an image fails tier 1: its report says
             // more about why, and the run ends failed either way.
             let first = tier1(&project, &cluster, &out_dir, None, true);
-            let second = tier2(&project, &cluster, &out_dir, args.boot_timeout);
+            let second = tier2(&project, &cluster, &out_dir, boot_timeout);
             eprintln!(
                 "habuild test --tier all: {:.0}s",
                 started.elapsed().as_secs_f64()
@@ -89,6 +102,38 @@ fn tier2(project: &Project, cluster: &Cluster, out_dir: &Path, boot_timeout: u64
     eprintln!("report: {}", r.report.display());
     if !r.passed {
         bail!("tier 2 failed (see {})", r.report.display());
+    }
+    Ok(())
+}
+
+fn tier3(project: &Project, cluster: &Cluster, out_dir: &Path, args: &TestArgs) -> Result<()> {
+    crate::host::doctor::require(&[
+        "qemu-system-aarch64",
+        "qemu-system-x86_64",
+        "ip",
+        "mcopy",
+        "debugfs",
+    ])?;
+    let manifest = args
+        .manifest
+        .clone()
+        .unwrap_or_else(|| project.root.join(crate::config::DEFAULT_MANIFEST));
+    let secrets = crate::pki::store::resolve(&manifest, args.secrets.as_deref());
+    let r = crate::qemu::tier3::run(
+        project,
+        cluster,
+        out_dir,
+        &crate::qemu::tier3::Tier3Options {
+            manifest_path: &manifest,
+            secrets_path: &secrets,
+            timeout: std::time::Duration::from_secs(args.boot_timeout.unwrap_or(3600)),
+            control_plane_memory: &args.control_plane_memory,
+        },
+    )?;
+    eprint!("{}", r.text);
+    eprintln!("report: {}", r.report.display());
+    if !r.passed {
+        bail!("tier 3 failed (see {})", r.report.display());
     }
     Ok(())
 }

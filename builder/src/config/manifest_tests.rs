@@ -179,12 +179,12 @@ fn overlapping_networks() {
 #[test]
 fn versions_and_registry() {
     let m = SEED.replace(
-        "kubernetes_version = \"1.31.4\"",
+        "kubernetes_version = \"1.36.3\"",
         "kubernetes_version = \"v1.31\"",
     );
     assert!(error_for(&m, "cluster.kubernetes_version").contains("not a full version"));
     let m = SEED.replace(
-        "kubernetes_version = \"1.31.4\"",
+        "kubernetes_version = \"1.36.3\"",
         "kubernetes_version = \"1.30.9\"",
     );
     assert!(error_for(&m, "cluster.kubernetes_version").contains("v1beta4"));

@@ -202,6 +202,19 @@ pub fn parse_iproute2(t: &str) -> Option<Version> {
     version_after(t, "iproute2-")
 }
 /// `systemd-analyze --version`: `systemd 254 (254.26-1~bpo12+1)`.
+pub fn parse_go(t: &str) -> Option<Version> {
+    version_after(t, "go version go")
+}
+
+/// `gcc (Debian 12.2.0-14+deb12u1) 12.2.0`: the last word of the first line.
+pub fn parse_gcc(t: &str) -> Option<Version> {
+    Version::parse_prefix(t.lines().next()?.split_whitespace().last()?)
+}
+
+pub fn parse_skopeo(t: &str) -> Option<Version> {
+    version_after(t, "skopeo version ")
+}
+
 pub fn parse_systemd(t: &str) -> Option<Version> {
     version_after(t, "systemd ")
 }
@@ -396,6 +409,42 @@ pub const TOOLS: &[Tool] = &[
         probe: cmd("keepalived", &["--version"], parse_keepalived),
     },
     Tool {
+        name: "go",
+        purpose: "builds Kubernetes, CRI-O and etcd from pinned source (`habuild bundle`; Go from go.dev where Debian's is older)",
+        package: "golang-go",
+        need: Need::Test,
+        min_version: Some(&[1, 26]),
+        backports: false,
+        probe: cmd("go", &["version"], parse_go),
+    },
+    Tool {
+        name: "gcc",
+        purpose: "compiles CRI-O's pinns and Kubernetes' pause for amd64 (`habuild bundle`)",
+        package: "gcc",
+        need: Need::Test,
+        min_version: None,
+        backports: false,
+        probe: cmd("gcc", &["--version"], parse_gcc),
+    },
+    Tool {
+        name: "aarch64-linux-gnu-gcc",
+        purpose: "compiles CRI-O's pinns and Kubernetes' pause for arm64 (`habuild bundle`)",
+        package: "gcc-aarch64-linux-gnu",
+        need: Need::Test,
+        min_version: None,
+        backports: false,
+        probe: cmd("aarch64-linux-gnu-gcc", &["--version"], parse_gcc),
+    },
+    Tool {
+        name: "skopeo",
+        purpose: "reads the bundle's control-plane image archives back (tests)",
+        package: "skopeo",
+        need: Need::Test,
+        min_version: None,
+        backports: false,
+        probe: cmd("skopeo", &["--version"], parse_skopeo),
+    },
+    Tool {
         name: "ip",
         purpose: "network namespace, bridge and taps for cluster scenarios",
         package: "iproute2",
@@ -557,6 +606,13 @@ mod tests {
     fn parses_captured_outputs() {
         let cases: &[(VersionParser, &str, &str)] = &[
             (parse_mmdebstrap, MMDEBSTRAP, "1.5.5"),
+            (parse_go, "go version go1.26.8 linux/amd64\n", "1.26.8"),
+            (
+                parse_gcc,
+                "aarch64-linux-gnu-gcc (Debian 12.2.0-14) 12.2.0\nCopyright\n",
+                "12.2.0",
+            ),
+            (parse_skopeo, "skopeo version 1.9.3\n", "1.9.3"),
             (parse_mke2fs, MKE2FS, "1.47.2"),
             (parse_mke2fs, MKE2FS_BOOKWORM, "1.47.0"),
             (parse_e2fsck, E2FSCK, "1.47.2"),

@@ -16,7 +16,7 @@ use super::locked;
 use super::output::{self, PendingArtifacts};
 use super::BuiltNode;
 use crate::artifact;
-use crate::artifact::report::{kubernetes_report, FilesReport, ImageReport, NodeReport};
+use crate::artifact::report::{BundleDeb, FilesReport, ImageReport, KubernetesReport, NodeReport};
 use crate::config::Role;
 use crate::disk::layout::DiskLayout;
 use crate::disk::AssembleReport;
@@ -321,4 +321,36 @@ impl<'a> NodeBuild<'a> {
             },
         )
     }
+}
+
+/// Where the node's Kubernetes packages came from, as `<node>.json` says.
+fn kubernetes_report(plan: &NodePlan) -> Result<KubernetesReport> {
+    let mut differences = Vec::new();
+    let (source, bundle, note) = match &plan.kubernetes {
+        KubernetesSource::Upstream { .. } => ("upstream", vec![], None),
+        KubernetesSource::Bundle { dir, debs } => {
+            let mut b = Vec::new();
+            for d in debs {
+                b.push(BundleDeb { file: d.file_name().unwrap_or_default().to_string_lossy().into(), sha256: crate::util::digest::sha256_file(d)? });
+            }
+            // A bundle `habuild bundle` built says what differs from pkgs.k8s.io.
+            differences = crate::bundle::differences_in(dir)?;
+            ("bundle", b, None)
+        }
+        KubernetesSource::Without => (
+            "without",
+            vec![],
+            (plan.node.role == crate::config::Role::ControlPlane)
+                .then(|| "built with --without-kubernetes: kubeadm, kubelet, kubectl and CRI-O are NOT installed; their configuration is baked in".to_string()),
+        ),
+    };
+    Ok(KubernetesReport {
+        source: source.into(),
+        packages_included: source != "without",
+        kubernetes_version: plan.cluster.kubernetes_version.clone(),
+        crio_version: plan.cluster.crio_version.clone(),
+        bundle,
+        note,
+        differences,
+    })
 }

@@ -80,7 +80,7 @@ fn init_node_gets_init_and_cluster_configuration() {
     assert_eq!(cluster["apiVersion"], "kubeadm.k8s.io/v1beta4");
     assert_eq!(cluster["kind"], "ClusterConfiguration");
     assert_eq!(cluster["controlPlaneEndpoint"], "10.10.197.101:6443");
-    assert_eq!(cluster["kubernetesVersion"], "v1.31.4");
+    assert_eq!(cluster["kubernetesVersion"], "v1.36.3");
     assert_eq!(cluster["clusterName"], "seed");
     assert_eq!(cluster["networking"]["podSubnet"], "10.88.0.0/16");
     assert_eq!(cluster["networking"]["serviceSubnet"], "10.96.0.0/12");

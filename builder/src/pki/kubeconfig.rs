@@ -18,7 +18,7 @@ use time::{Duration, OffsetDateTime};
 
 use super::cert;
 use super::generate::{ecdsa_key, random_serial};
-use super::secrets::ClusterSecrets;
+use super::secrets::{CaPem, ClusterSecrets};
 
 /// The RBAC group kubeadm binds to `cluster-admin` (1.29 and later).
 pub const ADMIN_GROUP: &str = "kubeadm:cluster-admins";
@@ -33,14 +33,32 @@ pub struct ClientCert {
 
 /// Issues the admin client certificate, valid for `days` from `now`.
 pub fn issue_admin(s: &ClusterSecrets, now: OffsetDateTime, days: i64) -> Result<ClientCert> {
-    let ca_key = cert::read_key(&s.ca.key).map_err(|e| anyhow!("the cluster CA key: {e}"))?;
-    let issuer = Issuer::from_ca_cert_pem(&s.ca.cert, ca_key)
-        .map_err(|e| anyhow!("reading the cluster CA certificate: {e}"))?;
+    issue_client(&s.ca, ADMIN_USER, Some(ADMIN_GROUP), now, days)
+}
+
+/// The user `habuild status` reads etcd as: etcd trusts any client
+/// certificate its CA signed (kubeadm's `--client-cert-auth`).
+pub const ETCD_STATUS_USER: &str = "habuild-status";
+
+/// A client certificate signed by `ca`: `cn` as the user, `group` (the
+/// organisation) as its RBAC group, valid for `days` from `now`.
+pub fn issue_client(
+    ca: &CaPem,
+    cn: &str,
+    group: Option<&str>,
+    now: OffsetDateTime,
+    days: i64,
+) -> Result<ClientCert> {
+    let ca_key = cert::read_key(&ca.key).map_err(|e| anyhow!("the CA key: {e}"))?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert, ca_key)
+        .map_err(|e| anyhow!("reading the CA certificate: {e}"))?;
     let key = ecdsa_key()?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, ADMIN_GROUP);
-    dn.push(DnType::CommonName, ADMIN_USER);
+    if let Some(g) = group {
+        dn.push(DnType::OrganizationName, g);
+    }
+    dn.push(DnType::CommonName, cn);
     params.distinguished_name = dn;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -51,7 +69,7 @@ pub fn issue_admin(s: &ClusterSecrets, now: OffsetDateTime, days: i64) -> Result
     params.serial_number = Some(random_serial()?);
     let cert = params
         .signed_by(&key, &issuer)
-        .map_err(|e| anyhow!("signing the admin client certificate: {e}"))?;
+        .map_err(|e| anyhow!("signing the client certificate for {cn}: {e}"))?;
     Ok(ClientCert {
         cert: cert.pem(),
         key: key.serialize_pem(),

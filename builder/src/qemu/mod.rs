@@ -17,3 +17,4 @@ pub mod prepare;
 pub mod sealed;
 pub mod tier1;
 pub mod tier2;
+pub mod tier3;

@@ -19,6 +19,7 @@ use handlebars::{
 use serde::Serialize;
 
 use crate::config::manifest::{LoadBalancer, Network, Ssh, Vip};
+use crate::config::tuning::Tuning;
 use crate::config::{Board, Cluster, Node, Role};
 use crate::plan::{KubernetesSource, NodePlan};
 
@@ -43,6 +44,8 @@ pub struct RenderContext<'a> {
     pub vip: &'a Vip,
     /// `[ssh]`: authorized_keys.
     pub ssh: &'a Ssh,
+    /// `[kubeadm]` timeouts, `[etcd]` tuning and `[addons]`, as validated.
+    pub tuning: &'a Tuning,
     /// `[loadbalancer]`, and every director with its initial VRRP state.
     pub loadbalancer: LoadBalancerCtx<'a>,
     /// This node's `[[nodes]]` entry, and whether it runs `kubeadm init`.
@@ -165,6 +168,7 @@ pub fn render_context(plan: &NodePlan, kubeadm: Option<KubeadmCtx>) -> RenderCon
         network: &c.network,
         vip: &c.vip,
         ssh: &c.ssh,
+        tuning: &c.tuning,
         loadbalancer: LoadBalancerCtx {
             settings: &c.loadbalancer,
             directors: directors(c),
@@ -251,7 +255,10 @@ pub fn pause_version(kubernetes_version: &str) -> Result<&'static str> {
         }
     };
     match minor {
+        // kubeadm's constants.PauseVersion of each release.
         31..=33 => Ok("3.10"),
+        34..=35 => Ok("3.10.1"),
+        36..=37 => Ok("3.10.2"),
         _ => bail!(
             "no known pause image version for Kubernetes {kubernetes_version}: \
              add kubeadm's PauseVersion for 1.{minor} to rootfs::context::pause_version"
@@ -294,7 +301,10 @@ mod tests {
         assert_eq!(pause_version("1.31.4").unwrap(), "3.10");
         assert_eq!(pause_version("v1.31.0").unwrap(), "3.10");
         assert_eq!(pause_version("1.33.1").unwrap(), "3.10");
+        assert_eq!(pause_version("1.35.4").unwrap(), "3.10.1");
+        assert_eq!(pause_version("1.36.3").unwrap(), "3.10.2");
         assert!(pause_version("1.18.2").is_err());
+        assert!(pause_version("1.38.0").is_err());
         assert!(pause_version("latest").is_err());
     }
 }

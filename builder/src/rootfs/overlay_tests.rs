@@ -236,9 +236,11 @@ fn control_plane_content() {
     assert!(crio.contains("[crio.runtime]\n"), "{crio}");
     assert!(crio.contains("\ncgroup_manager = \"systemd\"\n"), "{crio}");
     assert!(crio.contains("\nconmon_cgroup = \"pod\"\n"), "{crio}");
+    // No image_repository: kubeadm's pause from registry.k8s.io, not
+    // CRI-O's built-in default (another version for some releases).
     assert!(
-        !crio.contains("pause_image"),
-        "no image_repository, no pause override: {crio}"
+        crio.contains("\npause_image = \"registry.k8s.io/pause:3.10.2\"\n"),
+        "{crio}"
     );
 
     let kubelet = read(r, "/etc/habuild/kubeadm/kubelet.yaml");
@@ -485,7 +487,7 @@ fn pause_image_follows_image_repository() {
     let crio = read(&built.rootfs, "/etc/crio/crio.conf.d/10-habuild.conf");
     assert!(crio.contains("\n[crio.image]\n"), "{crio}");
     assert!(
-        crio.contains("\npause_image = \"registry.example:5000/google_containers/pause:3.10\"\n"),
+        crio.contains("\npause_image = \"registry.example:5000/google_containers/pause:3.10.2\"\n"),
         "{crio}"
     );
 

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{parse_toml, ConfigError, ConfigErrors};
 use super::net::{parse_cidr, Ipv4Cidr};
+use super::tuning::{Addons, EtcdTuning, KubeadmTuning, Tuning};
 pub use loadbalancer::LoadBalancer;
 pub use network::{Network, Vip};
 pub use nodes::{Node, Role};
@@ -43,6 +44,12 @@ struct RawManifest {
     loadbalancer: LoadBalancer,
     #[serde(default)]
     ssh: Ssh,
+    #[serde(default)]
+    kubeadm: KubeadmTuning,
+    #[serde(default)]
+    etcd: EtcdTuning,
+    #[serde(default)]
+    addons: Addons,
     #[serde(default)]
     nodes: Vec<nodes::RawNode>,
 }
@@ -76,6 +83,10 @@ pub struct Cluster {
     pub loadbalancer: LoadBalancer,
     #[serde(skip)]
     pub ssh: Ssh,
+    /// kubeadm timeouts, etcd tuning, add-ons (`[kubeadm]`, `[etcd]`,
+    /// `[addons]`; templates see them as `tuning.*`).
+    #[serde(skip)]
+    pub tuning: Tuning,
     #[serde(skip)]
     pub nodes: Vec<Node>,
 }
@@ -168,6 +179,14 @@ fn validate(file: &Path, raw: RawManifest, known: &Known) -> Result<Cluster, Con
         },
         &mut p,
     );
+    let tuning = Tuning {
+        kubeadm: raw.kubeadm,
+        etcd: raw.etcd,
+        addons: raw.addons,
+    };
+    for (key, message) in super::tuning::validate(&tuning) {
+        p.add(key, message);
+    }
     if !p.list.is_empty() {
         return Err(ConfigErrors(p.list));
     }
@@ -197,6 +216,7 @@ fn validate(file: &Path, raw: RawManifest, known: &Known) -> Result<Cluster, Con
         },
         loadbalancer: raw.loadbalancer,
         ssh: raw.ssh,
+        tuning,
         nodes,
     })
 }

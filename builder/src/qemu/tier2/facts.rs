@@ -27,6 +27,16 @@ pub struct Facts {
     pub addrs: Vec<(String, String)>,
     /// keepalived journal lines about checks and services.
     pub klog: Vec<String>,
+    /// Tier 3 (qemu/tier3-facts.sh): (unit, `systemctl is-active`).
+    pub units: Vec<(String, String)>,
+    /// Tier 3: first boot's journal lines about kubeadm, with epoch times.
+    pub fblog: Vec<String>,
+    /// Tier 3: kubeadm's error lines from first boot's journal.
+    pub fberr: Vec<String>,
+    /// Tier 3: (node, status) as the guest's own kubectl lists them.
+    pub nodes: Vec<(String, String)>,
+    /// Tier 3: journal lines of a failed first boot.
+    pub journal: Vec<String>,
 }
 
 /// The last intact block in a console log (sealed, see qemu/sealed.rs; a
@@ -67,6 +77,19 @@ pub fn last_block(log: &str) -> Option<Facts> {
                 }
             }
             "klog" => f.klog.push(rest.into()),
+            "unit" | "node" => {
+                if let Some((a, b)) = rest.split_once(' ') {
+                    let pair = (a.to_string(), b.to_string());
+                    if key == "unit" {
+                        f.units.push(pair)
+                    } else {
+                        f.nodes.push(pair)
+                    }
+                }
+            }
+            "fblog" => f.fblog.push(rest.into()),
+            "fberr" => f.fberr.push(rest.into()),
+            "journal" => f.journal.push(rest.into()),
             _ => {}
         }
     }
@@ -154,10 +177,15 @@ fn verdict(ok: bool, what: String) -> Verdict {
 pub fn judge_first_boot(f: &Facts, init: bool, rendered_config_sha: Option<&str>) -> Vec<Verdict> {
     let mut v = Vec::new();
     let action = if init { "init" } else { "join" };
+    // `init phase addon all` (the add-ons, retried alone) is not an init.
+    let is = |a: &str, what: &str| {
+        let mut w = a.split_whitespace();
+        w.next() == Some(what) && w.next() != Some("phase")
+    };
     let calls: Vec<&(f64, String)> = f
         .kubeadm_calls
         .iter()
-        .filter(|(_, a)| a.split_whitespace().next() == Some(action))
+        .filter(|(_, a)| is(a, action))
         .collect();
     v.push(verdict(
         calls.len() == 1,
@@ -169,9 +197,7 @@ pub fn judge_first_boot(f: &Facts, init: bool, rendered_config_sha: Option<&str>
     ));
     let other = if init { "join" } else { "init" };
     v.push(verdict(
-        !f.kubeadm_calls
-            .iter()
-            .any(|(_, a)| a.split_whitespace().next() == Some(other)),
+        !f.kubeadm_calls.iter().any(|(_, a)| is(a, other)),
         format!("{}: kubeadm {other} never called", f.hostname),
     ));
     let Some((t_state, state)) = f.kubeadm_states.first() else {

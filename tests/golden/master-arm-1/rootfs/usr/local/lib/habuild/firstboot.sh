@@ -43,6 +43,11 @@ set -u
 # kubeadm init/join attempts per run, with a reset and a pause between.
 : "${HABUILD_ATTEMPTS:=3}"
 : "${HABUILD_RETRY_DELAY:=30}"
+# The init node's add-ons (CoreDNS, kube-proxy) are a phase of their own,
+# retried alone: kubeadm creates them with 10 s requests, which a busy API
+# server on an SD card (or under emulation) can miss, and a failure there
+# must not reset a control plane that works.
+: "${HABUILD_ADDON_ATTEMPTS:=10}"
 
 STATUS=$HABUILD_STATE_DIR/firstboot.status
 DONE=$HABUILD_STATE_DIR/firstboot.done
@@ -158,7 +163,7 @@ run_kubeadm() {
         else
             status initialising
             init_config
-            set -- init --config "$config"
+            set -- init --config "$config" --skip-phases=addon
         fi
         phase kubeadm-started
         log "running: $HABUILD_KUBEADM $* (attempt $attempt/$HABUILD_ATTEMPTS)"
@@ -174,6 +179,24 @@ run_kubeadm() {
         fi
         attempt=$((attempt + 1))
         log "retrying in ${HABUILD_RETRY_DELAY}s"
+        "$HABUILD_SLEEP" "$HABUILD_RETRY_DELAY"
+    done
+}
+
+# `kubeadm init phase addon all`: idempotent, so retried until it works.
+run_addons() {
+    init_config
+    try=1
+    while :; do
+        log "running: $HABUILD_KUBEADM init phase addon all --config $config (attempt $try/$HABUILD_ADDON_ATTEMPTS)"
+        if "$HABUILD_KUBEADM" init phase addon all --config "$config"; then
+            log "add-ons installed"
+            return 0
+        fi
+        if [ "$try" -ge "$HABUILD_ADDON_ATTEMPTS" ]; then
+            fail "kubeadm init phase addon all failed $try times (the control plane itself is up; see journalctl -u habuild-firstboot)"
+        fi
+        try=$((try + 1))
         "$HABUILD_SLEEP" "$HABUILD_RETRY_DELAY"
     done
 }
@@ -220,6 +243,7 @@ main() {
     esac
 
     if [ "$HABUILD_ACTION" = init ]; then
+        run_addons
         # From now on the VIP goes on lo at every boot.
         "$HABUILD_SYSTEMCTL" enable realServer.service || fail "systemctl enable realServer.service failed"
         final=initialised

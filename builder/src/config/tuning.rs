@@ -1,0 +1,174 @@
+//! Manifest sections for what slow hardware needs (SD cards, a Pi 4's
+//! cores, and emulation even more so): kubeadm's v1beta4 timeouts, etcd's
+//! heartbeat and election timeouts, and the kube-proxy and CoreDNS
+//! add-ons. Each type is what the user writes, is validated here, and goes
+//! into the template context unchanged (it derives `Serialize`): a new key
+//! is a field with its default, its check, and its use in a template.
+
+use serde::{Deserialize, Serialize};
+
+use super::manifest::parse_ttl;
+
+/// `[kubeadm]`: v1beta4 `timeouts` (Go durations like "10m", "90s").
+/// kubeadm's defaults (4m, 4m, 1m, 2m, 5m, 5m) assume a fast disk; on SD
+/// cards the first etcd write and the API server's first start take longer,
+/// and a generous timeout only delays the report of a real failure.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubeadmTuning {
+    pub control_plane_component_health_check: String,
+    pub kubelet_health_check: String,
+    pub kubernetes_api_call: String,
+    pub etcd_api_call: String,
+    pub discovery: String,
+    pub tls_bootstrap: String,
+}
+
+impl Default for KubeadmTuning {
+    fn default() -> Self {
+        KubeadmTuning {
+            control_plane_component_health_check: "15m".into(),
+            kubelet_health_check: "15m".into(),
+            kubernetes_api_call: "5m".into(),
+            etcd_api_call: "5m".into(),
+            discovery: "30m".into(),
+            tls_bootstrap: "15m".into(),
+        }
+    }
+}
+
+/// `[etcd]`: etcd's `heartbeat-interval` and `election-timeout`, in ms.
+/// etcd's 100/1000 suit SSDs on one network; a Pi's SD card stalls longer
+/// than that under fsync, which costs needless leader elections. etcd's
+/// tuning guide: the election timeout at least 10 heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EtcdTuning {
+    pub heartbeat_interval_ms: u32,
+    pub election_timeout_ms: u32,
+}
+
+impl Default for EtcdTuning {
+    fn default() -> Self {
+        EtcdTuning {
+            heartbeat_interval_ms: 250,
+            election_timeout_ms: 2500,
+        }
+    }
+}
+
+/// `[addons]`: kubeadm's kube-proxy and CoreDNS add-ons, on by default
+/// (without kube-proxy pods reach no Service IP; without CoreDNS there is
+/// no cluster DNS).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Addons {
+    pub kube_proxy: bool,
+    pub coredns: bool,
+}
+
+impl Default for Addons {
+    fn default() -> Self {
+        Addons {
+            kube_proxy: true,
+            coredns: true,
+        }
+    }
+}
+
+/// The three sections together, as the render context carries them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Tuning {
+    pub kubeadm: KubeadmTuning,
+    pub etcd: EtcdTuning,
+    pub addons: Addons,
+}
+
+/// Every problem of the three sections, as (key, message).
+pub fn validate(t: &Tuning) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    let k = &t.kubeadm;
+    for (key, value) in [
+        (
+            "control_plane_component_health_check",
+            &k.control_plane_component_health_check,
+        ),
+        ("kubelet_health_check", &k.kubelet_health_check),
+        ("kubernetes_api_call", &k.kubernetes_api_call),
+        ("etcd_api_call", &k.etcd_api_call),
+        ("discovery", &k.discovery),
+        ("tls_bootstrap", &k.tls_bootstrap),
+    ] {
+        match parse_ttl(value) {
+            Err(e) => problems.push((format!("kubeadm.{key}"), e)),
+            Ok(0) => problems.push((format!("kubeadm.{key}"), "must be longer than 0s".into())),
+            Ok(_) => {}
+        }
+    }
+    let e = &t.etcd;
+    if !(10..=10_000).contains(&e.heartbeat_interval_ms) {
+        problems.push((
+            "etcd.heartbeat_interval_ms".into(),
+            format!("{} is outside 10..=10000 ms", e.heartbeat_interval_ms),
+        ));
+    }
+    if e.election_timeout_ms > 50_000 {
+        // etcd refuses election timeouts above 50 s.
+        problems.push((
+            "etcd.election_timeout_ms".into(),
+            format!(
+                "{} is above etcd's limit of 50000 ms",
+                e.election_timeout_ms
+            ),
+        ));
+    } else if u64::from(e.election_timeout_ms) < 5 * u64::from(e.heartbeat_interval_ms) {
+        problems.push((
+            "etcd.election_timeout_ms".into(),
+            format!(
+                "{} ms is less than 5 heartbeats ({} ms each): etcd refuses it, and its tuning guide asks for 10",
+                e.election_timeout_ms, e.heartbeat_interval_ms
+            ),
+        ));
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_generous() {
+        assert!(validate(&Tuning::default()).is_empty());
+        let d = KubeadmTuning::default();
+        assert!(parse_ttl(&d.control_plane_component_health_check).unwrap() >= 4 * 60);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let mut t = Tuning::default();
+        t.kubeadm.etcd_api_call = "5 minutes".into();
+        t.kubeadm.discovery = "0s".into();
+        t.etcd.election_timeout_ms = 400;
+        let keys: Vec<String> = validate(&t).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "kubeadm.etcd_api_call",
+                "kubeadm.discovery",
+                "etcd.election_timeout_ms"
+            ]
+        );
+        let mut t = Tuning::default();
+        t.etcd.heartbeat_interval_ms = 5;
+        assert_eq!(validate(&t)[0].0, "etcd.heartbeat_interval_ms");
+    }
+
+    #[test]
+    fn sections_parse_from_toml_with_defaults_for_what_is_left_out() {
+        let k: KubeadmTuning = toml::from_str("discovery = \"1h\"").unwrap();
+        assert_eq!(k.discovery, "1h");
+        assert_eq!(k.etcd_api_call, KubeadmTuning::default().etcd_api_call);
+        assert!(toml::from_str::<Addons>("kube_proxy = false\nfoo = 1").is_err());
+    }
+}

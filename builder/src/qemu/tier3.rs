@@ -1,0 +1,557 @@
+//! Tier 3: the REAL control plane. The manifest's directors and control
+//! planes, built with a bundle from `habuild bundle` (real kubeadm,
+//! kubelet, CRI-O, etcd and control-plane images), boot on the closed
+//! segment of [`super::tier2::cluster`] and must form the cluster by themselves:
+//! first boot in the seed's order, then `habuild status` through the VIP,
+//! run inside the namespace as a user would run it, until the whole
+//! control plane is healthy. Every wait prints how long it took.
+//!
+//! Control planes: arm64 images on `-M virt` (TCG), amd64 images by direct
+//! kernel boot (TCG too: on these nested-virtualisation machines KVM stops
+//! the kernel with an emulation failure). Directors as in tier 2.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::machine::{guest_mac, qemu_cmdline};
+use super::prepare::{add_test_unit, extract, fat_files, grow_file, sparse_copy};
+use super::tier2::cluster::{
+    control_plane_args, director_args, wait_all_facts, Cluster, GuestSpec, CLIENT_CIDR,
+};
+use super::tier2::facts::Facts;
+use super::tier2::netns::{name_for, Netns};
+use crate::artifact::report::NodeJson;
+use crate::config::manifest::{Cluster as Manifest, Node, Role};
+use crate::config::Project;
+
+/// What a tier-3 run needs besides the manifest.
+pub struct Tier3Options<'a> {
+    pub manifest_path: &'a Path,
+    pub secrets_path: &'a Path,
+    /// For the cluster to form: first boots and a healthy status.
+    pub timeout: Duration,
+    /// Memory per control plane (kubeadm's preflight wants 1.7 GB).
+    pub control_plane_memory: &'a str,
+}
+
+#[derive(Debug)]
+pub struct Tier3Result {
+    pub passed: bool,
+    pub report: PathBuf,
+    pub text: String,
+}
+
+/// Disk size of a control plane's copy: first boot grows the root to it,
+/// and the images CRI-O unpacks need the room.
+const DISK_BYTES: u64 = 8 << 30;
+
+fn node_json(out_dir: &Path, node: &Node) -> Result<(NodeJson, serde_json::Value)> {
+    let path = out_dir.join(format!("{}.json", node.name));
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "reading {} (build the images first: habuild image --all --k8s-bundle DIR)",
+            path.display()
+        )
+    })?;
+    let typed: NodeJson =
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+    let raw: serde_json::Value =
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+    Ok((typed, raw))
+}
+
+/// Refuses images that cannot form a real cluster: no Kubernetes packages,
+/// or TEST DOUBLES (a bundle without `habuild bundle`'s bundle.json).
+pub fn check_real(node: &str, report: &serde_json::Value) -> Result<Vec<String>> {
+    let k = &report["kubernetes"];
+    if k["packages_included"] != true {
+        bail!("{node} was built without Kubernetes packages: tier 3 needs images built with --k8s-bundle from `habuild bundle`");
+    }
+    let bundle: Vec<&str> = k["bundle"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b["file"].as_str())
+        .collect();
+    if k["source"] == "bundle"
+        && !bundle
+            .iter()
+            .any(|f| f.starts_with("habuild-control-plane-images_"))
+    {
+        bail!("{node}'s bundle is not one `habuild bundle` built (no control-plane images; TEST DOUBLES?): tier 3 needs the real programs");
+    }
+    Ok(k["differences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.as_str().map(String::from))
+        .collect())
+}
+
+struct Prepared {
+    spec: GuestSpec,
+    role: Role,
+}
+
+fn prepare(
+    project: &Project,
+    out_dir: &Path,
+    work: &Path,
+    ns: &mut Netns,
+    index: usize,
+    node: &Node,
+    memory: &str,
+) -> Result<Prepared> {
+    let (j, _) = node_json(out_dir, node)?;
+    let dir = work.join(&node.name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let copy = dir.join("disk.img");
+    sparse_copy(&out_dir.join(&j.image.file), &copy)?;
+    let root = j.partition("root")?.into();
+    let q = project.root.join("qemu");
+    add_test_unit(
+        &copy,
+        root,
+        &q.join("tier3-facts.sh"),
+        &q.join("habuild-t3-facts.service"),
+        &q,
+        &dir,
+    )?;
+    let tap = ns.add_tap(index)?;
+    let mac = node.mac.clone().unwrap_or_else(|| guest_mac(node.address));
+    let qmp = dir.join("qmp.sock");
+    let log = out_dir
+        .join("test")
+        .join(format!("{}-tier3.log", node.name));
+    let _ = std::fs::remove_file(&log);
+    let board = project.board(&node.board)?;
+    let (program, args): (String, Vec<std::ffi::OsString>) = match node.role {
+        Role::Director => {
+            let machine = board
+                .qemu
+                .as_ref()
+                .map(|p| p.machine.clone())
+                .unwrap_or_else(|| "q35".into());
+            let ovmf = crate::host::tools::ovmf_code()
+                .context("no OVMF firmware found (package ovmf; habuild doctor --install)")?;
+            (
+                "qemu-system-x86_64".into(),
+                director_args(
+                    &ovmf,
+                    &machine,
+                    super::kvm::kvm_for_uefi(),
+                    &copy,
+                    &tap,
+                    &mac,
+                    &qmp,
+                ),
+            )
+        }
+        Role::ControlPlane => {
+            grow_file(&copy, DISK_BYTES)?;
+            let boot = dir.join("boot.vfat");
+            let boot_part = j
+                .image
+                .layout
+                .partitions
+                .iter()
+                .find(|p| p.role == "boot" || p.role == "esp")
+                .map(|p| p.role.clone())
+                .unwrap_or_else(|| "boot".into());
+            extract(&copy, j.partition(&boot_part)?.into(), &boot)?;
+            let amd64 = board.arch.debian_name() == "amd64";
+            let (console, names): (&str, &[&str]) = if amd64 {
+                (
+                    "ttyS0,115200",
+                    &["vmlinuz", "initrd.img", "loader/entries/habuild.conf"],
+                )
+            } else {
+                ("ttyAMA0,115200", &["vmlinuz", "initrd.img", "cmdline.txt"])
+            };
+            let files = fat_files(&boot, names, &dir)?;
+            let text = std::fs::read_to_string(&files[2])
+                .with_context(|| format!("reading {} from the image", names[2]))?;
+            // systemd-boot's entry: the kernel command line is its `options`.
+            let cmdline = if amd64 {
+                text.lines()
+                    .find_map(|l| l.strip_prefix("options"))
+                    .map(str::trim)
+                    .unwrap_or_default()
+                    .to_string()
+            } else {
+                text
+            };
+            let append = qemu_cmdline(&cmdline, console, &["panic=-1".to_string()]);
+            let mut args =
+                control_plane_args(&files[0], &files[1], &append, &copy, &tap, &mac, &qmp);
+            set_arg(&mut args, "-m", memory);
+            set_arg(&mut args, "-smp", "2");
+            if amd64 {
+                set_arg(&mut args, "-M", "q35");
+                set_arg(&mut args, "-cpu", "max");
+                args.extend(["-accel".into(), "tcg,thread=multi".into()]);
+                ("qemu-system-x86_64".into(), args)
+            } else {
+                args.extend(["-accel".into(), "tcg,thread=multi".into()]);
+                ("qemu-system-aarch64".into(), args)
+            }
+        }
+    };
+    Ok(Prepared {
+        spec: GuestSpec {
+            name: node.name.clone(),
+            program,
+            args,
+            qmp,
+            log,
+        },
+        role: node.role,
+    })
+}
+
+/// Replaces the value after `flag` in `args`.
+fn set_arg(args: &mut [std::ffi::OsString], flag: &str, value: &str) {
+    if let Some(i) = args.iter().position(|a| a == flag) {
+        if let Some(v) = args.get_mut(i + 1) {
+            *v = value.into();
+        }
+    }
+}
+
+/// The epoch time of the first first-boot journal line containing `what`.
+fn fblog_time(f: &Facts, what: &str) -> Option<f64> {
+    f.fblog
+        .iter()
+        .find(|l| l.contains(what))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+}
+
+/// The seed's order, from the guest's own journal: the init node's VIP on
+/// lo before `kubeadm init`; a joiner's only after its join succeeded.
+pub fn judge_order(f: &Facts, init: bool) -> Result<String, String> {
+    let since = f
+        .realserver_since
+        .ok_or("realServer.service never started")? as f64;
+    if init {
+        let kubeadm = fblog_time(f, "running: kubeadm init")
+            .ok_or("no `kubeadm init` in first boot's journal")?;
+        if since <= kubeadm {
+            Ok(format!(
+                "VIP on lo {:.0}s before kubeadm init started",
+                kubeadm - since
+            ))
+        } else {
+            Err(format!(
+                "realServer started {:.0}s AFTER kubeadm init",
+                since - kubeadm
+            ))
+        }
+    } else {
+        let joined = fblog_time(f, "kubeadm join succeeded")
+            .ok_or("no successful `kubeadm join` in first boot's journal")?;
+        // The journal's microseconds against systemd's second-resolution
+        // timestamp: allow the rounding.
+        if since + 1.0 >= joined {
+            Ok(format!(
+                "VIP on lo {:.0}s after kubeadm join succeeded",
+                (since - joined).max(0.0)
+            ))
+        } else {
+            Err(format!(
+                "realServer started {:.0}s BEFORE kubeadm join succeeded",
+                joined - since
+            ))
+        }
+    }
+}
+
+/// Runs `habuild status --json` inside the namespace.
+fn status_in(ns: &Netns, opts: &Tier3Options) -> Result<(bool, serde_json::Value, String)> {
+    let exe = std::env::current_exe().context("finding the habuild binary")?;
+    let mut cmd: Command = ns.command(exe.to_str().context("habuild's path is not UTF-8")?);
+    cmd.arg("status")
+        .arg("--manifest")
+        .arg(opts.manifest_path)
+        .arg("--secrets")
+        .arg(opts.secrets_path)
+        .arg("--json");
+    let out = cmd
+        .output()
+        .context("running habuild status in the namespace")?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+    Ok((
+        out.status.success(),
+        v,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// Boots the cluster of `m` from `out_dir` and waits for it to form.
+pub fn run(
+    project: &Project,
+    m: &Manifest,
+    out_dir: &Path,
+    opts: &Tier3Options,
+) -> Result<Tier3Result> {
+    let test_dir = out_dir.join("test");
+    std::fs::create_dir_all(&test_dir)
+        .with_context(|| format!("creating {}", test_dir.display()))?;
+    let mut lines = vec![format!(
+        "tier 3: cluster {} with the REAL kubeadm, kubelet, CRI-O and etcd, on a closed segment (network namespace {})",
+        m.name,
+        name_for(std::process::id())
+    )];
+    let mut differences = Vec::new();
+    for cp in m.control_planes() {
+        let (_, raw) = node_json(out_dir, cp)?;
+        differences = check_real(&cp.name, &raw)?;
+    }
+    for d in &differences {
+        lines.push(format!("  differs from pkgs.k8s.io: {d}"));
+    }
+    let addons = &m.tuning.addons;
+    if !addons.kube_proxy || !addons.coredns {
+        lines.push(format!(
+            "  add-ons turned off by the manifest: kube-proxy {}, CoreDNS {}",
+            if addons.kube_proxy { "on" } else { "OFF" },
+            if addons.coredns { "on" } else { "OFF" }
+        ));
+    }
+    let work = tempfile::Builder::new()
+        .prefix(".tier3-")
+        .tempdir_in(&test_dir)
+        .context("creating a work directory")?;
+    let mut ns = Netns::create(&name_for(std::process::id()), CLIENT_CIDR)?;
+    let mut order: Vec<&Node> = m.directors().collect();
+    order.extend(m.control_planes());
+    let mut prepared = Vec::new();
+    for (i, node) in order.iter().enumerate() {
+        prepared.push(prepare(
+            project,
+            out_dir,
+            work.path(),
+            &mut ns,
+            i,
+            node,
+            opts.control_plane_memory,
+        )?);
+    }
+    let mut c = Cluster::new(ns);
+    let t0 = Instant::now();
+    for p in &prepared {
+        c.start(p.spec.clone())?;
+    }
+    let left = |t0: Instant| opts.timeout.saturating_sub(t0.elapsed());
+    let cps: Vec<usize> = (0..prepared.len())
+        .filter(|&i| prepared[i].role == Role::ControlPlane)
+        .collect();
+    let init_name = m.init_node().name.clone();
+    let want = |i: usize| {
+        if prepared[i].spec.name == init_name {
+            "initialised"
+        } else {
+            "joined"
+        }
+    };
+    let mut passed = true;
+    let formed = wait_all_facts(
+        &mut c,
+        &cps,
+        "first boot (the real kubeadm init or join) finished",
+        t0,
+        left(t0),
+        |i, f| f.firstboot == want(i) || f.firstboot.starts_with("failed"),
+    );
+    match formed {
+        Ok(times) => {
+            for (&i, took) in cps.iter().zip(&times) {
+                let f = c.guests[i].facts().unwrap_or_default();
+                let ok = f.firstboot == want(i);
+                passed &= ok;
+                lines.push(format!(
+                    "  [{}] {}: first boot {} {:.0}s after power-on",
+                    if ok { "ok" } else { "FAIL" },
+                    prepared[i].spec.name,
+                    f.firstboot,
+                    took.as_secs_f64()
+                ));
+                if !ok {
+                    lines.extend(
+                        f.fberr
+                            .iter()
+                            .chain(&f.journal)
+                            .map(|l| format!("      {l}")),
+                    );
+                }
+                match judge_order(&f, prepared[i].spec.name == init_name) {
+                    Ok(s) => lines.push(format!("  [ok] {}: {s}", prepared[i].spec.name)),
+                    Err(s) => {
+                        passed = false;
+                        lines.push(format!("  [FAIL] {}: {s}", prepared[i].spec.name));
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            passed = false;
+            lines.push(format!("  [FAIL] {e:#}"));
+        }
+    }
+    if passed {
+        // The control plane through the VIP, as `habuild status` sees it.
+        let t = Instant::now();
+        let mut last = (false, serde_json::Value::Null, String::new());
+        while t0.elapsed() < opts.timeout {
+            last = status_in(c.ns(), opts)?;
+            if last.0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(10));
+        }
+        let (healthy, v, stderr) = last;
+        passed &= healthy;
+        lines.push(format!(
+            "  [{}] habuild status through the VIP: {} {:.0}s after every first boot finished",
+            if healthy { "ok" } else { "FAIL" },
+            if healthy { "healthy" } else { "not healthy" },
+            t.elapsed().as_secs_f64()
+        ));
+        lines.extend(status_lines(&v));
+        if !healthy && v.is_null() {
+            lines.push(format!("      {}", stderr.trim()));
+        }
+    }
+    for p in &prepared {
+        lines.push(format!("  console log: {}", p.spec.log.display()));
+    }
+    c.shutdown()?;
+    lines.push(format!(
+        "tier 3 {} in {:.0}s",
+        if passed { "passed" } else { "FAILED" },
+        t0.elapsed().as_secs_f64()
+    ));
+    let text = lines.join("\n") + "\n";
+    let report = test_dir.join("tier3.txt");
+    std::fs::write(&report, &text).with_context(|| format!("writing {}", report.display()))?;
+    Ok(Tier3Result {
+        passed,
+        report,
+        text,
+    })
+}
+
+/// The interesting part of `habuild status --json`, one line each.
+fn status_lines(v: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let o = &v["observed"];
+    for n in o["nodes"]["ok"].as_array().into_iter().flatten() {
+        out.push(format!(
+            "      node {}: {} (kubelet {})",
+            n["name"].as_str().unwrap_or("?"),
+            if n["ready"] == true {
+                "Ready"
+            } else {
+                "NotReady"
+            },
+            n["kubelet_version"].as_str().unwrap_or("?")
+        ));
+    }
+    let members: Vec<String> = o["etcd_members"]["ok"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            format!(
+                "{}{}",
+                m["name"].as_str().unwrap_or("?"),
+                if m["is_learner"] == true {
+                    " (learner)"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect();
+    out.push(format!("      etcd members: {}", members.join(", ")));
+    for cp in o["control_planes"].as_array().into_iter().flatten() {
+        out.push(format!(
+            "      {}: /readyz {}, etcd health {}",
+            cp["name"].as_str().unwrap_or("?"),
+            cp["readyz"],
+            cp["etcd_health"]
+        ));
+    }
+    if let Some(b) = o["behind_vip"].as_object() {
+        out.push(format!(
+            "      behind the VIP ({} connections): {}",
+            o["vip_connections"],
+            b.iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    for p in v["verdict"]["problems"].as_array().into_iter().flatten() {
+        out.push(format!("      PROBLEM: {}", p.as_str().unwrap_or("?")));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(since: i64, lines: &[&str]) -> Facts {
+        Facts {
+            realserver_since: Some(since),
+            fblog: lines.iter().map(|s| s.to_string()).collect(),
+            ..Facts::default()
+        }
+    }
+
+    #[test]
+    fn the_init_node_has_the_vip_before_kubeadm_init() {
+        let ok = facts(100, &["105.2 master-arm-1 habuild-firstboot[1]: habuild-firstboot: running: kubeadm init --config x (attempt 1/3)"]);
+        assert!(judge_order(&ok, true).is_ok());
+        let late = facts(110, &["105.2 h f: running: kubeadm init --config x"]);
+        assert!(judge_order(&late, true).unwrap_err().contains("AFTER"));
+        assert!(judge_order(&facts(1, &[]), true).is_err());
+    }
+
+    #[test]
+    fn a_joiner_takes_the_vip_only_after_its_join() {
+        let ok = facts(
+            300,
+            &["290.1 h f: habuild-firstboot: kubeadm join succeeded"],
+        );
+        assert!(judge_order(&ok, false).is_ok());
+        let early = facts(
+            200,
+            &["290.1 h f: habuild-firstboot: kubeadm join succeeded"],
+        );
+        assert!(judge_order(&early, false).unwrap_err().contains("BEFORE"));
+        let none = Facts::default();
+        assert!(judge_order(&none, false).is_err());
+    }
+
+    #[test]
+    fn test_doubles_and_package_free_images_are_refused() {
+        let without = serde_json::json!({"kubernetes": {"packages_included": false}});
+        assert!(check_real("n", &without).is_err());
+        let doubles = serde_json::json!({"kubernetes": {"packages_included": true, "source": "bundle",
+            "bundle": [{"file": "kubeadm_1.31.3-1.1_arm64.deb"}]}});
+        assert!(check_real("n", &doubles)
+            .unwrap_err()
+            .to_string()
+            .contains("TEST DOUBLES"));
+        let real = serde_json::json!({"kubernetes": {"packages_included": true, "source": "bundle",
+            "bundle": [{"file": "habuild-control-plane-images_1.36.3-1.1_arm64.deb"}],
+            "differences": ["no seccomp"]}});
+        assert_eq!(check_real("n", &real).unwrap(), ["no seccomp"]);
+    }
+}

@@ -1,0 +1,66 @@
+#!/bin/sh
+# Runs inside a tier-3 test guest (habuild test --tier 3: the real
+# Kubernetes cluster) from habuild-t3-facts.service, added to a throw-away
+# copy of the image only. Every few seconds it prints what the harness needs
+# between the sentinel lines of tier 2 (the harness reads both with
+# qemu/t2facts.rs); it judges nothing itself. Lines: "<key> <value...>".
+# The real programs are slow under emulation, so the block is cheap: unit
+# states and files; kubectl only once the node has an admin kubeconfig.
+# shellcheck source=seal.sh
+. "$(dirname "$0")/seal.sh"
+dmesg -n 1 2>/dev/null || :
+vip=$(sed -n 's/^HABUILD_VIP=//p' /etc/habuild/firstboot.env 2>/dev/null)
+admin=/etc/kubernetes/admin.conf
+seq=0
+while :; do
+    seq=$((seq + 1))
+    block=$(
+        echo "hostname $(cat /etc/hostname)"
+        echo "state $(systemctl is-system-running)"
+        echo "uptime $(cut -d' ' -f1 /proc/uptime)"
+        if [ -f /var/lib/habuild/firstboot.status ]; then
+            echo "firstboot $(cat /var/lib/habuild/firstboot.status)"
+        fi
+        for u in habuild-load-images crio kubelet habuild-firstboot realServer keepalived; do
+            s=$(systemctl is-active "$u.service" 2>/dev/null)
+            [ "$s" = inactive ] && ! systemctl cat "$u.service" >/dev/null 2>&1 && continue
+            echo "unit $u $s"
+        done
+        if [ -n "$vip" ]; then
+            if [ -n "$(ip -4 -o addr show dev lo to "$vip/32")" ]; then
+                echo "vip_on_lo yes"
+            else
+                echo "vip_on_lo no"
+            fi
+            since=$(systemctl show -p ActiveEnterTimestamp --value realServer.service)
+            if [ -n "$since" ]; then
+                echo "realserver_since $(date -d "$since" +%s)"
+            fi
+        fi
+        # When first boot ran kubeadm: its start and end, from the journal.
+        journalctl -b -u habuild-firstboot.service --no-pager -o short-unix 2>/dev/null |
+            grep -E 'running: kubeadm|succeeded|failed|VIP' | tail -n 8 | sed 's/^/fblog /'
+        # kubeadm's own complaints, for a failed attempt's report.
+        journalctl -b -u habuild-firstboot.service --no-pager -o cat 2>/dev/null |
+            grep -iE 'error|timed out|unhealthy|could not' | tail -n 12 | cut -c1-400 | sed 's/^/fberr /'
+        if [ -f "$admin" ]; then
+            timeout 20 kubectl --kubeconfig "$admin" get nodes --no-headers 2>/dev/null |
+                awk '{print "node " $1 " " $2}'
+        fi
+        if command -v ipvsadm >/dev/null 2>&1; then
+            ipvsadm -L -n 2>&1 | sed 's/^/ipvs /'
+            ip -4 -o addr show | awk '{print "addr " $2 " " $4}'
+            journalctl -b -u keepalived.service --no-pager -o short-unix 2>/dev/null |
+                grep -E 'TCP_CHECK|Removing service|Adding service|Entering (MASTER|BACKUP)|TCP connection' |
+                sed 's/^/klog /'
+        fi
+        case $(cat /var/lib/habuild/firstboot.status 2>/dev/null) in
+            failed*)
+                journalctl -b --no-pager -n 40 -u habuild-firstboot -u kubelet -u crio -u habuild-load-images 2>/dev/null |
+                    cut -c1-300 | sed 's/^/journal /'
+                ;;
+        esac
+    )
+    printf '%s\n' "$block" | seal_block HABUILD-T2-BEGIN HABUILD-T2-END "$seq"
+    sleep 5
+done
