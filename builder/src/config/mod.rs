@@ -7,7 +7,6 @@ pub mod error;
 pub mod image;
 pub mod manifest;
 pub mod net;
-pub mod tuning;
 
 #[cfg(test)]
 mod manifest_tests;

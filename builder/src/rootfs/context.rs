@@ -18,8 +18,7 @@ use handlebars::{
 };
 use serde::Serialize;
 
-use crate::config::manifest::{LoadBalancer, Network, Ssh, Vip};
-use crate::config::tuning::Tuning;
+use crate::config::manifest::{LoadBalancer, Network, Ssh, Tuning, Vip};
 use crate::config::{Board, Cluster, Node, Role};
 use crate::plan::{KubernetesSource, NodePlan};
 

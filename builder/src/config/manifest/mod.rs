@@ -4,7 +4,8 @@
 //!
 //! One file per section of the manifest, each with the section's types and
 //! its `check`. Sections whose keys need no parsing (`[loadbalancer]`,
-//! `[ssh]`) are one type from the file to the templates: read with their
+//! `[ssh]`, and `[kubeadm]`, `[etcd]`, `[addons]` in `tuning`) are one
+//! type from the file to the templates: read with their
 //! defaults, checked in place and kept in `Cluster` as they are. Sections
 //! with addresses and networks (`[cluster]`, `[network]`, `[vip]`,
 //! `[[nodes]]`) are read as text and parsed by their `check`, so that every
@@ -17,6 +18,7 @@ mod loadbalancer;
 mod network;
 mod nodes;
 mod ssh;
+mod tuning;
 mod values;
 
 use std::net::Ipv4Addr;
@@ -26,11 +28,11 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{parse_toml, ConfigError, ConfigErrors};
 use super::net::{parse_cidr, Ipv4Cidr};
-use super::tuning::{Addons, EtcdTuning, KubeadmTuning, Tuning};
 pub use loadbalancer::LoadBalancer;
 pub use network::{Network, Vip};
 pub use nodes::{Node, Role};
 pub use ssh::Ssh;
+pub use tuning::{Addons, EtcdTuning, KubeadmTuning, Tuning};
 pub use values::{parse_mac, parse_sha256_pin, parse_ttl};
 
 /// The manifest file as written. Defaults are the seed document's values.
@@ -184,7 +186,7 @@ fn validate(file: &Path, raw: RawManifest, known: &Known) -> Result<Cluster, Con
         etcd: raw.etcd,
         addons: raw.addons,
     };
-    for (key, message) in super::tuning::validate(&tuning) {
+    for (key, message) in tuning::validate(&tuning) {
         p.add(key, message);
     }
     if !p.list.is_empty() {

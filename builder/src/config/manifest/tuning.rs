@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::manifest::parse_ttl;
+use super::values::parse_ttl;
 
 /// `[kubeadm]`: v1beta4 `timeouts` (Go durations like "10m", "90s").
 /// kubeadm's defaults (4m, 4m, 1m, 2m, 5m, 5m) assume a fast disk; on SD
