@@ -3,7 +3,7 @@
 # Kubernetes cluster) from habuild-t3-facts.service, added to a throw-away
 # copy of the image only. Every few seconds it prints what the harness needs
 # between the sentinel lines of tier 2 (the harness reads both with
-# qemu/t2facts.rs); it judges nothing itself. Lines: "<key> <value...>".
+# builder/src/qemu/tier2/facts.rs); it judges nothing itself. Lines: "<key> <value...>".
 # The real programs are slow under emulation, so the block is cheap: unit
 # states and files; kubectl only once the node has an admin kubeconfig.
 # shellcheck source=seal.sh
