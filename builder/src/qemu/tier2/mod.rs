@@ -11,7 +11,7 @@
 
 pub mod cluster;
 pub mod facts;
-mod guests;
+pub(crate) mod guests;
 pub mod netns;
 mod report;
 mod scenarios;

@@ -16,12 +16,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::machine::{guest_mac, qemu_cmdline};
-use super::prepare::{add_test_unit, extract, fat_files, grow_file, sparse_copy};
-use super::tier2::cluster::{
-    control_plane_args, director_args, wait_all_facts, Cluster, GuestSpec, CLIENT_CIDR,
-};
+use super::machine::qemu_cmdline;
+use super::prepare::{extract, fat_files, grow_file};
+use super::tier2::cluster::{control_plane_args, wait_all_facts, Cluster, GuestSpec, CLIENT_CIDR};
 use super::tier2::facts::Facts;
+use super::tier2::guests::{director_command, guest_disk, FactUnit, GuestDisk};
 use super::tier2::netns::{name_for, Netns};
 use crate::artifact::report::NodeJson;
 use crate::config::manifest::{Cluster as Manifest, Node, Role};
@@ -43,6 +42,12 @@ pub struct Tier3Result {
     pub report: PathBuf,
     pub text: String,
 }
+
+const TIER3_FACTS: FactUnit = FactUnit {
+    script: "tier3-facts.sh",
+    service: "habuild-t3-facts.service",
+    tag: "tier3",
+};
 
 /// Disk size of a control plane's copy: first boot grows the root to it,
 /// and the images CRI-O unpacks need the room.
@@ -106,52 +111,21 @@ fn prepare(
     memory: &str,
 ) -> Result<Prepared> {
     let (j, _) = node_json(out_dir, node)?;
-    let dir = work.join(&node.name);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let copy = dir.join("disk.img");
-    sparse_copy(&out_dir.join(&j.image.file), &copy)?;
-    let root = j.partition("root")?.into();
-    let q = project.root.join("qemu");
-    add_test_unit(
-        &copy,
-        root,
-        &q.join("tier3-facts.sh"),
-        &q.join("habuild-t3-facts.service"),
-        &q,
-        &dir,
-    )?;
-    let tap = ns.add_tap(index)?;
-    let mac = node.mac.clone().unwrap_or_else(|| guest_mac(node.address));
-    let qmp = dir.join("qmp.sock");
-    let log = out_dir
-        .join("test")
-        .join(format!("{}-tier3.log", node.name));
-    let _ = std::fs::remove_file(&log);
+    let disk = guest_disk(project, &j, out_dir, work, ns, index, node, &TIER3_FACTS)?;
+    let GuestDisk {
+        dir,
+        copy,
+        tap,
+        mac,
+        qmp,
+        log,
+        ..
+    } = &disk;
     let board = project.board(&node.board)?;
     let (program, args): (String, Vec<std::ffi::OsString>) = match node.role {
-        Role::Director => {
-            let machine = board
-                .qemu
-                .as_ref()
-                .map(|p| p.machine.clone())
-                .unwrap_or_else(|| "q35".into());
-            let ovmf = crate::host::tools::ovmf_code()
-                .context("no OVMF firmware found (package ovmf; habuild doctor --install)")?;
-            (
-                "qemu-system-x86_64".into(),
-                director_args(
-                    &ovmf,
-                    &machine,
-                    super::kvm::kvm_for_uefi(),
-                    &copy,
-                    &tap,
-                    &mac,
-                    &qmp,
-                ),
-            )
-        }
+        Role::Director => director_command(project, node, &disk)?,
         Role::ControlPlane => {
-            grow_file(&copy, DISK_BYTES)?;
+            grow_file(copy, DISK_BYTES)?;
             let boot = dir.join("boot.vfat");
             let boot_part = j
                 .image
@@ -161,7 +135,7 @@ fn prepare(
                 .find(|p| p.role == "boot" || p.role == "esp")
                 .map(|p| p.role.clone())
                 .unwrap_or_else(|| "boot".into());
-            extract(&copy, j.partition(&boot_part)?.into(), &boot)?;
+            extract(copy, j.partition(&boot_part)?.into(), &boot)?;
             let amd64 = board.arch.debian_name() == "amd64";
             let (console, names): (&str, &[&str]) = if amd64 {
                 (
@@ -171,7 +145,7 @@ fn prepare(
             } else {
                 ("ttyAMA0,115200", &["vmlinuz", "initrd.img", "cmdline.txt"])
             };
-            let files = fat_files(&boot, names, &dir)?;
+            let files = fat_files(&boot, names, dir)?;
             let text = std::fs::read_to_string(&files[2])
                 .with_context(|| format!("reading {} from the image", names[2]))?;
             // systemd-boot's entry: the kernel command line is its `options`.
@@ -185,8 +159,7 @@ fn prepare(
                 text
             };
             let append = qemu_cmdline(&cmdline, console, &["panic=-1".to_string()]);
-            let mut args =
-                control_plane_args(&files[0], &files[1], &append, &copy, &tap, &mac, &qmp);
+            let mut args = control_plane_args(&files[0], &files[1], &append, copy, tap, mac, qmp);
             set_arg(&mut args, "-m", memory);
             set_arg(&mut args, "-smp", "2");
             if amd64 {
@@ -205,8 +178,8 @@ fn prepare(
             name: node.name.clone(),
             program,
             args,
-            qmp,
-            log,
+            qmp: qmp.clone(),
+            log: log.clone(),
         },
         role: node.role,
     })
