@@ -166,6 +166,38 @@ fn the_real_bundle_then_a_real_kubeadm_init_through_the_vip() {
         assert!(out.contains("ok"), "{golden}: {out}");
     }
 
+    // The static-pod patches apply: the real kubeadm's dry run writes the
+    // manifests with habuild's probes.
+    let patches = repo_root().join("overlays/control-plane/etc/habuild/kubeadm/patches");
+    let dry = tempfile::tempdir().unwrap();
+    let config = dry.path().join("init.yaml");
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(repo_root().join("tests/golden/kubeadm/master-arm-1.yaml"))
+            .unwrap()
+            .replace("/etc/habuild/kubeadm/patches", patches.to_str().unwrap()),
+    )
+    .unwrap();
+    for component in ["apiserver", "controller-manager", "scheduler"] {
+        let out = dry.path().join(component);
+        sh(Command::new(&kubeadm)
+            .env("KUBEADM_INIT_DRYRUN_DIR", &out)
+            .args([
+                "init",
+                "phase",
+                "control-plane",
+                component,
+                "--dry-run",
+                "--config",
+            ])
+            .arg(&config));
+        let manifest = std::fs::read_to_string(out.join(format!("kube-{component}.yaml"))).unwrap();
+        assert!(
+            manifest.contains("failureThreshold: 20") && manifest.contains("timeoutSeconds: 60"),
+            "kube-{component}: {manifest}"
+        );
+    }
+
     // Tier 3: the cluster forms by itself from images built with the bundle.
     let ws = tempfile::tempdir().unwrap();
     let manifest = fixture_copy(ws.path(), "real-init.toml", "real-init.toml");

@@ -425,6 +425,15 @@ pub fn run(
             lines.push(format!("      {}", stderr.trim()));
         }
     }
+    // The add-ons and static pods as the init node's kubectl last saw them.
+    if let Some(i) = prepared.iter().position(|p| p.spec.name == init_name) {
+        let f = c.guests[i].facts().unwrap_or_default();
+        lines.push(format!(
+            "  kube-system pods ({}'s kubectl): name ready status restarts",
+            init_name
+        ));
+        lines.extend(f.pods.iter().map(|p| format!("      {p}")));
+    }
     for p in &prepared {
         lines.push(format!("  console log: {}", p.spec.log.display()));
     }
