@@ -46,6 +46,8 @@ while :; do
         if [ -f "$admin" ]; then
             timeout 20 kubectl --kubeconfig "$admin" get nodes --no-headers 2>/dev/null |
                 awk '{print "node " $1 " " $2}'
+            timeout 20 kubectl --kubeconfig "$admin" get pods -n kube-system --no-headers 2>/dev/null |
+                awk '{print "pod " $1 " " $2 " " $3 " " $4}'
         fi
         if command -v ipvsadm >/dev/null 2>&1; then
             ipvsadm -L -n 2>&1 | sed 's/^/ipvs /'

@@ -37,6 +37,8 @@ pub struct Facts {
     pub nodes: Vec<(String, String)>,
     /// Tier 3: journal lines of a failed first boot.
     pub journal: Vec<String>,
+    /// Tier 3: kube-system pods: "name ready status restarts".
+    pub pods: Vec<String>,
 }
 
 /// The last intact block in a console log (sealed, see qemu/sealed.rs; a
@@ -90,6 +92,7 @@ pub fn last_block(log: &str) -> Option<Facts> {
             "fblog" => f.fblog.push(rest.into()),
             "fberr" => f.fberr.push(rest.into()),
             "journal" => f.journal.push(rest.into()),
+            "pod" => f.pods.push(rest.into()),
             _ => {}
         }
     }

@@ -300,8 +300,12 @@ pub fn run(
         .tempdir_in(&test_dir)
         .context("creating a work directory")?;
     let mut ns = Netns::create(&name_for(std::process::id()), CLIENT_CIDR)?;
-    let mut order: Vec<&Node> = m.directors().collect();
-    order.extend(m.control_planes());
+    // Control planes first: the init node needs no director (the VIP is on
+    // its own lo during `kubeadm init`), and a director idling under TCG
+    // would take CPU from the slowest step. The directors power on once the
+    // init node is done, before any join needs the VIP.
+    let mut order: Vec<&Node> = m.control_planes().collect();
+    order.extend(m.directors());
     let mut prepared = Vec::new();
     for (i, node) in order.iter().enumerate() {
         prepared.push(prepare(
@@ -316,13 +320,13 @@ pub fn run(
     }
     let mut c = Cluster::new(ns);
     let t0 = Instant::now();
-    for p in &prepared {
-        c.start(p.spec.clone())?;
-    }
-    let left = |t0: Instant| opts.timeout.saturating_sub(t0.elapsed());
     let cps: Vec<usize> = (0..prepared.len())
         .filter(|&i| prepared[i].role == Role::ControlPlane)
         .collect();
+    for &i in &cps {
+        c.start(prepared[i].spec.clone())?;
+    }
+    let left = |t0: Instant| opts.timeout.saturating_sub(t0.elapsed());
     let init_name = m.init_node().name.clone();
     let want = |i: usize| {
         if prepared[i].spec.name == init_name {
@@ -331,6 +335,24 @@ pub fn run(
             "joined"
         }
     };
+    let init_index = cps[0];
+    let init_done = wait_all_facts(
+        &mut c,
+        &[init_index],
+        "the init node's first boot (the real kubeadm init) finished",
+        t0,
+        left(t0),
+        |_, f| f.firstboot == "initialised" || f.firstboot.starts_with("failed"),
+    );
+    if let Ok(t) = &init_done {
+        lines.push(format!(
+            "  {init_name}: kubeadm init and add-ons done {:.0}s after power-on; directors power on now",
+            t[0].as_secs_f64()
+        ));
+    }
+    for p in prepared.iter().filter(|p| p.role == Role::Director) {
+        c.start(p.spec.clone())?;
+    }
     let mut passed = true;
     let formed = wait_all_facts(
         &mut c,
@@ -398,6 +420,15 @@ pub fn run(
         if !healthy && v.is_null() {
             lines.push(format!("      {}", stderr.trim()));
         }
+    }
+    // The add-ons and static pods as the init node's kubectl last saw them.
+    if let Some(i) = prepared.iter().position(|p| p.spec.name == init_name) {
+        let f = c.guests[i].facts().unwrap_or_default();
+        lines.push(format!(
+            "  kube-system pods ({}'s kubectl): name ready status restarts",
+            init_name
+        ));
+        lines.extend(f.pods.iter().map(|p| format!("      {p}")));
     }
     for p in &prepared {
         lines.push(format!("  console log: {}", p.spec.log.display()));
