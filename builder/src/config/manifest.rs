@@ -415,10 +415,12 @@ fn validate(file: &Path, raw: RawManifest, known: &Known) -> Result<Cluster, Con
     }
     let pod_subnet = p.cidr("cluster.pod_subnet", &c.pod_subnet);
     let service_subnet = p.cidr("cluster.service_subnet", &c.service_subnet);
-    if let Some(repo) = &c.image_repository {
-        if repo.is_empty() || repo.contains(char::is_whitespace) || repo.ends_with('/') {
-            p.add("cluster.image_repository", format!("{repo:?} is not a registry path like \"registry.example:5000/google_containers\""));
-        }
+    if let Some(Err(e)) = c
+        .image_repository
+        .as_deref()
+        .map(super::checks::image_repository)
+    {
+        p.add("cluster.image_repository", e);
     }
 
     if let Err(e) = parse_ttl(&c.bootstrap_token_ttl) {
@@ -468,7 +470,8 @@ fn validate(file: &Path, raw: RawManifest, known: &Known) -> Result<Cluster, Con
                     key,
                     format!(
                         "{a} is outside the cluster subnet {s} (VIP {} with prefix /{})",
-                        s.addr, s.prefix
+                        vip.unwrap_or(s.addr),
+                        s.prefix
                     ),
                 );
             } else if a == s.network() || a == s.broadcast() {
@@ -484,6 +487,9 @@ fn validate(file: &Path, raw: RawManifest, known: &Known) -> Result<Cluster, Con
     }
     if let Some(g) = gateway {
         in_subnet(&mut p, "network.gateway", g);
+        if let Some(e) = super::checks::gateway(g, vip) {
+            p.add("network.gateway", e);
+        }
     }
     for (key, s) in [
         ("cluster.pod_subnet", pod_subnet),

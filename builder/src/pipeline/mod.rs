@@ -138,6 +138,9 @@ pub fn plan(req: &PlanRequest) -> Result<Planned> {
         }
         cluster.distro = d.clone();
     }
+    for w in crate::config::checks::warnings(&cluster) {
+        eprintln!("WARNING: {w}");
+    }
     let nodes = select_nodes(&cluster, &req.selection, req.board.as_deref())?;
     let distro = req.project.distro(&cluster.distro)?;
     // Directors install no Kubernetes packages: building only directors

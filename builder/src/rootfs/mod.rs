@@ -2,6 +2,7 @@
 //! layer habuild adds on top (overlays, rendered templates, node identity).
 
 pub mod base;
+pub mod formats;
 pub mod keepalived;
 pub mod layer;
 pub mod packages;
