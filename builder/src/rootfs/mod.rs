@@ -2,6 +2,8 @@
 //! layer habuild adds on top (overlays, rendered templates, node identity).
 
 pub mod base;
+pub mod cache;
+pub mod digest;
 pub mod formats;
 pub mod keepalived;
 pub mod layer;
