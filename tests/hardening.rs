@@ -12,8 +12,18 @@ use std::process::Command;
 use common::*;
 
 fn director_build(manifest: &Path, out: &Path, cache: &Path) -> Run {
+    build_node(manifest, "master-x86-1", out, cache, &[])
+}
+
+fn build_node(
+    manifest: &Path,
+    node: &str,
+    out: &Path,
+    cache: &Path,
+    env: &[(&str, String)],
+) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_habuild"));
-    cmd.args(["image", "--node", "master-x86-1", "--manifest"])
+    cmd.args(["image", "--node", node, "--manifest"])
         .arg(manifest)
         .arg("--out")
         .arg(out)
@@ -21,6 +31,9 @@ fn director_build(manifest: &Path, out: &Path, cache: &Path) -> Run {
         .arg(cache)
         .env("SOURCE_DATE_EPOCH", EPOCH.to_string())
         .env("HABUILD_ROOT", repo_root());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     let o = cmd.output().expect("running habuild");
     let run = Run {
         status: o.status,
@@ -84,5 +97,125 @@ fn a_damaged_cached_base_is_rebuilt_not_built_from() {
     assert!(
         tree.join("usr/lib/systemd/systemd").is_file(),
         "the base was not rebuilt"
+    );
+}
+
+fn verify(image: &Path) -> Run {
+    habuild_plain(&["verify", image.to_str().unwrap()])
+}
+
+fn sums(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_to_string(dir.join("SHA256SUMS"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once("  "))
+        .map(|(h, n)| (n.to_string(), h.to_string()))
+        .collect()
+}
+
+/// Two directors in one output directory; the second one's rebuild is
+/// killed (SIGKILL, through the test hook) after its first artifact was
+/// renamed into place. The other node's files and SHA256SUMS entries stay
+/// good throughout; the interrupted node fails `verify` until the next
+/// `habuild image` (of any node) completes its publish; and `verify`
+/// fails for a file SHA256SUMS does not list.
+#[test]
+fn an_interrupted_publish_is_completed_and_keeps_the_other_nodes_sums() {
+    use std::os::unix::process::ExitStatusExt;
+    let t = tempfile::tempdir().unwrap();
+    let manifest = repo_root().join("tests/fixtures/two-directors.toml");
+    let out = t.path().join("out");
+    let dir = out.join("twodirectors");
+    let cache = test_cache();
+    for node in ["master-x86-1", "master-x86-2"] {
+        let run = build_node(&manifest, node, &out, &cache, &[]);
+        assert!(run.status.success(), "{}", run.stderr);
+    }
+    let before = sums(&dir);
+    assert_eq!(before.len(), 8, "{before:?}");
+    let (one, two) = (dir.join("master-x86-1.img"), dir.join("master-x86-2.img"));
+
+    // Another epoch: every artifact of master-x86-2 changes.
+    let later = (EPOCH + 86_400).to_string();
+    let run = build_node(
+        &manifest,
+        "master-x86-2",
+        &out,
+        &cache,
+        &[
+            ("SOURCE_DATE_EPOCH", later.clone()),
+            ("HABUILD_TEST_PUBLISH_STOP_AFTER", "2".into()),
+        ],
+    );
+    assert_eq!(run.status.signal(), Some(9), "not killed: {}", run.stderr);
+    let v = verify(&one);
+    assert!(
+        v.status.success(),
+        "the other node suffered:\n{}{}",
+        v.stdout,
+        v.stderr
+    );
+    let v = verify(&two);
+    assert!(
+        !v.status.success(),
+        "a half-published node passed:\n{}",
+        v.stdout
+    );
+
+    // The next build, of the other node, completes it first.
+    let run = build_node(&manifest, "master-x86-1", &out, &cache, &[]);
+    assert!(run.status.success(), "{}", run.stderr);
+    let after = sums(&dir);
+    assert_eq!(after.len(), 8, "{after:?}");
+    assert!(
+        run.stderr
+            .contains("completed the interrupted publish of master-x86-2"),
+        "{}",
+        run.stderr
+    );
+    for n in ["master-x86-1.img", "master-x86-1.json"] {
+        assert_eq!(after[n], before[n], "{n}");
+    }
+    for n in [
+        "master-x86-2.img",
+        "master-x86-2.img.bmap",
+        "master-x86-2.json",
+    ] {
+        assert_ne!(after[n], before[n], "{n} is not the new one");
+        assert_eq!(after[n], sha256(&dir.join(n)), "{n}");
+    }
+    sh(Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&dir));
+    let json = std::fs::read_to_string(dir.join("master-x86-2.json")).unwrap();
+    assert!(
+        json.contains(&format!("\"source_date_epoch\": {later}")),
+        "{json}"
+    );
+    for img in [&one, &two] {
+        let v = verify(img);
+        assert!(v.status.success(), "{}{}", v.stdout, v.stderr);
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // A file SHA256SUMS does not list fails verify, even when all else matches.
+    let text = std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
+    let kept: String = text
+        .lines()
+        .filter(|l| !l.ends_with("  master-x86-1.img"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(dir.join("SHA256SUMS"), kept).unwrap();
+    let v = verify(&one);
+    assert!(!v.status.success(), "{}", v.stdout);
+    assert!(
+        v.stdout.contains("MISMATCH  master-x86-1.img against") && v.stdout.contains("no entry"),
+        "{}",
+        v.stdout
     );
 }

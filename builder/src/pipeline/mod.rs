@@ -204,6 +204,12 @@ pub fn build(req: &BuildRequest) -> Result<Vec<BuiltNode>> {
         Some(l) => locked::entries(l, &plans)?.into_iter().map(Some).collect(),
         None => vec![None; plans.len()],
     };
+    for node in output::recover(&out_dir)? {
+        eprintln!(
+            "completed the interrupted publish of {node} in {}",
+            out_dir.display()
+        );
+    }
     let mut built = Vec::new();
     for (plan, pin) in plans.iter().zip(pins) {
         let node = &plan.node;
