@@ -219,3 +219,95 @@ fn an_interrupted_publish_is_completed_and_keeps_the_other_nodes_sums() {
         v.stdout
     );
 }
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// Runs `args` as user nobody; its output when it succeeds.
+fn as_nobody(args: &[&str]) -> Option<String> {
+    let o = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .args(args)
+        .output()
+        .unwrap();
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// A control plane's image carries the cluster's CA keys: it, its
+/// firmware bundle and their directory are private to the user who built
+/// them, while verify and flash keep working. (The control plane is built
+/// on the amd64 board: the same secrets as on a Pi, without the arm64
+/// bootstrap.)
+#[test]
+fn a_control_plane_image_is_private() {
+    let t = tempfile::tempdir().unwrap();
+    // Others may pass through the parents, as through a home directory.
+    std::fs::set_permissions(
+        t.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(repo_root().join("tests/fixtures/test-cluster.toml"))
+        .unwrap()
+        .replace("board = \"rpi4\"", "board = \"amd64\"")
+        .replace("name = \"testcluster\"", "name = \"amdcluster\"");
+    let manifest = t.path().join("amd.toml");
+    std::fs::write(&manifest, text).unwrap();
+    let m = manifest.to_str().unwrap();
+    assert!(habuild_plain(&["secrets", "init", "--manifest", m])
+        .status
+        .success());
+    let out = t.path().join("out");
+    let run = habuild(&[
+        "image",
+        "--node",
+        "master-arm-1",
+        "--manifest",
+        m,
+        "--without-kubernetes",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", run.stderr);
+    let dir = out.join("amdcluster");
+    let img = dir.join("master-arm-1.img");
+    assert_eq!(mode(&img), 0o600);
+    assert_eq!(mode(&dir.join("master-arm-1-firmware.tar.gz")), 0o600);
+    assert_eq!(mode(&dir) & 0o007, 0, "others can list {}", dir.display());
+    let keys = sh(Command::new("grep")
+        .args(["-a", "-c", "BEGIN PRIVATE KEY"])
+        .arg(&img));
+    assert!(
+        keys.trim().parse::<u32>().unwrap() > 0,
+        "no key in the image?"
+    );
+    assert_eq!(
+        as_nobody(&[
+            "grep",
+            "-a",
+            "-c",
+            "BEGIN PRIVATE KEY",
+            img.to_str().unwrap()
+        ]),
+        None,
+        "another user reads the keys"
+    );
+    assert_eq!(as_nobody(&["ls", dir.to_str().unwrap()]), None);
+
+    let v = verify(&img);
+    assert!(v.status.success(), "{}{}", v.stdout, v.stderr);
+    let copy = t.path().join("copy.img");
+    let f = habuild_plain(&["flash", img.to_str().unwrap(), copy.to_str().unwrap()]);
+    assert!(f.status.success(), "{}", f.stderr);
+    let v = habuild_plain(&[
+        "verify",
+        copy.to_str().unwrap(),
+        "--image",
+        img.to_str().unwrap(),
+    ]);
+    assert!(v.status.success(), "{}{}", v.stdout, v.stderr);
+}

@@ -430,6 +430,12 @@ fn build_node(
         &pending.join(&fw_name),
         plan.source_date_epoch,
     )?;
+    // An image with the cluster's keys is as private as the secrets file,
+    // and so is its firmware bundle (none there today; nothing relies on it).
+    if pki.is_some() {
+        output::make_private(&image_path)?;
+        output::make_private(&pending.join(&fw_name))?;
+    }
 
     let kubernetes_included = !matches!(plan.kubernetes, KubernetesSource::Without);
     let report = NodeReport {

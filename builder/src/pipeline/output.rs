@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -46,7 +47,11 @@ pub fn pending_dir(out_dir: &Path, node: &str) -> Result<PathBuf> {
         std::fs::remove_dir_all(&dir)
             .with_context(|| format!("removing the leftover {}", dir.display()))?;
     }
-    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Private: the image is written here before it is known to be complete.
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }
 
@@ -68,9 +73,14 @@ pub fn publish(out_dir: &Path, pending: PendingArtifacts) -> Result<()> {
     let _lock = lock(out_dir)?;
     complete_all(out_dir)?;
     let mut journal = String::new();
+    let mut private = false;
     for (name, sha) in &pending.files {
         journal.push_str(&crate::artifact::checksums::sha256sum_line(sha, name)?);
         sync_file(&pending.dir.join(name))?;
+        private |= is_private(&pending.dir.join(name))?;
+    }
+    if private {
+        restrict_dir(out_dir)?;
     }
     let journal_path = pending.dir.join(JOURNAL);
     std::fs::write(&journal_path, journal)
@@ -162,6 +172,41 @@ fn complete(out_dir: &Path, publishing: &Path) -> Result<()> {
     stop_point(2 + files.len());
     std::fs::remove_dir_all(publishing)
         .with_context(|| format!("removing {}", publishing.display()))?;
+    Ok(())
+}
+
+/// Gives an artifact that carries secrets mode 0600 (it is made in the
+/// 0700 partial directory, so no one else could open it before).
+pub fn make_private(path: &Path) -> Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("making {} private (mode 0600)", path.display()))
+}
+
+fn is_private(path: &Path) -> Result<bool> {
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("reading the mode of {}", path.display()))?
+        .permissions()
+        .mode();
+    Ok(mode & 0o077 == 0)
+}
+
+/// Takes every permission from "others" on the output directory, so that
+/// a private artifact is never listed to, or reached by, other users
+/// (group access is the owner's choice and kept).
+fn restrict_dir(out_dir: &Path) -> Result<()> {
+    let mode = std::fs::metadata(out_dir)
+        .with_context(|| format!("reading the mode of {}", out_dir.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o007 != 0 {
+        std::fs::set_permissions(out_dir, std::fs::Permissions::from_mode(mode & 0o7770))
+            .with_context(|| {
+                format!(
+                    "making {} unlistable by others (it will hold private artifacts)",
+                    out_dir.display()
+                )
+            })?;
+    }
     Ok(())
 }
 
@@ -329,6 +374,58 @@ mod tests {
             }
             assert_eq!(recover(&out).unwrap(), Vec::<String>::new());
         }
+    }
+
+    /// Runs `args` as user nobody; true when it succeeds.
+    fn as_nobody(args: &[&str]) -> bool {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    }
+
+    #[test]
+    fn private_artifacts_stay_private_on_the_way_and_in_place() {
+        use std::os::unix::fs::PermissionsExt;
+        if !crate::host::setup::is_root().unwrap_or(false) {
+            eprintln!("skipped: running a check as another user needs root");
+            return;
+        }
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let t = tempfile::tempdir().unwrap();
+        // Others may pass through the parents, as through a home directory.
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = t.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(out.join("b.img"), "a director's image").unwrap();
+        let pending = pending_dir(&out, "a").unwrap();
+        assert_eq!(mode(&pending), 0o700, "the partial directory");
+        let img = pending.join("a.img");
+        std::fs::write(&img, "BEGIN PRIVATE KEY").unwrap();
+        make_private(&img).unwrap();
+        assert!(!as_nobody(&["cat", img.to_str().unwrap()]));
+        publish(
+            &out,
+            PendingArtifacts {
+                dir: pending,
+                files: vec![("a.img".into(), sha("BEGIN PRIVATE KEY"))],
+            },
+        )
+        .unwrap();
+        assert_eq!(mode(&out.join("a.img")), 0o600);
+        assert_eq!(mode(&out) & 0o007, 0, "others can list {}", out.display());
+        assert!(!as_nobody(&["cat", out.join("a.img").to_str().unwrap()]));
+        assert!(!as_nobody(&["ls", out.to_str().unwrap()]));
+        // The owner keeps working on it.
+        assert_eq!(
+            std::fs::read_to_string(out.join("a.img")).unwrap(),
+            "BEGIN PRIVATE KEY"
+        );
     }
 
     #[test]
