@@ -311,3 +311,177 @@ fn a_control_plane_image_is_private() {
     ]);
     assert!(v.status.success(), "{}{}", v.stdout, v.stderr);
 }
+
+/// A `cp` first on PATH that records its pid in `$HABUILD_TEST_MARKER` and
+/// sleeps (a child of its own) before doing the copy: it holds a build in
+/// the layering step, with a tool running.
+fn slow_cp(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let cp = bin.join("cp");
+    std::fs::write(
+        &cp,
+        "#!/bin/sh\necho $$ > \"$HABUILD_TEST_MARKER\"\nsleep 300\nexec /bin/cp \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&cp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+fn spawn_director_build(out: &Path, bin: &Path, marker: &Path) -> std::process::Child {
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    Command::new(env!("CARGO_BIN_EXE_habuild"))
+        .args(["image", "--node", "master-x86-1", "--manifest"])
+        .arg(repo_root().join("tests/fixtures/test-cluster.toml"))
+        .arg("--out")
+        .arg(out)
+        .arg("--cache-dir")
+        .arg(test_cache())
+        .env("SOURCE_DATE_EPOCH", EPOCH.to_string())
+        .env("HABUILD_ROOT", repo_root())
+        .env("PATH", path)
+        .env("HABUILD_TEST_MARKER", marker)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `what` (up to `secs`); panics naming it when it never holds.
+fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !f() {
+        assert!(std::time::Instant::now() < until, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The pid written into `marker`, once it is there.
+fn marker_pid(marker: &Path) -> u32 {
+    let mut pid = 0;
+    wait_until(120, "the build runs cp", || {
+        pid = std::fs::read_to_string(marker)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        pid != 0
+    });
+    pid
+}
+
+/// A live process (not a zombie) with this pid.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().to_string()))
+        .is_some_and(|r| !r.starts_with('Z'))
+}
+
+/// The children of `pid` (from /proc/*/stat).
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')?
+                        .1
+                        .split_whitespace()
+                        .nth(1)?
+                        .parse::<u32>()
+                        .ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// Kills what a failed run of the test left running.
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = Command::new("kill")
+                .args(["-KILL", &p.to_string()])
+                .status();
+        }
+    }
+}
+
+/// Tools habuild runs die with it, whether it is killed (SIGKILL) or
+/// stopped by a SIGTERM sent to its own pid only; the next build removes
+/// the work directory a killed one left; the messages say what happened.
+#[test]
+fn children_die_with_habuild_and_the_next_run_removes_what_it_left() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let t = tempfile::tempdir().unwrap();
+    let bin = slow_cp(t.path());
+    let out = t.path().join("out");
+    let mut leftovers = KillOnDrop(Vec::new());
+    let work_of = |pid: u32| {
+        test_cache()
+            .join("work")
+            .join(format!("master-x86-1-{pid}"))
+    };
+
+    // SIGKILL: nothing in habuild runs, yet its tools must stop.
+    let marker = t.path().join("cp-1");
+    let mut build = spawn_director_build(&out, &bin, &marker);
+    let cp = marker_pid(&marker);
+    let mut sleeper = Vec::new();
+    wait_until(10, "cp's sleep starts", || {
+        sleeper = children_of(cp);
+        !sleeper.is_empty()
+    });
+    leftovers.0.extend([cp, sleeper[0]]);
+    let killed_work = work_of(build.id());
+    assert!(killed_work.is_dir(), "{}", killed_work.display());
+    assert_eq!(mode(&killed_work), 0o700, "the work directory is private");
+    build.kill().unwrap();
+    assert_eq!(build.wait().unwrap().signal(), Some(9));
+    wait_until(10, "cp and its child die with habuild", || {
+        !alive(cp) && !alive(sleeper[0])
+    });
+    assert!(killed_work.is_dir(), "SIGKILL leaves it for the next run");
+
+    // SIGTERM to habuild's own pid (not its group).
+    let marker = t.path().join("cp-2");
+    let mut build = spawn_director_build(&out, &bin, &marker);
+    let cp = marker_pid(&marker);
+    leftovers.0.push(cp);
+    let work = work_of(build.id());
+    assert!(work.is_dir());
+    sh(Command::new("kill").args(["-TERM", &build.id().to_string()]));
+    let status = build.wait().unwrap();
+    let mut stderr = String::new();
+    build
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    eprintln!("SIGTERM run:\n{stderr}");
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    wait_until(10, "cp dies with habuild", || !alive(cp));
+    assert!(!work.exists(), "{} is left", work.display());
+    assert!(
+        stderr.contains("removed 1 unfinished build directory")
+            && !stderr.contains("could not remove"),
+        "{stderr}"
+    );
+
+    // That next build removed the killed one's work directory first.
+    assert!(
+        stderr.contains(&format!(
+            "removed the stale work directory {} (left by process",
+            killed_work.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!killed_work.exists());
+}

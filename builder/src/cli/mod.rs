@@ -52,11 +52,18 @@ pub enum Command {
     Test(test::TestArgs),
     /// Build the offline bundle of Kubernetes/CRI-O TEST DOUBLES (for tests only).
     TestDoubles(test_doubles::TestDoublesArgs),
+    /// Started by habuild itself: stops its tools if it dies (util::children).
+    #[command(hide = true)]
+    InternalReaper,
 }
 
 /// Exit codes: 0 success, 1 failure, 2 invalid configuration or usage.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::InternalReaper = cli.command {
+        crate::util::children::reaper_main(std::io::stdin().lock());
+        return ExitCode::SUCCESS;
+    }
     let level = match cli.verbose {
         0 => log::LevelFilter::Info,
         1 => log::LevelFilter::Debug,
@@ -69,6 +76,7 @@ pub fn main() -> ExitCode {
         .parse_env("HABUILD_LOG")
         .init();
     crate::util::cleanup::install_interrupt_handler();
+    crate::util::children::enable_reaper();
     let result = match &cli.command {
         Command::Image(a) => image::run(a),
         Command::Lock(a) => lock::run(a),
@@ -79,6 +87,8 @@ pub fn main() -> ExitCode {
         Command::Test(a) => test::run(a),
         Command::Verify(a) => verify::run(a),
         Command::TestDoubles(a) => test_doubles::run(a),
+        // Ran above, before logging and the interrupt handler.
+        Command::InternalReaper => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -204,6 +204,9 @@ pub fn build(req: &BuildRequest) -> Result<Vec<BuiltNode>> {
         Some(l) => locked::entries(l, &plans)?.into_iter().map(Some).collect(),
         None => vec![None; plans.len()],
     };
+    for line in crate::util::workdir::remove_stale(&req.cache_dir)? {
+        eprintln!("{line}");
+    }
     for node in output::recover(&out_dir)? {
         eprintln!(
             "completed the interrupted publish of {node} in {}",
@@ -340,10 +343,8 @@ fn build_node(
         eprintln!("  {:<44} {:>7}", "base root filesystem (cached)", "0.0s");
     }
 
-    let work = cache_dir
-        .join("work")
-        .join(format!("{node}-{}", std::process::id()));
-    let _work_guard = cleanup::remove_on_exit(&work);
+    let work_dir = crate::util::workdir::create(cache_dir, node)?;
+    let work = work_dir.path.clone();
     let step = Step::start("layering overlays and node identity");
     let mut ctx = context::render_context(plan);
     ctx.kubeadm = secrets.and_then(|s| crate::pki::kubeadm_context(plan, s));

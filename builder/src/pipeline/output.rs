@@ -70,6 +70,8 @@ pub fn publish(out_dir: &Path, pending: PendingArtifacts) -> Result<()> {
             )
         })?
         .to_string();
+    // Ctrl-C meanwhile takes effect once the node is published.
+    let _defer = crate::util::cleanup::defer_interrupts();
     let _lock = lock(out_dir)?;
     complete_all(out_dir)?;
     let mut journal = String::new();
@@ -107,6 +109,7 @@ pub fn recover(out_dir: &Path) -> Result<Vec<String>> {
     if !out_dir.is_dir() {
         return Ok(Vec::new());
     }
+    let _defer = crate::util::cleanup::defer_interrupts();
     let _lock = lock(out_dir)?;
     complete_all(out_dir)
 }
