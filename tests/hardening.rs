@@ -76,7 +76,22 @@ fn a_damaged_cached_base_is_rebuilt_not_built_from() {
     let (key, entry) = director_base(t.path());
     let cache = private_copy(t.path(), &key, &entry);
     let tree = cache.join("base").join(&key).join("rootfs");
+    let c = cache.to_str().unwrap();
+    let check = habuild_plain(&["cache", "check", "--cache-dir", c]);
+    assert!(check.status.success(), "{}{}", check.stdout, check.stderr);
     std::fs::remove_file(tree.join("usr/lib/systemd/systemd")).unwrap();
+    std::fs::write(tree.join("usr/lib/x86_64-linux-gnu/libc.so.6"), b"").unwrap();
+    let check = habuild_plain(&["cache", "check", "--cache-dir", c]);
+    assert!(!check.status.success());
+    assert!(
+        check.stdout.contains(&format!("{key}  DAMAGED"))
+            && check.stdout.contains("/usr/lib/systemd/systemd: missing")
+            && check
+                .stdout
+                .contains("/usr/lib/x86_64-linux-gnu/libc.so.6: size"),
+        "{}",
+        check.stdout
+    );
 
     let manifest = repo_root().join("tests/fixtures/test-cluster.toml");
     let out = t.path().join("out");
@@ -98,6 +113,30 @@ fn a_damaged_cached_base_is_rebuilt_not_built_from() {
         tree.join("usr/lib/systemd/systemd").is_file(),
         "the base was not rebuilt"
     );
+    let check = habuild_plain(&["cache", "check", "--cache-dir", c]);
+    assert!(check.status.success(), "{}{}", check.stdout, check.stderr);
+
+    // A package version edited in the cache's record (what <node>.json
+    // would report): caught, and pruned.
+    let record = cache.join("base").join(&key).join("record.json");
+    let text = std::fs::read_to_string(&record).unwrap();
+    let at = text.find("\"version\": \"").unwrap() + "\"version\": \"".len();
+    std::fs::write(&record, format!("{}9:{}", &text[..at], &text[at..])).unwrap();
+    let check = habuild_plain(&["cache", "check", "--cache-dir", c]);
+    assert!(!check.status.success());
+    assert!(
+        check.stdout.contains("record.json was changed"),
+        "{}",
+        check.stdout
+    );
+    let prune = habuild_plain(&["cache", "prune", "--cache-dir", c]);
+    assert!(prune.status.success(), "{}", prune.stderr);
+    assert!(
+        prune.stdout.contains(&format!("{key}  removed")),
+        "{}",
+        prune.stdout
+    );
+    assert!(!cache.join("base").join(&key).exists());
 }
 
 fn verify(image: &Path) -> Run {

@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand; `main` only parses,
 //! sets up logging and maps errors to exit codes.
 
+pub mod cache;
 pub mod doctor;
 pub mod flash;
 pub mod image;
@@ -40,6 +41,8 @@ pub enum Command {
     Lock(Box<lock::LockArgs>),
     /// Check (and with --install, set up) the host tools the build needs.
     Doctor(doctor::DoctorArgs),
+    /// Check the cached base root filesystems against their digests, or prune the cache.
+    Cache(cache::CacheArgs),
     /// Write an image to an SD card (or file): bmap-aware, verified, refuses disks in use.
     Flash(flash::FlashArgs),
     /// Create (once) or show the cluster's secrets file: CAs, service-account key, bootstrap token.
@@ -81,6 +84,7 @@ pub fn main() -> ExitCode {
         Command::Image(a) => image::run(a),
         Command::Lock(a) => lock::run(a),
         Command::Doctor(a) => doctor::run(a),
+        Command::Cache(a) => cache::run(a),
         Command::Flash(a) => flash::run(a),
         Command::Secrets(a) => secrets::run(a),
         Command::Kubeconfig(a) => kubeconfig::run(a),

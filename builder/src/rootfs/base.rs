@@ -265,7 +265,7 @@ pub fn mounts_under(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-fn unmount_under(dir: &Path) -> Result<()> {
+pub(crate) fn unmount_under(dir: &Path) -> Result<()> {
     let info =
         std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     for m in mounts_under(&info, dir) {

@@ -9,7 +9,7 @@
 //! mode, an edited package version); it is no defence against someone who
 //! rewrites the seal too: the cache is as trusted as the account that owns it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -107,6 +107,64 @@ pub fn check(entry: &Path) -> Result<Health> {
         )]));
     }
     Ok(Health::Sound)
+}
+
+/// One base of the cache, found on disk.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub key: String,
+    pub path: PathBuf,
+}
+
+/// The bases under `cache_dir/base/` (leftover `.partial` bootstraps not
+/// included), by key.
+pub fn entries(cache_dir: &Path) -> Result<Vec<Entry>> {
+    let base = cache_dir.join("base");
+    let Ok(listing) = std::fs::read_dir(&base) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for e in listing {
+        let e = e.with_context(|| format!("listing {}", base.display()))?;
+        let key = e.file_name().to_string_lossy().into_owned();
+        if e.path().is_dir() && !key.contains('.') {
+            out.push(Entry {
+                key,
+                path: e.path(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
+}
+
+/// Leftover bootstraps (`base/<key>.partial`).
+pub fn partials(cache_dir: &Path) -> Result<Vec<Entry>> {
+    let base = cache_dir.join("base");
+    let Ok(listing) = std::fs::read_dir(&base) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for e in listing {
+        let e = e.with_context(|| format!("listing {}", base.display()))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(key) = name.strip_suffix(".partial") {
+            out.push(Entry {
+                key: key.to_string(),
+                path: e.path(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
+}
+
+/// The key's lock (`base/<key>.lock`, the one `base::ensure_base` holds
+/// while it checks or bootstraps), when no build holds it.
+pub fn try_lock_key(cache_dir: &Path, key: &str) -> Result<Option<std::fs::File>> {
+    let path = cache_dir.join("base").join(format!("{key}.lock"));
+    let f = std::fs::File::create(&path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(f.try_lock().is_ok().then_some(f))
 }
 
 fn record_packages(record: &[u8]) -> Result<Vec<InstalledPackage>> {
