@@ -6,19 +6,31 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-fn registry() -> &'static Mutex<Vec<PathBuf>> {
-    static PATHS: OnceLock<Mutex<Vec<PathBuf>>> = OnceLock::new();
+/// Registered paths, each with whether it belongs to an image build (an
+/// unfinished node) or is some other temporary copy.
+fn registry() -> &'static Mutex<Vec<(PathBuf, bool)>> {
+    static PATHS: OnceLock<Mutex<Vec<(PathBuf, bool)>>> = OnceLock::new();
     PATHS.get_or_init(|| Mutex::new(Vec::new()))
 }
 
 /// Removes `path` when dropped, and on Ctrl-C (see `install_interrupt_handler`).
 pub struct RemoveOnExit(PathBuf);
 
+/// A build directory of an image build.
 pub fn remove_on_exit(path: &Path) -> RemoveOnExit {
+    register(path, true)
+}
+
+/// A temporary directory of anything else (a test's copies).
+pub fn remove_temporary_on_exit(path: &Path) -> RemoveOnExit {
+    register(path, false)
+}
+
+fn register(path: &Path, build: bool) -> RemoveOnExit {
     registry()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .push(path.to_path_buf());
+        .push((path.to_path_buf(), build));
     RemoveOnExit(path.to_path_buf())
 }
 
@@ -28,7 +40,7 @@ impl Drop for RemoveOnExit {
         registry()
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|p| p != &self.0);
+            .retain(|(p, _)| p != &self.0);
     }
 }
 
@@ -124,22 +136,32 @@ pub fn install_interrupt_handler() {
 fn exit_interrupted() -> ! {
     // Tools first: a `cp` still writing into a directory defeats its removal.
     let stopped = super::children::stop_all(std::time::Duration::from_secs(5));
-    let paths: Vec<PathBuf> = registry().lock().map(|p| p.clone()).unwrap_or_default();
+    let paths: Vec<(PathBuf, bool)> = registry().lock().map(|p| p.clone()).unwrap_or_default();
+    let building = paths.iter().any(|(_, build)| *build);
     let mut removed = 0;
     let mut failed = Vec::new();
-    for p in &paths {
+    for (p, _) in &paths {
         match try_remove(p) {
             Ok(true) => removed += 1,
             Ok(false) => {}
             Err(e) => failed.push(format!("{}: {e}", p.display())),
         }
     }
-    eprintln!("\n{}", interrupted_message(stopped, removed, &failed));
+    eprintln!(
+        "\n{}",
+        interrupted_message(stopped, removed, &failed, building)
+    );
     std::process::exit(130);
 }
 
-/// What the interruption did, as it happened.
-pub fn interrupted_message(stopped: usize, removed: usize, failed: &[String]) -> String {
+/// What the interruption did, as it happened; `building`: an image build
+/// (whose unfinished node is not published) was under way.
+pub fn interrupted_message(
+    stopped: usize,
+    removed: usize,
+    failed: &[String],
+    building: bool,
+) -> String {
     let plural =
         |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     let mut parts = Vec::new();
@@ -149,23 +171,27 @@ pub fn interrupted_message(stopped: usize, removed: usize, failed: &[String]) ->
             plural(stopped, "running tool", "running tools")
         ));
     }
-    parts.push(format!(
-        "removed {}",
+    let removed = if building {
         plural(
             removed,
             "unfinished build directory",
-            "unfinished build directories"
+            "unfinished build directories",
         )
-    ));
+    } else {
+        plural(removed, "temporary directory", "temporary directories")
+    };
+    parts.push(format!("removed {removed}"));
     for f in failed {
         parts.push(format!(
             "could NOT remove {f} (the next build removes it, or remove it by hand)"
         ));
     }
-    format!(
-        "interrupted: {}; artifacts published before now stay, the unfinished node's were not published",
-        parts.join("; ")
-    )
+    let published = if building {
+        "; artifacts published before now stay, the unfinished node's were not published"
+    } else {
+        ""
+    };
+    format!("interrupted: {}{published}", parts.join("; "))
 }
 
 #[cfg(test)]
@@ -174,15 +200,21 @@ mod tests {
 
     #[test]
     fn the_message_says_what_happened() {
-        let m = interrupted_message(0, 1, &[]);
+        let m = interrupted_message(0, 1, &[], true);
         assert!(m.contains("removed 1 unfinished build directory;"), "{m}");
         assert!(!m.contains("stopped") && !m.contains("NOT"), "{m}");
-        let m = interrupted_message(2, 0, &["/c/work/n-1: Directory not empty".into()]);
+        let failed = ["/c/work/n-1: Directory not empty".to_string()];
+        let m = interrupted_message(2, 0, &failed, true);
         assert!(m.contains("stopped 2 running tools"), "{m}");
         assert!(m.contains("removed 0 unfinished build directories"), "{m}");
         assert!(
             m.contains("could NOT remove /c/work/n-1: Directory not empty"),
             "{m}"
+        );
+        let m = interrupted_message(1, 1, &[], false);
+        assert_eq!(
+            m,
+            "interrupted: stopped 1 running tool; removed 1 temporary directory"
         );
     }
 
