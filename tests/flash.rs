@@ -413,6 +413,77 @@ fn refuses_the_image_itself_and_non_disks() {
     assert!(!missing.exists());
 }
 
+/// A regular file in use must not be overwritten: the backing file of a
+/// loop device (here with a mounted ext4 on it, the case), a file
+/// another process holds open for writing, an active swap file.
+#[test]
+fn refuses_a_file_that_backs_a_loop_device_is_open_for_writing_or_swap() {
+    if !loop_devices_work() {
+        return;
+    }
+    let fx = Fixture::fresh();
+    let backing = fx.path("f.raw");
+    old_card(&backing, 64 * MIB);
+    let before = std::fs::read(&backing).unwrap();
+    {
+        let dev = LoopDev::attach(&backing, false).unwrap();
+        run(Command::new("mkfs.ext4").arg("-q").arg(&dev.dev));
+        let _m = Mounted::new(&dev.dev);
+        let before = std::fs::read(&backing).unwrap();
+        match refusal(&opts(&fx.image(), &backing)) {
+            Refusal::LoopBacking { device, .. } => {
+                assert_eq!(Path::new(&device), dev.dev.as_path())
+            }
+            other => panic!("{other}"),
+        }
+        assert!(
+            std::fs::read(&backing).unwrap() == before,
+            "the file was written"
+        );
+    }
+    // Detached: a plain file again.
+    assert!(std::fs::read(&backing).unwrap() != before, "mkfs wrote it");
+    flash_ok(&opts(&fx.image(), &backing));
+
+    let held = fx.path("held.raw");
+    old_card(&held, 8 * MIB);
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg("exec 3<>\"$0\"; echo ready; exec sleep 60")
+        .arg(&held)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(writer.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let refused = refusal(&opts(&fx.image(), &held));
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    match refused {
+        Refusal::OpenForWriting { pid, .. } => assert_eq!(pid, writer.id()),
+        other => panic!("{other}"),
+    }
+    // Open only for reading elsewhere: fine.
+    let reader = std::fs::File::open(&held).unwrap();
+    flash_ok(&opts(&fx.image(), &held));
+    drop(reader);
+
+    let swapfile = fx.path("swapfile");
+    old_card(&swapfile, 16 * MIB);
+    std::fs::set_permissions(
+        &swapfile,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let _swap = SwapOn::new(&swapfile);
+    assert!(matches!(
+        refusal(&opts(&fx.image(), &swapfile)),
+        Refusal::Swap { .. }
+    ));
+}
+
 #[test]
 fn cli_flashes_a_node_by_name_and_asks_before_a_device() {
     let fx = Fixture::fresh();

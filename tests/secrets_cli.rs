@@ -198,6 +198,20 @@ fn image_refuses_missing_corrupt_foreign_or_malformed_secrets() {
     assert!(!run.stderr.contains("BEGIN"), "{}", run.stderr);
     nothing_written(&out);
 
+    // Not UTF-8 (a binary file, or one in another encoding): exit 2 too.
+    let mut bytes = good.as_bytes()[..good.len() / 2].to_vec();
+    bytes.extend_from_slice(&[0xff, 0xfe, 0x00, 0x80]);
+    fs::write(&secrets, &bytes).unwrap();
+    let run = image(&manifest, &out, &[]);
+    assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("gamma.secrets.toml") && run.stderr.contains("UTF-8"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("BEGIN"), "{}", run.stderr);
+    nothing_written(&out);
+
     // A token in the wrong format: named, not shown.
     fs::write(&secrets, good.replace(&token, "NOT-A-TOKEN")).unwrap();
     let run = image(&manifest, &out, &[]);

@@ -19,7 +19,13 @@ use super::checksums::{sha256sum_line, SHA256SUMS};
 
 /// Writes `out` (atomically: temp file + rename) from `boot_tree`. Symlinks
 /// to files are stored as the files, matching what the FAT partition gets.
+/// Errors name the bundle and the step (a full disk shows up mid-stream).
 pub fn write_firmware_bundle(boot_tree: &Path, out: &Path, epoch: i64) -> Result<()> {
+    write_bundle(boot_tree, out, epoch)
+        .with_context(|| format!("writing the firmware bundle {}", out.display()))
+}
+
+fn write_bundle(boot_tree: &Path, out: &Path, epoch: i64) -> Result<()> {
     let mtime = u64::try_from(epoch)
         .with_context(|| format!("SOURCE_DATE_EPOCH {epoch} is before 1970"))?;
     ensure!(
@@ -81,9 +87,9 @@ pub fn write_firmware_bundle(boot_tree: &Path, out: &Path, epoch: i64) -> Result
             };
             header.set_entry_type(EntryType::Regular);
             header.set_size(meta.len());
-            tar.append_data(&mut header, name, &mut reader)?;
+            let added = tar.append_data(&mut header, name, &mut reader);
             sums.push((name.to_owned(), hex::encode(reader.hasher.finalize())));
-            Ok(())
+            added
         } else {
             bail!(
                 "{} is not a regular file or directory",
@@ -210,6 +216,42 @@ mod tests {
             fs::read_to_string(x.join("linked.txt")).unwrap(),
             "arm_64bit=1\n"
         );
+    }
+
+    /// A full disk (a 64 KiB tmpfs, as root) must name the bundle and the step.
+    #[test]
+    fn a_full_disk_names_the_bundle_and_the_step() {
+        if !crate::host::setup::is_root().unwrap_or(false) {
+            eprintln!("skipped: mounting a small tmpfs needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("boot");
+        fs::create_dir(&tree).unwrap();
+        // Incompressible, so the bundle cannot fit.
+        let mut block = Sha256::digest(b"seed").to_vec();
+        let mut data = Vec::new();
+        while data.len() < 400_000 {
+            block = Sha256::digest(&block).to_vec();
+            data.extend_from_slice(&block);
+        }
+        fs::write(tree.join("kernel8.img"), &data).unwrap();
+        let small = dir.path().join("small");
+        fs::create_dir(&small).unwrap();
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(&small)
+            .run_checked()
+            .unwrap();
+        let out = small.join("node-firmware.tar.gz");
+        let result = write_firmware_bundle(&tree, &out, 0);
+        Command::new("umount").arg(&small).run_checked().unwrap();
+        let msg = format!("{:#}", result.unwrap_err());
+        assert!(
+            msg.contains(&out.display().to_string()) && msg.contains("kernel8.img"),
+            "{msg}"
+        );
+        assert!(msg.contains("No space left on device"), "{msg}");
     }
 
     #[test]

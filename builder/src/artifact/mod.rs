@@ -16,3 +16,12 @@ pub(crate) fn artifact_temp(dir: &std::path::Path) -> std::io::Result<tempfile::
         .permissions(std::fs::Permissions::from_mode(0o644))
         .tempfile_in(dir)
 }
+
+/// Where a node's interrupted publish waits to be completed: the journal
+/// directory `pipeline::output` renames into `out_dir` at its commit point
+/// (`habuild verify` fails for the node while it is there).
+pub fn publishing_dir(out_dir: &std::path::Path, node: &str) -> std::path::PathBuf {
+    out_dir.join(format!("{PUBLISHING_PREFIX}{node}"))
+}
+
+pub const PUBLISHING_PREFIX: &str = ".publishing-";

@@ -73,14 +73,22 @@ pub fn request_for_image(target: &Path, image: Option<&Path>) -> VerifyRequest {
 pub fn verify(req: &VerifyRequest) -> Result<Vec<Finding>> {
     let mut out = Vec::new();
     let sums = Sums::load(&req.sums_dir)?;
+    if let Some(f) = interrupted_publish(req) {
+        out.push(f);
+    }
     for f in [&req.bmap, &req.json] {
-        if let Some(s) = &sums {
-            let check = format!("{} against {}", file_name(f), s.path.display());
-            out.push(match s.check_file(f) {
-                Ok(()) => Finding::ok(check),
-                Err(e) => Finding::bad(check, format!("{e:#}")),
-            });
-        }
+        let check = format!(
+            "{} against {}",
+            file_name(f),
+            req.sums_dir.join(super::checksums::SHA256SUMS).display()
+        );
+        out.push(match listed(sums.as_ref(), f) {
+            Err(problem) => Finding::bad(check, problem),
+            Ok(_) => match sums.as_ref().map(|s| s.check_file(f)) {
+                Some(Err(e)) => Finding::bad(check, format!("{e:#}")),
+                _ => Finding::ok(check),
+            },
+        });
     }
     let bmap = bmap::read(&req.bmap)?;
     let layout = read_layout(&req.json)?;
@@ -94,17 +102,30 @@ pub fn verify(req: &VerifyRequest) -> Result<Vec<Finding>> {
     let size_check = format!("size of {} ({len} bytes)", req.target.display());
     out.push(size_finding(&size_check, len, bmap.image_size, layout.size));
 
+    // The image itself (a file beside SHA256SUMS) must be listed; a card
+    // or a copy elsewhere is checked through the listed bmap instead.
     let name = file_name(&req.target);
-    if let Some(expected) = sums.as_ref().and_then(|s| s.entry(&name)) {
+    let beside_sums = req
+        .target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        == req.sums_dir.as_path();
+    if beside_sums && req.target.is_file() {
         let check = format!(
             "{name} against {}",
             req.sums_dir.join(super::checksums::SHA256SUMS).display()
         );
-        let actual = crate::util::digest::sha256_file(&req.target)?;
-        out.push(if actual.eq_ignore_ascii_case(expected) {
-            Finding::ok(check)
-        } else {
-            Finding::bad(check, format!("sha256 {actual}, SHA256SUMS has {expected}"))
+        out.push(match listed(sums.as_ref(), &req.target) {
+            Err(problem) => Finding::bad(check, problem),
+            Ok(expected) => {
+                let actual = crate::util::digest::sha256_file(&req.target)?;
+                if actual.eq_ignore_ascii_case(&expected) {
+                    Finding::ok(check)
+                } else {
+                    Finding::bad(check, format!("sha256 {actual}, SHA256SUMS has {expected}"))
+                }
+            }
         });
     }
 
@@ -125,6 +146,34 @@ pub fn verify(req: &VerifyRequest) -> Result<Vec<Finding>> {
         });
     }
     Ok(out)
+}
+
+/// The SHA256SUMS entry of `file`; a file SHA256SUMS does not list (or a
+/// directory without one) was not published by habuild, or its entry was
+/// lost, so nothing vouches for it.
+fn listed(sums: Option<&Sums>, file: &Path) -> Result<String, String> {
+    let Some(s) = sums else {
+        return Err("there is no SHA256SUMS beside it: nothing vouches for this file".into());
+    };
+    s.entry(&file_name(file))
+        .map(str::to_string)
+        .ok_or_else(|| format!("no entry for {} in {}", file_name(file), s.path.display()))
+}
+
+/// A publish of this node that was interrupted after its commit point
+/// (`pipeline::output`): its files are neither all old nor all new.
+fn interrupted_publish(req: &VerifyRequest) -> Option<Finding> {
+    let node = req.json.file_stem()?.to_str()?;
+    let journal = super::publishing_dir(&req.sums_dir, node);
+    journal.exists().then(|| {
+        Finding::bad(
+            format!("publish of {node}"),
+            format!(
+                "it was interrupted ({} is there); run `habuild image` again to complete it",
+                journal.display()
+            ),
+        )
+    })
 }
 
 /// A target shorter than the image cannot hold it (truncated or too small).
@@ -288,6 +337,26 @@ mod tests {
         let p = size_finding("s", 99, 100, 100).problem.unwrap();
         assert!(p.contains("truncated"), "{p}");
         assert!(size_finding("s", 100, 100, 101).problem.is_some());
+    }
+
+    #[test]
+    fn a_file_without_an_entry_is_not_vouched_for() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path();
+        assert!(listed(None, &dir.join("n.img.bmap"))
+            .unwrap_err()
+            .contains("no SHA256SUMS"));
+        std::fs::write(dir.join("SHA256SUMS"), "aa  n.img\n").unwrap();
+        let sums = Sums::load(dir).unwrap();
+        assert_eq!(listed(sums.as_ref(), &dir.join("n.img")), Ok("aa".into()));
+        let e = listed(sums.as_ref(), &dir.join("n.img.bmap")).unwrap_err();
+        assert!(e.contains("no entry for n.img.bmap"), "{e}");
+
+        let req = request_for_image(&dir.join("n.img"), None);
+        assert!(interrupted_publish(&req).is_none());
+        std::fs::create_dir(super::super::publishing_dir(dir, "n")).unwrap();
+        let f = interrupted_publish(&req).unwrap();
+        assert!(f.problem.unwrap().contains("interrupted"));
     }
 
     #[test]

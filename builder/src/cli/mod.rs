@@ -2,6 +2,7 @@
 //! sets up logging and maps errors to exit codes.
 
 pub mod bundle;
+pub mod cache;
 pub mod doctor;
 pub mod flash;
 pub mod image;
@@ -42,6 +43,8 @@ pub enum Command {
     Lock(Box<lock::LockArgs>),
     /// Check (and with --install, set up) the host tools the build needs.
     Doctor(doctor::DoctorArgs),
+    /// Check the cached base root filesystems against their digests, or prune the cache.
+    Cache(cache::CacheArgs),
     /// Write an image to an SD card (or file): bmap-aware, verified, refuses disks in use.
     Flash(flash::FlashArgs),
     /// Create (once) or show the cluster's secrets file: CAs, service-account key, bootstrap token.
@@ -58,11 +61,18 @@ pub enum Command {
     Bundle(bundle::BundleArgs),
     /// Build the offline bundle of Kubernetes/CRI-O TEST DOUBLES (for tests only).
     TestDoubles(test_doubles::TestDoublesArgs),
+    /// Started by habuild itself: stops its tools if it dies (util::children).
+    #[command(hide = true)]
+    InternalReaper,
 }
 
 /// Exit codes: 0 success, 1 failure, 2 invalid configuration or usage.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::InternalReaper = cli.command {
+        crate::util::children::reaper_main(std::io::stdin().lock());
+        return ExitCode::SUCCESS;
+    }
     let level = match cli.verbose {
         0 => log::LevelFilter::Info,
         1 => log::LevelFilter::Debug,
@@ -75,10 +85,12 @@ pub fn main() -> ExitCode {
         .parse_env("HABUILD_LOG")
         .init();
     crate::util::cleanup::install_interrupt_handler();
+    crate::util::children::enable_reaper();
     let result = match &cli.command {
         Command::Image(a) => image::run(a),
         Command::Lock(a) => lock::run(a),
         Command::Doctor(a) => doctor::run(a),
+        Command::Cache(a) => cache::run(a),
         Command::Flash(a) => flash::run(a),
         Command::Secrets(a) => secrets::run(a),
         Command::Kubeconfig(a) => kubeconfig::run(a),
@@ -87,6 +99,8 @@ pub fn main() -> ExitCode {
         Command::Verify(a) => verify::run(a),
         Command::Bundle(a) => bundle::run(a),
         Command::TestDoubles(a) => test_doubles::run(a),
+        // Ran above, before logging and the interrupt handler.
+        Command::InternalReaper => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

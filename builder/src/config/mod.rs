@@ -2,12 +2,15 @@
 //! is pure (`&str` → value); `Project` does the file I/O.
 
 pub mod board;
+pub mod checks;
 pub mod distro;
 pub mod error;
 pub mod image;
 pub mod manifest;
 pub mod net;
 
+#[cfg(test)]
+mod checks_tests;
 #[cfg(test)]
 mod manifest_tests;
 

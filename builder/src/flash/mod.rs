@@ -15,7 +15,8 @@
 //! The bmap and SHA256SUMS formats are read through `artifact`. Modules:
 //! `source` (raw or zstd image stream), `sums` (which SHA256SUMS entry
 //! covers the image), `stream` (the reading thread of a write), `target`
-//! (pure safety checks) over `sysfs` (reading /sys and /proc), `direct`
+//! (pure safety checks) over `sysfs` (reading /sys and /proc), `users`
+//! (loop devices and processes using a regular file target), `direct`
 //! (the target, a device with O_DIRECT), `writer`, `verify` over `ranges` (two
 //! threads over the bmap's ranges), `job` (the order of the writing half);
 //! `refusal` names why we stop.
@@ -31,6 +32,7 @@ pub mod stream;
 pub mod sums;
 pub mod sysfs;
 pub mod target;
+pub mod users;
 pub mod verify;
 pub mod writer;
 
@@ -216,7 +218,8 @@ fn read_bmap(path: &Path) -> Result<Bmap> {
 }
 
 /// Target checks: a block device must pass `target::check_block` and be
-/// confirmed; a regular file must not be a swap file or the image itself.
+/// confirmed; a regular file must not be a swap file, the image itself,
+/// the backing file of a loop device or open for writing elsewhere.
 fn inspect(
     opts: &FlashOptions,
     host: &sysfs::Host,
@@ -245,7 +248,11 @@ fn inspect(
             let m = std::fs::metadata(p).with_context(|| format!("inspecting {}", p.display()))?;
             sources.push((m.dev(), m.ino()));
         }
-        target::check_file(&shown, (meta.dev(), meta.ino()), &swaps, &sources)?;
+        let id = (meta.dev(), meta.ino());
+        target::check_file(&shown, id, &swaps, &sources)?;
+        let loops = users::loops(&host.sys)?;
+        let openers = users::openers(Path::new("/proc"), id)?;
+        users::check(&shown, id, &loops, &host.mounts()?, &openers)?;
         return Ok(None);
     }
     if !meta.file_type().is_block_device() {

@@ -45,6 +45,20 @@ pub enum Refusal {
     #[error("{device} ({description}) is not a removable disk; pass --force if it really is the card to overwrite")]
     NotRemovable { device: String, description: String },
 
+    #[error("{path} backs the loop device {device}{}; detach it first (`losetup -d {device}`, after unmounting what is on it)", mounted.as_ref().map(|m| format!(", mounted on {m}")).unwrap_or_default())]
+    LoopBacking {
+        path: String,
+        device: String,
+        mounted: Option<String>,
+    },
+
+    #[error("{path} is open for writing by process {pid} ({command}); stop it first")]
+    OpenForWriting {
+        path: String,
+        pid: u32,
+        command: String,
+    },
+
     #[error("{path} does not exist (is the card plugged in? `lsblk` lists disks)")]
     NoSuchDevice { path: String },
 

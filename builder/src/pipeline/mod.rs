@@ -134,6 +134,9 @@ pub fn plan(req: &PlanRequest) -> Result<Planned> {
         }
         cluster.distro = d.clone();
     }
+    for w in crate::config::checks::warnings(&cluster) {
+        eprintln!("WARNING: {w}");
+    }
     let nodes = select_nodes(&cluster, &req.selection, req.board.as_deref())?;
     let distro = req.project.distro(&cluster.distro)?;
     // Directors install no Kubernetes packages: building only directors
@@ -197,6 +200,15 @@ pub fn build(req: &BuildRequest) -> Result<Vec<BuiltNode>> {
         Some(l) => locked::entries(l, &plans)?.into_iter().map(Some).collect(),
         None => vec![None; plans.len()],
     };
+    for line in crate::util::workdir::remove_stale(&req.cache_dir)? {
+        eprintln!("{line}");
+    }
+    for node in output::recover(&out_dir)? {
+        eprintln!(
+            "completed the interrupted publish of {node} in {}",
+            out_dir.display()
+        );
+    }
     let mut built = Vec::new();
     for (plan, pin) in plans.iter().zip(pins) {
         let node = &plan.node;
@@ -217,7 +229,7 @@ pub fn build(req: &BuildRequest) -> Result<Vec<BuiltNode>> {
             base,
         });
         let started = Instant::now();
-        let mut b = NodeBuild::new(plan, &out_dir, &req.cache_dir, secrets.as_ref(), pin);
+        let mut b = NodeBuild::new(plan, &out_dir, &req.cache_dir, secrets.as_ref(), pin)?;
         run_steps(&mut b, STEPS).with_context(|| format!("building the image of {}", node.name))?;
         built.push(b.built(started));
     }

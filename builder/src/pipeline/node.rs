@@ -114,7 +114,9 @@ pub struct NodeBuild<'a> {
     notes: Vec<String>,
     /// Scratch trees, in the cache (same filesystem as the base).
     work: PathBuf,
-    _work_guard: RemoveOnExit,
+    /// The work directory (0700, removed when the build ends; a killed
+    /// build's is removed by the next run: util::workdir).
+    _work_guard: crate::util::workdir::WorkDir,
     base: Option<Base>,
     staged: Option<Staged>,
     pki: Option<Installed>,
@@ -133,19 +135,17 @@ impl<'a> NodeBuild<'a> {
         cache_dir: &'a Path,
         secrets: Option<&'a ClusterSecrets>,
         pin: Option<locked::Pin<'a>>,
-    ) -> Self {
-        let work =
-            cache_dir
-                .join("work")
-                .join(format!("{}-{}", plan.node.name, std::process::id()));
-        NodeBuild {
+    ) -> Result<Self> {
+        let work_dir = crate::util::workdir::create(cache_dir, &plan.node.name)?;
+        let work = work_dir.path.clone();
+        Ok(NodeBuild {
             plan,
             out_dir,
             cache_dir,
             secrets,
             pin,
             notes: Vec::new(),
-            _work_guard: cleanup::remove_on_exit(&work),
+            _work_guard: work_dir,
             work,
             base: None,
             staged: None,
@@ -154,7 +154,7 @@ impl<'a> NodeBuild<'a> {
             layout: None,
             assembled: None,
             files: Vec::new(),
-        }
+        })
     }
 
     /// What was built, once every step ran.
@@ -266,6 +266,12 @@ impl<'a> NodeBuild<'a> {
             &pending.join(&fw_name),
             plan.source_date_epoch,
         )?;
+        // An image with the cluster's keys is as private as the secrets file,
+        // and so is its firmware bundle (none there today; nothing relies on it).
+        if self.pki.is_some() {
+            output::make_private(&pending.join(&image_name))?;
+            output::make_private(&pending.join(&fw_name))?;
+        }
         let json_name = format!("{node}.json");
         let json =
             serde_json::to_vec_pretty(&self.report()?).context("serialising the node report")?;

@@ -42,6 +42,15 @@ pub fn load(path: &Path, manifest: &Path) -> Result<ClusterSecrets> {
             path.display(),
             manifest.display()
         ),
+        // Bytes that are not text are a damaged file, like bad TOML (exit 2).
+        Err(e) if e.kind() == ErrorKind::InvalidData => {
+            return Err(crate::config::ConfigErrors(vec![crate::config::ConfigError {
+                file: path.to_path_buf(),
+                key: "(file)".into(),
+                problem: "not UTF-8 text; the file is corrupt: restore it from your backup".into(),
+            }])
+            .into())
+        }
         Err(e) => {
             return Err(e).with_context(|| format!("reading the secrets file {}", path.display()))
         }

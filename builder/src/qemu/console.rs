@@ -33,12 +33,11 @@ pub struct ConsoleRun {
 pub fn run_stages(mut cmd: Command, stages: &[Stage], log_path: &Path) -> Result<ConsoleRun> {
     let shown = cmd.display();
     log::debug!("running: {shown}");
-    let mut child = cmd
-        .stdin(Stdio::null())
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting `{shown}`"))?;
+        .stderr(Stdio::piped());
+    let mut child =
+        crate::util::children::spawn(&mut cmd).with_context(|| format!("starting `{shown}`"))?;
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
@@ -82,6 +81,7 @@ pub fn run_stages(mut cmd: Command, stages: &[Stage], log_path: &Path) -> Result
                 Err(e) => {
                     let _ = child.kill();
                     let _ = child.wait();
+                    crate::util::children::reaped(child.id());
                     let qemu_err = err_thread.join().unwrap_or_default();
                     let why = if matches!(e, mpsc::RecvTimeoutError::Disconnected) {
                         "QEMU exited"
@@ -103,6 +103,7 @@ pub fn run_stages(mut cmd: Command, stages: &[Stage], log_path: &Path) -> Result
     }
     let _ = child.kill();
     let _ = child.wait();
+    crate::util::children::reaped(child.id());
     // Drain what arrived before the kill, so the log on disk is complete.
     while let Ok(chunk) = rx.recv_timeout(Duration::from_millis(200)) {
         let _ = log_file.write_all(&chunk);

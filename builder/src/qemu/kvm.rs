@@ -49,7 +49,8 @@ fn ovmf_runs_under_kvm() -> bool {
     let Some(code) = crate::host::tools::ovmf_code() else {
         return false;
     };
-    let child = Command::new("qemu-system-x86_64")
+    let mut probe = Command::new("qemu-system-x86_64");
+    probe
         .args(["-accel", "kvm", "-M", "q35", "-m", "256", "-drive"])
         .arg(format!(
             "if=pflash,format=raw,readonly=on,file={}",
@@ -60,9 +61,8 @@ fn ovmf_runs_under_kvm() -> bool {
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn();
-    let Ok(mut child) = child else {
+        .stderr(Stdio::piped());
+    let Ok(mut child) = crate::util::children::spawn(&mut probe) else {
         return false;
     };
     let start = Instant::now();
@@ -75,6 +75,7 @@ fn ovmf_runs_under_kvm() -> bool {
     };
     let _ = child.kill();
     let _ = child.wait();
+    crate::util::children::reaped(child.id());
     let mut stderr = String::new();
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_string(&mut stderr);

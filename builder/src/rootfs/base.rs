@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::cache;
 use crate::debian::packages::{parse_dpkg_status, InstalledPackage};
 use crate::debian::reach;
 use crate::debian::sources::check_keyrings;
@@ -108,9 +109,9 @@ pub fn ensure_base(spec: &BaseSpec, cache_dir: &Path, pinned: Option<&Pinned>) -
         lock.lock()
             .with_context(|| format!("locking {}", lock_path.display()))?;
     }
-    let tree = entry.join("rootfs");
-    let record_path = entry.join("record.json");
-    if record_path.is_file() && tree.is_dir() {
+    let tree = entry.join(cache::TREE);
+    let record_path = entry.join(cache::RECORD);
+    if record_path.is_file() && tree.is_dir() && sound(&entry, &key)? {
         let record: CacheRecord = serde_json::from_slice(
             &std::fs::read(&record_path)
                 .with_context(|| format!("reading {}", record_path.display()))?,
@@ -162,7 +163,7 @@ pub fn ensure_base(spec: &BaseSpec, cache_dir: &Path, pinned: Option<&Pinned>) -
             .with_context(|| format!("removing the leftover {}", partial.display()))?;
     }
     std::fs::create_dir_all(&partial).with_context(|| format!("creating {}", partial.display()))?;
-    let partial_tree = partial.join("rootfs");
+    let partial_tree = partial.join(cache::TREE);
 
     let step = Step::start(format!(
         "bootstrapping {} {} ({} packages)",
@@ -200,10 +201,14 @@ pub fn ensure_base(spec: &BaseSpec, cache_dir: &Path, pinned: Option<&Pinned>) -
         packages: packages.clone(),
     };
     std::fs::write(
-        partial.join("record.json"),
+        partial.join(cache::RECORD),
         serde_json::to_vec_pretty(&record)?,
     )
     .with_context(|| format!("writing the cache record in {}", partial.display()))?;
+    let step = Step::start("recording the base's content digest");
+    cache::seal(&partial)
+        .with_context(|| format!("recording the content digest of {}", partial.display()))?;
+    step.finish();
     if entry.exists() {
         std::fs::remove_dir_all(&entry)
             .with_context(|| format!("removing the incomplete cache entry {}", entry.display()))?;
@@ -219,6 +224,25 @@ pub fn ensure_base(spec: &BaseSpec, cache_dir: &Path, pinned: Option<&Pinned>) -
     })
 }
 
+/// Whether the cached entry may be used; says why not when it may not.
+fn sound(entry: &Path, key: &str) -> Result<bool> {
+    let step = Step::start("checking the cached base's content digest");
+    let health = cache::check(entry)
+        .with_context(|| format!("checking the cached base {}", entry.display()))?;
+    step.finish();
+    match health {
+        cache::Health::Sound => return Ok(true),
+        cache::Health::Unsealed => eprintln!(
+            "  the cached base {key} has no content digest (made by an older habuild), so it cannot be checked: building it again"
+        ),
+        cache::Health::Damaged(what) => eprintln!(
+            "  the cached base {key} is damaged, so it is not used; building it again. What differs from when it was made:\n    {}",
+            what.join("\n    ")
+        ),
+    }
+    Ok(false)
+}
+
 /// Mount points at or below `dir`, deepest first, from /proc/self/mountinfo
 /// text (field 5 is the mount point, with spaces escaped as \040).
 pub fn mounts_under(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
@@ -232,7 +256,7 @@ pub fn mounts_under(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-fn unmount_under(dir: &Path) -> Result<()> {
+pub(crate) fn unmount_under(dir: &Path) -> Result<()> {
     let info =
         std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     for m in mounts_under(&info, dir) {

@@ -80,6 +80,7 @@ pub fn stage(
     let mut boot_files = apply_overlay(&plan.boot_overlay, &boot, ctx)
         .with_context(|| format!("applying boot overlay {}", plan.boot_overlay.display()))?;
     set_identity(&root)?;
+    super::formats::check_rendered(&root, &root_files)?;
 
     for required in &plan.board.required_boot_files {
         if !boot.join(required).is_file() {

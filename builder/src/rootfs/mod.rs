@@ -5,7 +5,10 @@
 //! director's rendered configuration with keepalived itself.
 
 pub mod base;
+pub mod cache;
 pub mod context;
+pub mod digest;
+pub mod formats;
 pub mod keepalived;
 pub mod layer;
 pub mod overlay;

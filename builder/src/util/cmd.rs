@@ -51,8 +51,11 @@ pub fn run_streaming(cmd: &mut Command, mut on_line: impl FnMut(&str)) -> Result
     use std::io::{BufRead, BufReader};
     let shown = cmd.display();
     log::debug!("running: {shown}");
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().with_context(|| {
+    // No terminal input: the tool runs in a process group of its own.
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = super::children::spawn(cmd).with_context(|| {
         format!("could not start `{shown}` (is the tool installed? try `habuild doctor`)")
     })?;
     let stderr = child.stderr.take().expect("stderr is piped");
@@ -66,9 +69,9 @@ pub fn run_streaming(cmd: &mut Command, mut on_line: impl FnMut(&str)) -> Result
         }
         tail.push_back(line);
     }
-    let status = child
-        .wait()
-        .with_context(|| format!("waiting for `{shown}`"))?;
+    let status = child.wait();
+    super::children::reaped(child.id());
+    let status = status.with_context(|| format!("waiting for `{shown}`"))?;
     if !status.success() {
         let tail: Vec<String> = tail.into_iter().collect();
         bail!("`{shown}` failed ({status}):\n{}", tail.join("\n"));
@@ -79,10 +82,16 @@ pub fn run_streaming(cmd: &mut Command, mut on_line: impl FnMut(&str)) -> Result
 fn run(cmd: &mut Command, accepted: &[i32]) -> Result<Output> {
     let shown = cmd.display();
     log::debug!("running: {shown}");
-    cmd.stderr(Stdio::piped());
-    let out = cmd.output().with_context(|| {
+    // As `Command::output` did (no stdin; stdout as the caller set it), in
+    // a process group of its own (see `children`).
+    cmd.stdin(Stdio::null()).stderr(Stdio::piped());
+    let child = super::children::spawn(cmd).with_context(|| {
         format!("could not start `{shown}` (is the tool installed? try `habuild doctor`)")
     })?;
+    let pid = child.id();
+    let out = child.wait_with_output();
+    super::children::reaped(pid);
+    let out = out.with_context(|| format!("waiting for `{shown}`"))?;
     let accepted = out.status.code().is_some_and(|c| accepted.contains(&c));
     if !out.status.success() && !accepted {
         // Some tools (e2fsck) say what went wrong on stdout.

@@ -76,10 +76,12 @@ pub(super) fn check(c: &RawCluster, known: &Known, p: &mut Problems) -> Parsed {
     check_versions(c, p);
     let pod_subnet = p.cidr("cluster.pod_subnet", &c.pod_subnet);
     let service_subnet = p.cidr("cluster.service_subnet", &c.service_subnet);
-    if let Some(repo) = &c.image_repository {
-        if repo.is_empty() || repo.contains(char::is_whitespace) || repo.ends_with('/') {
-            p.add("cluster.image_repository", format!("{repo:?} is not a registry path like \"registry.example:5000/google_containers\""));
-        }
+    if let Some(Err(e)) = c
+        .image_repository
+        .as_deref()
+        .map(crate::config::checks::image_repository)
+    {
+        p.add("cluster.image_repository", e);
     }
 
     if let Err(e) = parse_ttl(&c.bootstrap_token_ttl) {

@@ -80,10 +80,13 @@ pub(super) fn check(n: &RawNetwork, v: &RawVip, p: &mut Problems) -> Parsed {
     }
     let subnet = vip.map(|v| Ipv4Cidr::containing(v, n.prefix_length.clamp(8, 30)));
     if let Some(v) = vip {
-        in_subnet(p, "vip.address", v, subnet);
+        in_subnet(p, "vip.address", v, subnet, vip);
     }
     if let Some(g) = gateway {
-        in_subnet(p, "network.gateway", g, subnet);
+        in_subnet(p, "network.gateway", g, subnet, vip);
+        if let Some(e) = crate::config::checks::gateway(g, vip) {
+            p.add("network.gateway", e);
+        }
     }
     Parsed {
         gateway,
@@ -94,14 +97,23 @@ pub(super) fn check(n: &RawNetwork, v: &RawVip, p: &mut Problems) -> Parsed {
 }
 
 /// `a` (at `key`) must be a host address of the nodes' subnet.
-pub(super) fn in_subnet(p: &mut Problems, key: &str, a: Ipv4Addr, subnet: Option<Ipv4Cidr>) {
+/// `vip` is the VIP as given, which the message shows (the subnet's own
+/// address is the network's, not the VIP).
+pub(super) fn in_subnet(
+    p: &mut Problems,
+    key: &str,
+    a: Ipv4Addr,
+    subnet: Option<Ipv4Cidr>,
+    vip: Option<Ipv4Addr>,
+) {
     if let Some(s) = subnet {
         if !s.contains(a) {
             p.add(
                 key,
                 format!(
                     "{a} is outside the cluster subnet {s} (VIP {} with prefix /{})",
-                    s.addr, s.prefix
+                    vip.unwrap_or(s.addr),
+                    s.prefix
                 ),
             );
         } else if a == s.network() || a == s.broadcast() {

@@ -102,7 +102,7 @@ pub(super) fn check(raw: &[RawNode], known: &Known, cx: &Context, p: &mut Proble
         }
         let address = p.ipv4(&key("address"), &rn.address);
         if let Some(a) = address {
-            in_subnet(p, &key("address"), a, cx.subnet);
+            in_subnet(p, &key("address"), a, cx.subnet, cx.vip);
             if let Some(other) = seen_addrs.insert(a, key("address")) {
                 p.add(
                     key("address"),

@@ -170,8 +170,12 @@ pub fn run(
         .with_context(|| format!("creating {}", test_dir.display()))?;
     let work = tempfile::Builder::new()
         .prefix(&format!(".tier1-{node}-"))
+        // The copies of a control plane's image hold the cluster's keys.
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir_in(&test_dir)
         .context("creating a work directory")?;
+    // Ctrl-C removes it too (it holds a full-size copy of the image).
+    let _remove = crate::util::cleanup::remove_temporary_on_exit(work.path());
     let copy = work.path().join("disk.img");
     sparse_copy(&image, &copy)?;
     let image_size = std::fs::metadata(&image)

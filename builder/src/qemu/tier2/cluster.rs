@@ -163,12 +163,11 @@ fn spawn(ns: &Netns, spec: &GuestSpec) -> Result<(Child, Arc<Mutex<String>>)> {
     let err_file = std::fs::File::create(&err_path)
         .with_context(|| format!("creating {}", err_path.display()))?;
     let _ = std::fs::remove_file(&spec.qmp);
-    let mut child = cmd
-        .stdin(Stdio::null())
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::from(err_file))
-        .spawn()
-        .with_context(|| format!("starting `{shown}`"))?;
+        .stderr(Stdio::from(err_file));
+    let mut child =
+        crate::util::children::spawn(&mut cmd).with_context(|| format!("starting `{shown}`"))?;
     let mut stdout = child.stdout.take().expect("piped");
     let console = Arc::new(Mutex::new(String::new()));
     let sink = Arc::clone(&console);

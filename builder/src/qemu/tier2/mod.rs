@@ -51,8 +51,12 @@ pub fn run(
         .with_context(|| format!("creating {}", test_dir.display()))?;
     let work = tempfile::Builder::new()
         .prefix(".tier2-")
+        // The copies of a control plane's image hold the cluster's keys.
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir_in(&test_dir)
         .context("creating a work directory")?;
+    // Ctrl-C removes it too (it holds a full-size copy of the image).
+    let _remove = crate::util::cleanup::remove_temporary_on_exit(work.path());
     let mut r = Report::new();
     r.line(format!(
         "tier 2: cluster {} on a closed segment (network namespace {}); Kubernetes replaced by TEST DOUBLES",

@@ -297,8 +297,12 @@ pub fn run(
     }
     let work = tempfile::Builder::new()
         .prefix(".tier3-")
+        // The copies of a control plane's image hold the cluster's keys.
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir_in(&test_dir)
         .context("creating a work directory")?;
+    // Ctrl-C removes it too (it holds full-size copies of the images).
+    let _remove = crate::util::cleanup::remove_temporary_on_exit(work.path());
     let mut ns = Netns::create(&name_for(std::process::id()), CLIENT_CIDR)?;
     // Control planes first: the init node needs no director (the VIP is on
     // its own lo during `kubeadm init`), and a director idling under TCG
