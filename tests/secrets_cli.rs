@@ -239,13 +239,16 @@ fn image_refuses_missing_corrupt_foreign_or_malformed_secrets() {
     nothing_written(&out);
 
     // Same cluster name, but not the CA the manifest pins (re-created secrets).
-    let pinned = fs::read_to_string(&manifest).unwrap().replace(
-        "crio_version = \"1.31\"",
+    // The pin goes first in [cluster], whatever versions the fixture names.
+    let pinned = fs::read_to_string(&manifest).unwrap().replacen(
+        "[cluster]\n",
         &format!(
-            "crio_version = \"1.31\"\nca_fingerprint = \"sha256:{}\"",
+            "[cluster]\nca_fingerprint = \"sha256:{}\"\n",
             "ab".repeat(32)
         ),
+        1,
     );
+    assert!(pinned.contains("ca_fingerprint"), "{pinned}");
     fs::write(&manifest, pinned).unwrap();
     let run = image(&manifest, &out, &[]);
     assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
