@@ -129,8 +129,9 @@ pub fn build(spec: &DebSpec, out: &Path, source_date_epoch: i64) -> Result<PathB
     let deb = out.join(file_name(spec));
     Command::new("dpkg-deb")
         .env("SOURCE_DATE_EPOCH", source_date_epoch.to_string())
-        // zstd: a few seconds for the 300 MB of binaries where xz takes
-        // minutes; dpkg reads it from 1.21.18 on (Debian 12, Ubuntu 22.04).
+        // zstd: 3 s for the six packages where xz took about 97 s for five
+        // (benchmarks/README.md); dpkg reads it from 1.21.18 on (Debian 12,
+        // Ubuntu 22.04).
         .args(["--root-owner-group", "-Zzstd", "--build"])
         .arg(&tree)
         .arg(&deb)

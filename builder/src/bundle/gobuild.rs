@@ -23,6 +23,8 @@ pub struct Built {
     pub source: Source,
     /// Holds one binary per command, named as [`Component::commands`] says.
     pub dir: PathBuf,
+    /// The upstream module's source in the Go module cache (its C helpers).
+    pub module_dir: PathBuf,
     pub cached: bool,
     pub took: Duration,
 }
@@ -137,7 +139,9 @@ pub fn build(c: &Component, arch: &str, env: &GoEnv) -> Result<Built> {
     let start = Instant::now();
     let wrapper = env.modules.join(c.dir);
     let Pinned {
-        source, module_sum, ..
+        source,
+        module_sum,
+        dir: module_dir,
     } = pinned(c, env.modules)?;
     let ldflags = c.ldflags(&source, env.build_date)?;
     let record = CacheRecord {
@@ -166,6 +170,7 @@ pub fn build(c: &Component, arch: &str, env: &GoEnv) -> Result<Built> {
             arch: arch.into(),
             source,
             dir,
+            module_dir,
             cached: true,
             took: start.elapsed(),
         });
@@ -227,6 +232,7 @@ pub fn build(c: &Component, arch: &str, env: &GoEnv) -> Result<Built> {
         arch: arch.into(),
         source,
         dir,
+        module_dir,
         cached: false,
         took: start.elapsed(),
     })

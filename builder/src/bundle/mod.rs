@@ -85,10 +85,7 @@ pub fn build(req: &Request) -> Result<Vec<ArchOutcome>> {
         bail!("no architecture to build the bundle for (--arch arm64, --arch amd64)");
     }
     let go = gobuild::go_version()?;
-    let build_date = time::OffsetDateTime::from_unix_timestamp(req.source_date_epoch)
-        .context("SOURCE_DATE_EPOCH is out of range")?
-        .format(&time::format_description::well_known::Rfc3339)
-        .context("formatting the build date")?;
+    let build_date = rfc3339(req.source_date_epoch)?;
     let modules = req.root.join("bundle/go");
     let bin_cache = req.cache.join("bundle/bin");
     let env = gobuild::GoEnv {
@@ -151,10 +148,8 @@ fn build_arch(req: &Request, arch: &str, env: &gobuild::GoEnv) -> Result<ArchOut
     let helpers = tempfile::tempdir().context("creating a directory for C helpers")?;
     let kube = &built["kubernetes"];
     let crio = &built["cri-o"];
-    let crio_src = gobuild::pinned(&components::CRI_O, env.modules)?;
-    let kube_src = gobuild::pinned(&components::KUBERNETES, env.modules)?;
     let step = Step::start(format!("{arch}: cc pinns, pause"));
-    let pinns = native::compile(&native::PINNS, &crio_src.dir, arch, &[], helpers.path())?;
+    let pinns = native::compile(&native::PINNS, &crio.module_dir, arch, &[], helpers.path())?;
     step.finish();
     let mut image_refs = Vec::new();
     // The images package's tree: it must live until the packages are built.
@@ -170,7 +165,7 @@ fn build_arch(req: &Request, arch: &str, env: &gobuild::GoEnv) -> Result<ArchOut
     })?;
     if req.images {
         let step = Step::start(format!("{arch}: control-plane images"));
-        let makefile = kube_src.dir.join("build/pause/Makefile");
+        let makefile = kube.module_dir.join("build/pause/Makefile");
         let tag = native::pause_tag(
             &std::fs::read_to_string(&makefile)
                 .with_context(|| format!("reading {}", makefile.display()))?,
@@ -178,7 +173,7 @@ fn build_arch(req: &Request, arch: &str, env: &gobuild::GoEnv) -> Result<ArchOut
         .with_context(|| format!("{} names no TAG", makefile.display()))?;
         let pause = native::compile(
             &native::PAUSE,
-            &kube_src.dir,
+            &kube.module_dir,
             arch,
             &[format!("VERSION=v{tag}-habuild")],
             helpers.path(),
@@ -256,6 +251,14 @@ fn finish(
         up_to_date: false,
         took: start.elapsed(),
     })
+}
+
+/// SOURCE_DATE_EPOCH as every date the bundle stamps (RFC 3339).
+pub fn rfc3339(epoch: i64) -> Result<String> {
+    time::OffsetDateTime::from_unix_timestamp(epoch)
+        .context("SOURCE_DATE_EPOCH is out of range")?
+        .format(&time::format_description::well_known::Rfc3339)
+        .context("formatting SOURCE_DATE_EPOCH")
 }
 
 /// The differences a bundle directory's bundle.json lists; none when the

@@ -119,10 +119,7 @@ pub fn archive(spec: &ImageSpec) -> Result<Vec<u8>> {
         .context("compressing an image layer")?;
     let layer_gz = gz.finish().context("compressing an image layer")?;
     let layer_digest = sha256_hex(&layer_gz);
-    let created = time::OffsetDateTime::from_unix_timestamp(spec.epoch)
-        .context("SOURCE_DATE_EPOCH out of range")?
-        .format(&time::format_description::well_known::Rfc3339)
-        .context("formatting the image's date")?;
+    let created = super::rfc3339(spec.epoch)?;
     let config = serde_json::to_vec(&json!({
         "created": created,
         "architecture": spec.arch,

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::config::{Project, DEFAULT_MANIFEST};
 use crate::pki::{kubeconfig, store};
 
 #[derive(Debug, Args)]
@@ -26,14 +25,7 @@ pub struct KubeconfigArgs {
 }
 
 pub fn run(a: &KubeconfigArgs) -> Result<()> {
-    let project = Project::locate()?;
-    let manifest = a
-        .manifest
-        .clone()
-        .unwrap_or_else(|| project.root.join(DEFAULT_MANIFEST));
-    let cluster = project.manifest(Some(&manifest))?;
-    let path = store::resolve(&manifest, a.secrets.as_deref());
-    let s = store::load_for_cluster(&path, &cluster, &manifest)?;
+    let (cluster, s) = super::cluster_and_secrets(a.manifest.as_deref(), a.secrets.as_deref())?;
     let client = kubeconfig::issue_admin(&s, time::OffsetDateTime::now_utc(), a.days)?;
     let server = format!("https://{}:{}", cluster.vip.address, cluster.vip.port);
     let text = kubeconfig::render(&cluster.name, &server, &s.ca.cert, &client);

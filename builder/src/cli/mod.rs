@@ -66,6 +66,26 @@ pub enum Command {
     InternalReaper,
 }
 
+/// The manifest (default: the seed's) and its cluster's secrets (default:
+/// beside it), loaded and checked against each other: what `kubeconfig`
+/// and `status` start from.
+pub fn cluster_and_secrets(
+    manifest: Option<&std::path::Path>,
+    secrets: Option<&std::path::Path>,
+) -> anyhow::Result<(
+    crate::config::manifest::Cluster,
+    crate::pki::secrets::ClusterSecrets,
+)> {
+    let project = crate::config::Project::locate()?;
+    let manifest = manifest
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| project.root.join(crate::config::DEFAULT_MANIFEST));
+    let cluster = project.manifest(Some(&manifest))?;
+    let path = crate::pki::store::resolve(&manifest, secrets);
+    let s = crate::pki::store::load_for_cluster(&path, &cluster, &manifest)?;
+    Ok((cluster, s))
+}
+
 /// Exit codes: 0 success, 1 failure, 2 invalid configuration or usage.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -6,9 +6,6 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use crate::config::{Project, DEFAULT_MANIFEST};
-use crate::pki::store;
-
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Cluster manifest (default: manifests/seed.toml, the seed's cluster).
@@ -23,14 +20,7 @@ pub struct StatusArgs {
 }
 
 pub fn run(a: &StatusArgs) -> Result<()> {
-    let project = Project::locate()?;
-    let manifest = a
-        .manifest
-        .clone()
-        .unwrap_or_else(|| project.root.join(DEFAULT_MANIFEST));
-    let cluster = project.manifest(Some(&manifest))?;
-    let path = store::resolve(&manifest, a.secrets.as_deref());
-    let s = store::load_for_cluster(&path, &cluster, &manifest)?;
+    let (cluster, s) = super::cluster_and_secrets(a.manifest.as_deref(), a.secrets.as_deref())?;
     let observed = crate::status::probe::observe(&cluster, &s)?;
     let verdict = crate::status::judge(&cluster, &observed);
     if a.json {
