@@ -14,8 +14,11 @@ dmesg -n 1 2>/dev/null || :
 # The init node's first boot (kubeadm init) runs beside the rest of boot,
 # so the system can be up before it is done: wait for it (up to ten
 # minutes) and report the state it leaves. A joiner's waits for the VIP,
-# which nothing answers in tier 1, so that one is not waited for.
-if grep -qx 'HABUILD_ACTION=init' /etc/habuild/firstboot.env 2>/dev/null; then
+# which nothing answers in tier 1, so that one is not waited for, unless
+# kubeadm is missing (an image built without Kubernetes): then it stops at
+# once, and the report must show how.
+if grep -qx 'HABUILD_ACTION=init' /etc/habuild/firstboot.env 2>/dev/null ||
+  { [ -e /etc/habuild/firstboot.env ] && ! command -v kubeadm >/dev/null 2>&1; }; then
   systemctl is-system-running --wait >/dev/null 2>&1 || :
   waited=0
   while [ "$waited" -lt 600 ] && [ ! -e /var/lib/habuild/firstboot.done ] &&
@@ -28,6 +31,9 @@ report=$(
   echo "state $(systemctl is-system-running --wait)"
   systemctl --failed --plain --no-legend | while read -r unit _; do echo "failed $unit"; done
   echo "hostname $(cat /etc/hostname)"
+  if [ -f /var/lib/habuild/firstboot.status ]; then
+    echo "firstboot $(cat /var/lib/habuild/firstboot.status)"
+  fi
   for u in $(systemctl list-unit-files --plain --no-legend | cut -d' ' -f1); do
     case $u in realServer.service|kubelet.service|crio.service|keepalived.service|systemd-networkd.service|habuild-*.service)
       echo "unit $u $(systemctl is-enabled "$u" 2>/dev/null) $(systemctl is-active "$u" 2>/dev/null)";;

@@ -24,6 +24,7 @@ fn opts(image: &Path, target: &Path) -> FlashOptions {
         force: false,
         yes: true,
         check_image_hash: false,
+        no_bmap: false,
     }
 }
 
@@ -130,6 +131,81 @@ fn zstd_image_is_streamed() {
         refusal(&o),
         Refusal::SumsMismatch(ref m) if m.file == "master-arm-1.img.zst"
     ));
+}
+
+/// .img.xz and .img.gz stream like .img.zst; the magic bytes decide, not
+/// the name; bmaptool copy takes the same compressed image and bmap.
+#[test]
+fn xz_and_gzip_images_are_streamed_by_their_magic() {
+    use habuild::artifact::compression::{compress_file, Format};
+    let fx = Fixture::fresh();
+    let raw = std::fs::read(fx.image()).unwrap();
+    let xz = fx.path("master-arm-1.img.xz");
+    compress_file(&fx.image(), &xz, Format::Xz, 0o644).unwrap();
+    let gz = fx.path("master-arm-1.img.gz");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut enc, &raw).unwrap();
+    std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+    // zstd data under an .xz name: read as zstd.
+    let misnamed = fx.path("misnamed.img.xz");
+    std::fs::write(&misnamed, zstd::encode_all(&raw[..], 3).unwrap()).unwrap();
+    for image in [&xz, &gz, &misnamed] {
+        let mut o = opts(image, &fx.path("out.img"));
+        o.bmap = Some(fx.bmap_path());
+        let report = flash_ok(&o);
+        assert_eq!(report.bytes_verified, fx.bmap().mapped_bytes());
+        assert!(
+            std::fs::read(fx.path("out.img")).unwrap() == raw,
+            "{}",
+            image.display()
+        );
+        std::fs::remove_file(fx.path("out.img")).unwrap();
+    }
+    // The real bmaptool accepts the compressed image with the same bmap.
+    for image in [&xz, &gz] {
+        let theirs = fx.path("bmaptool.img");
+        bmaptool_copy(image, &fx.bmap_path(), &theirs);
+        assert_eq!(first_difference(&fx.bmap(), &theirs, &fx.image()), None);
+        std::fs::remove_file(&theirs).unwrap();
+    }
+}
+
+/// A missing bmap says how to make one or to go without; --no-bmap
+/// writes and checks every byte; a missing image is named, not its bmap.
+#[test]
+fn missing_bmap_is_explained_and_no_bmap_writes_everything() {
+    let fx = Fixture::fresh();
+    let raw = std::fs::read(fx.image()).unwrap();
+    let zst = fx.path("copy.img.zst");
+    std::fs::write(&zst, zstd::encode_all(&raw[..], 3).unwrap()).unwrap();
+    let err = flash::flash(&opts(&zst, &fx.path("t.img")), &mut no_prompt, &never)
+        .expect_err("no bmap beside copy.img.zst");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("copy.img.bmap"), "{msg}");
+    assert!(msg.contains("bmaptool create"), "{msg}");
+    assert!(msg.contains("--no-bmap"), "{msg}");
+    assert!(!fx.path("t.img").exists(), "nothing written");
+
+    let mut o = opts(&zst, &fx.path("whole.img"));
+    o.no_bmap = true;
+    let report = flash_ok(&o);
+    assert_eq!(report.bytes_written, IMAGE_SIZE, "every byte is written");
+    assert_eq!(report.bytes_verified, IMAGE_SIZE, "and read back");
+    assert_eq!(report.sums_bmap, None);
+    assert!(std::fs::read(fx.path("whole.img")).unwrap() == raw);
+
+    let missing = fx.path("gone.img.xz");
+    let err = flash::flash(&opts(&missing, &fx.path("t.img")), &mut no_prompt, &never)
+        .expect_err("no image");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("no image") && msg.contains("gone.img.xz"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains(".bmap"),
+        "names the image, not its bmap: {msg}"
+    );
 }
 
 #[test]

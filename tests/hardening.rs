@@ -170,8 +170,9 @@ fn an_interrupted_publish_is_completed_and_keeps_the_other_nodes_sums() {
         let run = build_node(&manifest, node, &out, &cache, &[]);
         assert!(run.status.success(), "{}", run.stderr);
     }
+    // Five artifacts a node: .img, .img.bmap, .json, .cdx.json, firmware.
     let before = sums(&dir);
-    assert_eq!(before.len(), 8, "{before:?}");
+    assert_eq!(before.len(), 10, "{before:?}");
     let (one, two) = (dir.join("master-x86-1.img"), dir.join("master-x86-2.img"));
 
     // Another epoch: every artifact of master-x86-2 changes.
@@ -205,7 +206,7 @@ fn an_interrupted_publish_is_completed_and_keeps_the_other_nodes_sums() {
     let run = build_node(&manifest, "master-x86-1", &out, &cache, &[]);
     assert!(run.status.success(), "{}", run.stderr);
     let after = sums(&dir);
-    assert_eq!(after.len(), 8, "{after:?}");
+    assert_eq!(after.len(), 10, "{after:?}");
     assert!(
         run.stderr
             .contains("completed the interrupted publish of master-x86-2"),
@@ -219,6 +220,7 @@ fn an_interrupted_publish_is_completed_and_keeps_the_other_nodes_sums() {
         "master-x86-2.img",
         "master-x86-2.img.bmap",
         "master-x86-2.json",
+        "master-x86-2.cdx.json",
     ] {
         assert_ne!(after[n], before[n], "{n} is not the new one");
         assert_eq!(after[n], sha256(&dir.join(n)), "{n}");

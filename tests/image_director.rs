@@ -208,8 +208,15 @@ fn director_debian_image_checked_with_independent_tools() {
     );
 
     // 2. The backup of a two-director manifest (base from the cache), its
-    //    root written by mke2fs.
+    //    root written by mke2fs, one more key from --ssh-key, what was
+    //    built as a JSON document on stdout, and no progress (-q).
     let two = repo_root().join("tests/fixtures/two-directors.toml");
+    let extra_key = t.path().join("extra.pub");
+    std::fs::write(
+        &extra_key,
+        "# a second admin\necdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBI058LfSW4cgRvoV7wVfRaz1Dj0xFH00LMQnqDI3i0HDSFxUjeUkMdo6SD0cL9FGeRuBv2EIYmgGa2E3jmqPE1Y= second@admin\n",
+    )
+    .unwrap();
     let run = habuild(&[
         "image",
         "--ext4-writer",
@@ -220,6 +227,10 @@ fn director_debian_image_checked_with_independent_tools() {
         two.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
+        "--ssh-key",
+        extra_key.to_str().unwrap(),
+        "--json",
+        "-q",
     ]);
     assert!(
         run.status.success(),
@@ -227,8 +238,29 @@ fn director_debian_image_checked_with_independent_tools() {
         run.stderr
     );
     assert!(run.stderr.contains("base from cache"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("building master-x86-2")
+            && !run.stderr.contains("making filesystems and the disk image"),
+        "-q prints no progress:\n{}",
+        run.stderr
+    );
+    let built: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| {
+        panic!(
+            "--json: not one JSON document on stdout ({e}):\n{}",
+            run.stdout
+        )
+    });
+    assert_eq!(built["ok"], true);
+    assert_eq!(built["images"][0]["node"], "master-x86-2");
+    assert_eq!(built["images"][0]["base_from_cache"], true);
     let img2 = out.join("twodirectors/master-x86-2.img");
+    assert_eq!(built["images"][0]["image"], img2.to_str().unwrap());
     let (_, root2) = partitions(&img2, t.path(), "x86-2");
+    let keys2 = debugfs_cat(&root2, "/root/.ssh/authorized_keys");
+    assert!(
+        keys2.contains("habuild-test") && keys2.contains("second@admin"),
+        "the manifest's key and --ssh-key's: {keys2}"
+    );
     sh(Command::new("e2fsck").arg("-fn").arg(&root2));
     let features2 = ext4_features(&root2);
     for f in ["64bit", "resize_inode", "metadata_csum"] {

@@ -32,6 +32,7 @@ fn director_image_is_bit_identical_and_verifiable() {
     for f in [
         "master-x86-1.img.bmap",
         "master-x86-1.json",
+        "master-x86-1.cdx.json",
         "master-x86-1-firmware.tar.gz",
         "SHA256SUMS",
     ] {

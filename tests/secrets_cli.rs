@@ -61,7 +61,7 @@ fn secrets_init_creates_a_private_file_once_and_prints_no_secret() {
 
     // Once: a second init refuses, and the file is unchanged.
     let again = habuild_plain(&["secrets", "init", "--manifest", m]);
-    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(again.status.code(), Some(2), "a refusal lifted by a flag");
     assert!(again.stderr.contains("--force"), "{}", again.stderr);
     assert_eq!(fs::read_to_string(&secrets).unwrap(), text);
     // --force replaces it (new CAs, new token), still 0600.
@@ -165,9 +165,9 @@ fn image_refuses_missing_corrupt_foreign_or_malformed_secrets() {
     let (t, manifest) = cluster_dir("gamma");
     let out = t.path().join("out");
 
-    // Missing: says how to create it.
+    // Missing: says how to create it (a configuration error, exit 2).
     let run = image(&manifest, &out, &[]);
-    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
     assert!(
         run.stderr.contains(&format!(
             "habuild secrets init --manifest {}",
@@ -259,4 +259,46 @@ fn image_refuses_missing_corrupt_foreign_or_malformed_secrets() {
     );
     assert!(!run.stderr.contains(&token), "{}", run.stderr);
     nothing_written(&out);
+}
+
+#[test]
+fn the_unpinned_ca_note_is_a_builds_and_shown_once() {
+    let (t, manifest) = cluster_dir("epsilon");
+    let m = manifest.to_str().unwrap();
+    assert!(habuild_plain(&["secrets", "init", "--manifest", m])
+        .status
+        .success());
+    // A build of two control planes reads the secrets once and says so
+    // once; it stops right after, at a lock file that is not there.
+    let out = t.path().join("out");
+    let missing_lock = t.path().join("no.lock");
+    let run = habuild(&[
+        "image",
+        "--all",
+        "--manifest",
+        m,
+        "--out",
+        out.to_str().unwrap(),
+        "--without-kubernetes",
+        "--lock",
+        missing_lock.to_str().unwrap(),
+    ]);
+    assert!(!run.status.success());
+    assert!(run.stderr.contains("no.lock"), "{}", run.stderr);
+    assert_eq!(
+        run.stderr.matches("pins no cluster CA").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    // Not on `secrets show` nor `kubeconfig`.
+    let show = habuild_plain(&["secrets", "show", "--manifest", m]);
+    assert!(show.status.success(), "{}", show.stderr);
+    let shown = format!("{}{}", show.stdout, show.stderr);
+    assert!(!shown.contains("pins no cluster CA"), "{shown}");
+    assert!(shown.contains("pinned in"), "{shown}");
+    let kc = t.path().join("admin.conf");
+    let run = habuild_plain(&["kubeconfig", "--manifest", m, "--out", kc.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(!run.stderr.contains("pins no cluster CA"), "{}", run.stderr);
 }

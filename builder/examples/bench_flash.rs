@@ -183,6 +183,7 @@ fn measure(tool: Tool, image: &Path, bmap: &Path, target: &Path) -> Result<Sampl
                 force: true,
                 yes: true,
                 check_image_hash: tool == Tool::HabuildImageHash,
+                no_bmap: false,
             };
             let report = flash::flash(&opts, &mut |_| Ok(true), &|| false)?;
             Ok(Sample {

@@ -61,33 +61,29 @@ pub fn habuild_in(root: &Path, args: &[&str]) -> Run {
 }
 
 fn run(mut cmd: Command, root: &Path, args: &[&str]) -> Run {
+    cmd.env("HABUILD_ROOT", root);
+    output_of(&mut cmd, &format!("habuild {}", args.join(" ")))
+}
+
+/// Runs `cmd` as it is set up, capturing its output; its stderr is shown
+/// under `label` (the test's output when it fails).
+pub fn output_of(cmd: &mut Command, label: &str) -> Run {
     let out = cmd
-        .env("HABUILD_ROOT", root)
         .output()
-        .expect("running habuild");
+        .unwrap_or_else(|e| panic!("running {label}: {e}"));
     let run = Run {
         status: out.status,
         stdout: String::from_utf8_lossy(&out.stdout).into(),
         stderr: String::from_utf8_lossy(&out.stderr).into(),
     };
-    eprintln!("habuild {}:\n{}", args.join(" "), run.stderr);
+    eprintln!("{label}:\n{}", run.stderr);
     run
 }
 
 /// `habuild image` of the fixture's director (Debian profile) into `out`;
 /// fails the test when the build fails.
 pub fn build_director(manifest: &Path, out: &Path) -> Run {
-    let run = habuild(&[
-        "image",
-        "--node",
-        "master-x86-1",
-        "--distro",
-        "debian-13",
-        "--manifest",
-        manifest.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let run = habuild(&director_image_args(manifest, out, &[]));
     assert!(
         run.status.success(),
         "habuild image failed:\n{}",
@@ -255,4 +251,26 @@ pub fn mtype(fat: &Path, file: &str) -> String {
         .arg("-i")
         .arg(fat)
         .arg(format!("::{file}")))
+}
+
+/// `habuild image` arguments for the fixture's director (Debian profile)
+/// into `out`, then `extra`.
+pub fn director_image_args<'a>(
+    manifest: &'a Path,
+    out: &'a Path,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "image",
+        "--node",
+        "master-x86-1",
+        "--distro",
+        "debian-13",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args
 }

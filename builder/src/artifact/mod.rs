@@ -4,8 +4,10 @@
 pub mod bmap;
 pub mod checksums;
 pub mod compare;
+pub mod compression;
 pub mod firmware;
 pub mod report;
+pub mod sbom;
 pub mod verify;
 
 /// A temporary file for an artifact, readable by all once renamed into

@@ -18,6 +18,8 @@ use crate::rootfs::overlay::RenderedFile;
 #[derive(Debug, Serialize)]
 pub struct NodeReport {
     pub habuild_version: &'static str,
+    /// The git commit habuild was built from ("unknown" outside git).
+    pub habuild_commit: &'static str,
     pub cluster: String,
     pub node: String,
     pub role: String,
@@ -89,6 +91,31 @@ pub struct NodeJson {
     pub board: String,
     pub image: ImageJson,
     pub files: FilesJson,
+    /// Absent on directors.
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesJson>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct KubernetesJson {
+    /// False for an image built with `--without-kubernetes`.
+    pub packages_included: bool,
+}
+
+impl NodeJson {
+    /// The raw image in `out_dir`, for readers that need random access
+    /// (the QEMU tiers boot sparse copies of it); a compressed one is
+    /// refused with what to do.
+    pub fn raw_image(&self, out_dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+        let path = out_dir.join(&self.image.file);
+        let plain = super::compression::strip_suffix(&path);
+        anyhow::ensure!(
+            plain == path,
+            "{} is compressed; the QEMU tiers boot the raw image: build it without --compress, or decompress it beside its .bmap (zstd -d / xz -dk)",
+            path.display()
+        );
+        Ok(path)
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,7 +2,9 @@
 //! what the build published? Checked against the artifacts beside the
 //! image: its `SHA256SUMS` entry (the `.img` itself only: a card is larger
 //! and its unmapped blocks hold anything), every mapped range of the `.bmap`,
-//! and the partition table `<node>.json` records.
+//! and the partition table `<node>.json` records. A compressed image
+//! (`.img.zst`, `.img.xz`, `.img.gz`, told by its magic bytes) is checked
+//! as a stream: decompressed once, never to a temporary file.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
@@ -51,11 +53,13 @@ impl Finding {
     }
 }
 
-/// Defaults for a built image `<dir>/<node>.img`: `.img.bmap` and
-/// `<node>.json` beside it, and that directory's SHA256SUMS.
+/// Defaults for a built image `<dir>/<node>.img` (or `.img.zst`,
+/// `.img.xz`, `.img.gz`): `.img.bmap` and `<node>.json` beside it, and
+/// that directory's SHA256SUMS.
 pub fn request_for_image(target: &Path, image: Option<&Path>) -> VerifyRequest {
     let image = image.unwrap_or(target);
-    let s = image.to_string_lossy();
+    let plain = super::compression::strip_suffix(image);
+    let s = plain.to_string_lossy();
     let stem = s.strip_suffix(".img").unwrap_or(&s);
     VerifyRequest {
         target: target.to_path_buf(),
@@ -94,10 +98,33 @@ pub fn verify(req: &VerifyRequest) -> Result<Vec<Finding>> {
     let layout = read_layout(&req.json)?;
     let mut target =
         File::open(&req.target).with_context(|| format!("opening {}", req.target.display()))?;
+    let format = if req.target.is_file() {
+        super::compression::sniff(&req.target)?
+    } else {
+        None
+    };
+    // Decompressed once: the ranges are checked as they pass, and the
+    // image's ends are kept for sfdisk to read the partition table from.
+    let streamed =
+        match format {
+            Some(format) => {
+                let file = target
+                    .try_clone()
+                    .with_context(|| format!("opening {}", req.target.display()))?;
+                let mut reader = super::compression::decoder(format, file)?;
+                Some(check_stream(&mut reader, &bmap).with_context(|| {
+                    format!("decompressing {} ({format})", req.target.display())
+                })?)
+            }
+            None => None,
+        };
     // Block devices report length 0 in metadata; seeking to the end works for both.
-    let len = target
-        .seek(SeekFrom::End(0))
-        .with_context(|| format!("finding the size of {}", req.target.display()))?;
+    let len = match &streamed {
+        Some(s) => s.len,
+        None => target
+            .seek(SeekFrom::End(0))
+            .with_context(|| format!("finding the size of {}", req.target.display()))?,
+    };
 
     let size_check = format!("size of {} ({len} bytes)", req.target.display());
     out.push(size_finding(&size_check, len, bmap.image_size, layout.size));
@@ -129,11 +156,24 @@ pub fn verify(req: &VerifyRequest) -> Result<Vec<Finding>> {
         });
     }
 
-    out.extend(check_ranges(&target, len, &bmap)?);
+    // A compressed image's table is read from its ends, put back at their
+    // offsets in a sparse scratch file of the image's size.
+    let scratch = match &streamed {
+        Some(s) => Some(s.ends_file()?),
+        None => None,
+    };
+    match &streamed {
+        Some(s) => out.push(s.finding.clone()),
+        None => out.extend(check_ranges(&target, len, &bmap)?),
+    }
     if len >= layout.size.min(1 << 20) {
+        let table_source = scratch
+            .as_ref()
+            .map(|t| t.path())
+            .unwrap_or(req.target.as_path());
         let table = Command::new("sfdisk")
             .arg("-J")
-            .arg(&req.target)
+            .arg(table_source)
             .output_checked();
         let check = format!("partition table against {}", req.json.display());
         out.push(match table {
@@ -188,6 +228,100 @@ pub fn size_finding(check: &str, len: u64, bmap_size: u64, json_size: u64) -> Fi
         );
     }
     Finding::ok(check)
+}
+
+/// What one pass over a decompressed image found.
+struct Streamed {
+    len: u64,
+    finding: Finding,
+    /// The image's first and last MiB (partition tables live there).
+    head: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+const ENDS: usize = 1 << 20;
+
+impl Streamed {
+    /// A sparse file of the image's size holding only its ends.
+    fn ends_file(&self) -> Result<tempfile::NamedTempFile> {
+        let t = tempfile::NamedTempFile::new().context("creating a scratch file for sfdisk")?;
+        let f = t.as_file();
+        f.set_len(self.len)
+            .with_context(|| format!("sizing {}", t.path().display()))?;
+        f.write_all_at(&self.head, 0)
+            .and_then(|_| f.write_all_at(&self.tail, self.len - self.tail.len() as u64))
+            .with_context(|| format!("writing {}", t.path().display()))?;
+        Ok(t)
+    }
+}
+
+/// Every mapped range's sha256, over an image read once from start to end
+/// (a decompressing reader); each differing range is named.
+fn check_stream(image: &mut dyn std::io::Read, bmap: &Bmap) -> Result<Streamed> {
+    let mut bad = Vec::new();
+    let mut buf = vec![0u8; 4 << 20];
+    let mut head = Vec::with_capacity(ENDS);
+    let mut tail: std::collections::VecDeque<u8> = std::collections::VecDeque::new();
+    let mut pos = 0u64;
+    let mut ranges = bmap.ranges.iter().peekable();
+    let mut hasher: Option<Sha256> = None;
+    loop {
+        let n = image.read(&mut buf).context("reading")?;
+        if n == 0 {
+            break;
+        }
+        let chunk = &buf[..n];
+        if head.len() < ENDS {
+            let take = (ENDS - head.len()).min(n);
+            head.extend_from_slice(&chunk[..take]);
+        }
+        tail.extend(chunk[n.saturating_sub(ENDS)..].iter());
+        if tail.len() > ENDS {
+            tail.drain(..tail.len() - ENDS);
+        }
+        // Feed each range the part of this chunk it covers.
+        let end = pos + n as u64;
+        while let Some(r) = ranges.peek() {
+            let span = bmap.byte_range(r);
+            if span.start >= end {
+                break;
+            }
+            let from = span.start.max(pos);
+            let to = span.end.min(end);
+            if from < to {
+                hasher
+                    .get_or_insert_with(Sha256::new)
+                    .update(&chunk[(from - pos) as usize..(to - pos) as usize]);
+            }
+            if span.end > end {
+                break;
+            }
+            let actual = hex::encode(hasher.take().unwrap_or_default().finalize());
+            if actual != r.sha256 {
+                bad.push(format!(
+                    "{}: sha256 {actual}, the bmap has {}",
+                    bmap.describe(r),
+                    r.sha256
+                ));
+            }
+            ranges.next();
+        }
+        pos = end;
+    }
+    for r in ranges {
+        bad.push(format!("{}: past the end of the image", bmap.describe(r)));
+    }
+    let check = format!("{} mapped ranges of the bmap", bmap.ranges.len());
+    Ok(Streamed {
+        len: pos,
+        finding: if bad.is_empty() {
+            Finding::ok(check)
+        } else {
+            Finding::bad(check, format!("{} differ: {}", bad.len(), bad.join("; ")))
+        },
+        head,
+        tail: tail.into(),
+    })
 }
 
 /// Every mapped range's sha256; each differing range is named.
@@ -360,7 +494,57 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_checks_every_range_and_names_the_bad_one() {
+        let data: Vec<u8> = (0..(3u64 << 20)).map(|i| (i % 241) as u8).collect();
+        let sha = |r: std::ops::Range<usize>| hex::encode(Sha256::digest(&data[r]));
+        let range = |blocks: std::ops::Range<u64>, sha256| super::super::bmap::MappedRange {
+            blocks,
+            sha256,
+        };
+        let mut bmap = Bmap {
+            image_size: data.len() as u64,
+            block_size: 4096,
+            blocks_count: 768,
+            mapped_blocks: 0,
+            // One range crosses the 4 MiB read size's boundaries within it.
+            ranges: vec![
+                range(0..2, sha(0..8192)),
+                range(100..700, sha(100 * 4096..700 * 4096)),
+            ],
+        };
+        // A reader that hands out odd-sized pieces.
+        struct Dribble<'a>(&'a [u8]);
+        impl std::io::Read for Dribble<'_> {
+            fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.len().min(b.len()).min(777_777);
+                b[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let s = check_stream(&mut Dribble(&data), &bmap).unwrap();
+        assert_eq!(s.len, data.len() as u64);
+        assert_eq!(s.finding.problem, None);
+        assert!(s.head[..] == data[..ENDS] && s.tail[..] == data[data.len() - ENDS..]);
+        bmap.ranges[1].sha256 = "00".into();
+        bmap.ranges.push(range(900..901, String::new()));
+        let p = check_stream(&mut Dribble(&data), &bmap)
+            .unwrap()
+            .finding
+            .problem
+            .unwrap();
+        assert!(p.starts_with("2 differ"), "{p}");
+        assert!(
+            p.contains("blocks 100-699") && p.contains("past the end"),
+            "{p}"
+        );
+    }
+
+    #[test]
     fn defaults_sit_beside_the_image() {
+        let r = request_for_image(Path::new("out/c/n.img.xz"), None);
+        assert_eq!(r.bmap, Path::new("out/c/n.img.bmap"));
+        assert_eq!(r.json, Path::new("out/c/n.json"));
         let r = request_for_image(Path::new("out/c/n.img"), None);
         assert_eq!(r.bmap, Path::new("out/c/n.img.bmap"));
         assert_eq!(r.json, Path::new("out/c/n.json"));

@@ -254,12 +254,7 @@ fn finish(
 }
 
 /// SOURCE_DATE_EPOCH as every date the bundle stamps (RFC 3339).
-pub fn rfc3339(epoch: i64) -> Result<String> {
-    time::OffsetDateTime::from_unix_timestamp(epoch)
-        .context("SOURCE_DATE_EPOCH is out of range")?
-        .format(&time::format_description::well_known::Rfc3339)
-        .context("formatting SOURCE_DATE_EPOCH")
-}
+pub use crate::util::epoch::rfc3339;
 
 /// The differences a bundle directory's bundle.json lists; none when the
 /// directory has no bundle.json (a bundle made by other means).

@@ -34,7 +34,7 @@ pub fn run(args: &BundleArgs) -> Result<()> {
     let cache = args
         .cache_dir
         .clone()
-        .unwrap_or_else(super::image::default_cache_dir);
+        .unwrap_or_else(crate::host::dirs::default_cache_dir);
     let outcomes = crate::bundle::build(&crate::bundle::Request {
         root: project.root.clone(),
         archs: args.archs.clone(),

@@ -36,7 +36,7 @@ pub fn run(args: &CacheArgs) -> Result<()> {
     let dir = args
         .cache_dir
         .clone()
-        .unwrap_or_else(super::image::default_cache_dir);
+        .unwrap_or_else(crate::host::dirs::default_cache_dir);
     match args.action {
         CacheAction::Check => check(&dir),
         CacheAction::Prune { all } => prune(&dir, all),

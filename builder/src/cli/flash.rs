@@ -14,8 +14,9 @@ use crate::flash::{self, FlashOptions, Interrupted};
     override_usage = "habuild flash [OPTIONS] IMAGE TARGET\n       habuild flash [OPTIONS] --node NAME TARGET"
 )]
 pub struct FlashArgs {
-    /// IMAGE TARGET, or only TARGET with --node. IMAGE is a .img or
-    /// .img.zst; TARGET the card's whole-disk device (/dev/sdX,
+    /// IMAGE TARGET, or only TARGET with --node. IMAGE is a .img, or a
+    /// .img.zst, .img.xz or .img.gz (read as a stream; the format is told
+    /// by its magic bytes); TARGET the card's whole-disk device (/dev/sdX,
     /// /dev/mmcblk0) or a file.
     #[arg(required = true, num_args = 1..=2, value_names = ["IMAGE", "TARGET"])]
     pub paths: Vec<PathBuf>,
@@ -28,9 +29,14 @@ pub struct FlashArgs {
     /// Output directory the image was built into (with --node).
     #[arg(long, default_value = "out", requires = "node")]
     pub out: PathBuf,
-    /// Block map (default: the image's name without .zst, plus .bmap).
+    /// Block map (default: the image's name without .zst/.xz/.gz, plus .bmap).
     #[arg(long)]
     pub bmap: Option<PathBuf>,
+    /// Flash without a block map: writes every byte of the image (free
+    /// blocks too, so much slower), after a first pass over the image that
+    /// hashes it to check the card against.
+    #[arg(long, conflicts_with = "bmap")]
+    pub no_bmap: bool,
     /// Write to a disk that does not say it is removable.
     #[arg(long)]
     pub force: bool,
@@ -57,7 +63,14 @@ pub fn run(args: &FlashArgs) -> Result<()> {
         force: args.force,
         yes: args.yes,
         check_image_hash: args.check_image_hash,
+        no_bmap: args.no_bmap,
     };
+    if args.no_bmap {
+        eprintln!(
+            "--no-bmap: writing every byte of the image, free blocks included (a bmap writes \
+             only the used ones), after reading the whole image once more to hash it"
+        );
+    }
     let _cooperate = crate::util::cleanup::cooperate();
     let result = flash::flash(&opts, &mut ask, &crate::util::cleanup::interrupted);
     let report = match result {

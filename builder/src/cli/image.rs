@@ -6,12 +6,14 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use super::sources::SourceArgs;
+use crate::artifact::compression::Format;
 use crate::config::board::PartitionTable;
 use crate::config::Ext4Writer;
 use crate::config::Project;
 use crate::pipeline::{self, BuildRequest, PlanRequest, Selection};
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).multiple(true).args(["board", "node", "all"])))]
 pub struct ImageArgs {
     /// Board of the image; alone, builds the manifest's first node on it.
     #[arg(long)]
@@ -48,6 +50,29 @@ pub struct ImageArgs {
     /// process) or "mke2fs" (`mke2fs -d` from e2fsprogs).
     #[arg(long, value_parser = Ext4Writer::parse, default_value_t)]
     pub ext4_writer: Ext4Writer,
+    /// Add the public keys in FILE (an id_*.pub or authorized_keys file) to
+    /// root's authorized keys, after the manifest's [ssh] authorized_keys.
+    /// Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key: Vec<PathBuf>,
+    /// Build images nobody can log into (no SSH key and no password), on
+    /// purpose; the manifest can say so instead with [ssh] allow_no_login = true.
+    #[arg(long)]
+    pub allow_no_login: bool,
+    /// Print one JSON document (what was built) on stdout; progress stays on stderr.
+    #[arg(long)]
+    pub json: bool,
+    /// Publish the image compressed: <node>.img.zst (zst, the value when
+    /// none is given) or <node>.img.xz (xz: smaller, slower to write and to
+    /// read). The .bmap still describes the decompressed image, as
+    /// `bmaptool copy` and `habuild flash` expect.
+    #[arg(long, value_name = "FORMAT", num_args = 0..=1, default_missing_value = "zst",
+          value_parser = Format::parse_written)]
+    pub compress: Option<Format>,
+    /// Print what would be built (nodes, boards, distro, package sources,
+    /// cache hit or miss for each base, output paths) and build nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Timestamp for every file and filesystem (reproducible builds).
     #[arg(long, env = "SOURCE_DATE_EPOCH")]
     pub source_date_epoch: Option<i64>,
@@ -82,21 +107,12 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is out of range"))
 }
 
-pub fn default_cache_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(x).join("habuild");
-    }
-    match std::env::var_os("HOME") {
-        Some(h) if !h.is_empty() => PathBuf::from(h).join(".cache/habuild"),
-        _ => PathBuf::from("/var/cache/habuild"),
-    }
-}
-
 pub fn run(args: &ImageArgs) -> Result<()> {
     let selection = match (&args.node, &args.board, args.all) {
         (_, _, true) => Selection::All,
         (Some(n), _, false) => Selection::Node(n.clone()),
         (None, Some(b), false) => Selection::FirstOnBoard(b.clone()),
+        // clap requires one of them (the "which" group).
         (None, None, false) => bail!("say which image: --board rpi4, --node NAME or --all"),
     };
     let project = Project::locate()?;
@@ -104,7 +120,6 @@ pub fn run(args: &ImageArgs) -> Result<()> {
     if args.ext4_writer == Ext4Writer::Mke2fs {
         tools.push("mke2fs");
     }
-    crate::host::doctor::require(&tools)?;
     let req = BuildRequest {
         plan: PlanRequest {
             board: args.board.clone(),
@@ -117,17 +132,39 @@ pub fn run(args: &ImageArgs) -> Result<()> {
                     .map(|d| d.as_secs() as i64)
                     .unwrap_or(0)
             }),
+            ssh_keys: args.ssh_key.clone(),
             ..args.sources.plan_request(project, selection)
         },
         secrets: args.secrets.clone(),
         lock: args.lock.clone(),
         out_dir: args.out.clone(),
-        cache_dir: args.cache_dir.clone().unwrap_or_else(default_cache_dir),
+        cache_dir: args
+            .cache_dir
+            .clone()
+            .unwrap_or_else(crate::host::dirs::default_cache_dir),
+        allow_no_login: args.allow_no_login,
+        tools,
+        compress: args.compress,
     };
+    if args.dry_run {
+        let d = pipeline::dry_run::dry_run(&req)?;
+        print!("{}", pipeline::dry_run::render(&d));
+        return Ok(());
+    }
     let built = pipeline::build(&req)?;
+    if args.json {
+        super::output::document(&built_json(&built))?;
+    }
     for b in &built {
+        let compressed = match b.compressed {
+            Some((size, secs)) => format!(
+                " compressed to {:.1} MiB in {secs:.0}s",
+                size as f64 / f64::from(1 << 20)
+            ),
+            None => String::new(),
+        };
         eprintln!(
-            "{}: {} ({:.1} GiB, {:.0}s{}{})",
+            "{}: {} ({:.1} GiB{compressed}, {:.0}s{}{})",
             b.node,
             b.image.display(),
             b.image_size as f64 / (1u64 << 30) as f64,
@@ -146,6 +183,22 @@ pub fn run(args: &ImageArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `image --json`: one entry per image built (pure).
+pub fn built_json(built: &[pipeline::BuiltNode]) -> serde_json::Value {
+    serde_json::json!({
+        "ok": true,
+        "images": built.iter().map(|b| serde_json::json!({
+            "node": b.node,
+            "role": b.role.as_str(),
+            "image": b.image,
+            "image_size": b.image_size,
+            "seconds": b.seconds,
+            "base_from_cache": b.base_reused,
+            "kubernetes_included": b.kubernetes_included,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 #[cfg(test)]

@@ -8,7 +8,11 @@ pub mod flash;
 pub mod image;
 pub mod kubeconfig;
 pub mod lock;
+pub mod output;
+#[cfg(test)]
+mod readme_tests;
 pub mod secrets;
+pub mod shell;
 pub mod sources;
 pub mod status;
 pub mod test;
@@ -31,6 +35,10 @@ pub struct Cli {
     /// Show every external command habuild runs (-vv: and their output).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Print no progress (steps, timings, spinners): only warnings, errors
+    /// and the command's result.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -61,6 +69,10 @@ pub enum Command {
     Bundle(bundle::BundleArgs),
     /// Build the offline bundle of Kubernetes/CRI-O TEST DOUBLES (for tests only).
     TestDoubles(test_doubles::TestDoublesArgs),
+    /// Print a shell completion script (bash, zsh, fish, ...) on stdout.
+    Completions(shell::CompletionsArgs),
+    /// Write man pages (habuild.1 and one per subcommand) into a directory.
+    Man(shell::ManArgs),
     /// Started by habuild itself: stops its tools if it dies (util::children).
     #[command(hide = true)]
     InternalReaper,
@@ -82,22 +94,39 @@ pub fn cluster_and_secrets(
         .unwrap_or_else(|| project.root.join(crate::config::DEFAULT_MANIFEST));
     let cluster = project.manifest(Some(&manifest))?;
     let path = crate::pki::store::resolve(&manifest, secrets);
-    let s = crate::pki::store::load_for_cluster(&path, &cluster, &manifest)?;
+    // No note about an unpinned CA here: that is for builds (once each).
+    let (s, _) = crate::pki::store::load_for_cluster(&path, &cluster, &manifest)?;
     Ok((cluster, s))
 }
 
-/// Exit codes: 0 success, 1 failure, 2 invalid configuration or usage.
+/// Whether the command was asked for a JSON document (`--json`).
+fn wants_json(command: &Command) -> bool {
+    match command {
+        Command::Image(a) => a.json,
+        Command::Verify(a) => a.json,
+        Command::Test(a) => a.json,
+        Command::Doctor(a) => a.json,
+        Command::Status(a) => a.json,
+        Command::Secrets(a) => matches!(&a.command, secrets::SecretsCommand::Show(s) if s.json),
+        _ => false,
+    }
+}
+
+/// Exit codes (one table, `output::exit_code`): 0 success, 1 failure,
+/// 2 usage or configuration error; clap's usage errors exit 2 as well.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::InternalReaper = cli.command {
         crate::util::children::reaper_main(std::io::stdin().lock());
         return ExitCode::SUCCESS;
     }
-    let level = match cli.verbose {
-        0 => log::LevelFilter::Info,
-        1 => log::LevelFilter::Debug,
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => log::LevelFilter::Warn,
+        (false, 0) => log::LevelFilter::Info,
+        (false, 1) => log::LevelFilter::Debug,
         _ => log::LevelFilter::Trace,
     };
+    crate::util::progress::set_quiet(cli.quiet);
     env_logger::Builder::new()
         .filter_level(level)
         .format_timestamp(None)
@@ -119,18 +148,25 @@ pub fn main() -> ExitCode {
         Command::Verify(a) => verify::run(a),
         Command::Bundle(a) => bundle::run(a),
         Command::TestDoubles(a) => test_doubles::run(a),
+        Command::Completions(a) => shell::completions(a),
+        Command::Man(a) => shell::man(a),
         // Ran above, before logging and the interrupt handler.
         Command::InternalReaper => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            if let Some(cfg) = err.downcast_ref::<ConfigErrors>() {
-                eprintln!("error: {cfg}");
-                return ExitCode::from(2);
+            let code = output::exit_code(&err);
+            if wants_json(&cli.command) && !output::document_printed() {
+                // A script still reads one document; a failure to print it
+                // leaves the message below on stderr.
+                let _ = output::document(&output::error_document(&err));
             }
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            match err.downcast_ref::<ConfigErrors>() {
+                Some(cfg) => eprintln!("error: {cfg}"),
+                None => eprintln!("error: {err:#}"),
+            }
+            ExitCode::from(code)
         }
     }
 }

@@ -49,6 +49,9 @@ pub struct ShowArgs {
     /// Secrets file (default: beside the manifest, <stem>.secrets.toml).
     #[arg(long, env = "HABUILD_SECRETS")]
     pub secrets: Option<PathBuf>,
+    /// Print one JSON document (the public facts) on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(args: &SecretsArgs) -> Result<()> {
@@ -108,10 +111,32 @@ fn show(a: &ShowArgs) -> Result<()> {
         .unwrap_or_else(|| project.root.join(DEFAULT_MANIFEST));
     let cluster = project.manifest(Some(&manifest))?;
     let path = store::resolve(&manifest, a.secrets.as_deref());
-    let s = store::load_for_cluster(&path, &cluster, &manifest)?;
+    // The unpinned-CA note is a build's; here the pin is one of the facts.
+    let (s, _) = store::load_for_cluster(&path, &cluster, &manifest)?;
+    let pinned = cluster.ca_fingerprint.is_some();
+    if a.json {
+        return super::output::document(&serde_json::json!({
+            "ok": true,
+            "file": path,
+            "cluster": s.cluster,
+            "ca_fingerprint": s.ca_fingerprint,
+            "ca_pinned_in_manifest": pinned,
+            "discovery_hash": s.discovery_hash,
+            "bootstrap_token_id": s.bootstrap_token.id(),
+        }));
+    }
     println!("{}", path.display());
     println!("  cluster: {}", s.cluster);
     println!("  CA fingerprint: {}", s.ca_fingerprint);
+    println!(
+        "  pinned in {}: {}",
+        manifest.display(),
+        if pinned {
+            "yes"
+        } else {
+            "no (see `secrets init`)"
+        }
+    );
     println!("  discovery hash: {}", s.discovery_hash);
     println!("  bootstrap token ID: {}", s.bootstrap_token.id());
     Ok(())

@@ -50,6 +50,7 @@ impl SourceArgs {
             image_size: None,
             ext4_writer: Default::default(),
             source_date_epoch: 0,
+            ssh_keys: Vec::new(),
         }
     }
 }

@@ -24,13 +24,11 @@ pub fn run(a: &StatusArgs) -> Result<()> {
     let observed = crate::status::probe::observe(&cluster, &s)?;
     let verdict = crate::status::judge(&cluster, &observed);
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "observed": observed,
-                "verdict": verdict,
-            }))?
-        );
+        super::output::document(&serde_json::json!({
+            "ok": verdict.healthy,
+            "observed": observed,
+            "verdict": verdict,
+        }))?;
     } else {
         print!("{}", crate::status::render(&cluster, &observed, &verdict));
     }

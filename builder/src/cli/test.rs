@@ -41,6 +41,42 @@ pub struct TestArgs {
     /// Tier 3: memory of each control-plane guest.
     #[arg(long, default_value = "3G")]
     pub control_plane_memory: String,
+    /// Print one JSON document (each tier's verdict; tier 1: every check
+    /// of every node) on stdout; the reports stay on stderr.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What one tier found: whether it passed, why not, and its JSON.
+#[derive(Debug)]
+pub struct TierOutcome {
+    pub passed: bool,
+    pub failure: String,
+    pub json: serde_json::Value,
+}
+
+/// `test --json` (pure): `ok` only when every tier that ran passed.
+pub fn outcomes_json(outcomes: &[TierOutcome]) -> serde_json::Value {
+    serde_json::json!({
+        "ok": outcomes.iter().all(|o| o.passed),
+        "tiers": outcomes.iter().map(|o| &o.json).collect::<Vec<_>>(),
+    })
+}
+
+/// Prints the JSON document (with `--json`) and fails if a tier failed.
+fn finish(json: bool, outcomes: &[TierOutcome]) -> Result<()> {
+    if json {
+        super::output::document(&outcomes_json(outcomes))?;
+    }
+    let failed: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| !o.passed)
+        .map(|o| o.failure.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -59,13 +95,22 @@ pub fn run(args: &TestArgs) -> Result<()> {
     let cluster = project.manifest(args.manifest.as_deref())?;
     let out_dir = args.out.join(&cluster.name);
     if args.tier != Tier::One && args.node.is_some() {
-        bail!("tiers 2 and 3 boot every node of the manifest: drop --node");
+        return Err(crate::config::UsageError(
+            "tiers 2 and 3 boot every node of the manifest: drop --node".into(),
+        )
+        .into());
     }
     let boot_timeout = args.boot_timeout.unwrap_or(600);
-    match args.tier {
-        Tier::One => tier1(&project, &cluster, &out_dir, args.node.as_deref(), args.all),
-        Tier::Two => tier2(&project, &cluster, &out_dir, boot_timeout),
-        Tier::Three => tier3(&project, &cluster, &out_dir, args),
+    let outcomes = match args.tier {
+        Tier::One => vec![tier1(
+            &project,
+            &cluster,
+            &out_dir,
+            args.node.as_deref(),
+            args.all,
+        )?],
+        Tier::Two => vec![tier2(&project, &cluster, &out_dir, boot_timeout)?],
+        Tier::Three => vec![tier3(&project, &cluster, &out_dir, args)?],
         Tier::All => {
             let started = std::time::Instant::now();
             // Tier 2 runs even when an image fails tier 1: its report says
@@ -77,15 +122,21 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 started.elapsed().as_secs_f64()
             );
             match (first, second) {
-                (Ok(()), Ok(())) => Ok(()),
-                (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
-                (Err(t1), Err(t2)) => Err(t2.context(format!("and tier 1: {t1:#}"))),
+                (Ok(a), Ok(b)) => vec![a, b],
+                (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e),
+                (Err(t1), Err(t2)) => return Err(t2.context(format!("and tier 1: {t1:#}"))),
             }
         }
-    }
+    };
+    finish(args.json, &outcomes)
 }
 
-fn tier2(project: &Project, cluster: &Cluster, out_dir: &Path, boot_timeout: u64) -> Result<()> {
+fn tier2(
+    project: &Project,
+    cluster: &Cluster,
+    out_dir: &Path,
+    boot_timeout: u64,
+) -> Result<TierOutcome> {
     crate::host::doctor::require(&[
         "qemu-system-aarch64",
         "qemu-system-x86_64",
@@ -100,13 +151,19 @@ fn tier2(project: &Project, cluster: &Cluster, out_dir: &Path, boot_timeout: u64
         std::time::Duration::from_secs(boot_timeout),
     )?;
     eprintln!("report: {}", r.report.display());
-    if !r.passed {
-        bail!("tier 2 failed (see {})", r.report.display());
-    }
-    Ok(())
+    Ok(TierOutcome {
+        passed: r.passed,
+        failure: format!("tier 2 failed (see {})", r.report.display()),
+        json: serde_json::json!({"tier": "2", "passed": r.passed, "report": r.report}),
+    })
 }
 
-fn tier3(project: &Project, cluster: &Cluster, out_dir: &Path, args: &TestArgs) -> Result<()> {
+fn tier3(
+    project: &Project,
+    cluster: &Cluster,
+    out_dir: &Path,
+    args: &TestArgs,
+) -> Result<TierOutcome> {
     crate::host::doctor::require(&[
         "qemu-system-aarch64",
         "qemu-system-x86_64",
@@ -132,10 +189,11 @@ fn tier3(project: &Project, cluster: &Cluster, out_dir: &Path, args: &TestArgs) 
     )?;
     eprint!("{}", r.text);
     eprintln!("report: {}", r.report.display());
-    if !r.passed {
-        bail!("tier 3 failed (see {})", r.report.display());
-    }
-    Ok(())
+    Ok(TierOutcome {
+        passed: r.passed,
+        failure: format!("tier 3 failed (see {})", r.report.display()),
+        json: serde_json::json!({"tier": "3", "passed": r.passed, "report": r.report}),
+    })
 }
 
 fn tier1(
@@ -144,17 +202,23 @@ fn tier1(
     out_dir: &Path,
     node: Option<&str>,
     all: bool,
-) -> Result<()> {
+) -> Result<TierOutcome> {
     let nodes: Vec<_> = match (node, all) {
-        (Some(n), _) => vec![cluster
-            .node(n)
-            .ok_or_else(|| anyhow::anyhow!("the manifest has no node {n:?}"))?],
+        (Some(n), _) => crate::pipeline::select_nodes(
+            cluster,
+            &crate::pipeline::Selection::Node(n.to_string()),
+            None,
+        )?,
         (None, true) => cluster
             .nodes
             .iter()
             .filter(|n| out_dir.join(format!("{}.img", n.name)).is_file())
             .collect(),
-        (None, false) => bail!("say which images: --node NAME or --all"),
+        (None, false) => {
+            return Err(
+                crate::config::UsageError("say which images: --node NAME or --all".into()).into(),
+            )
+        }
     };
     if nodes.is_empty() {
         bail!(
@@ -178,23 +242,67 @@ fn tier1(
     tools.dedup();
     crate::host::doctor::require(&tools.iter().map(String::as_str).collect::<Vec<_>>())?;
     let mut failed = Vec::new();
+    let mut results = Vec::new();
     for (n, board) in nodes.into_iter().zip(boards) {
-        eprintln!("tier 1: booting {} ({}) under QEMU", n.name, board.name);
+        crate::util::progress::line(format!(
+            "tier 1: booting {} ({}) under QEMU",
+            n.name, board.name
+        ));
         match crate::qemu::tier1::run(out_dir, cluster, n, &board, &project.root) {
             Ok(r) => {
                 eprint!("{}", std::fs::read_to_string(&r.report).unwrap_or_default());
                 if !r.passed {
                     failed.push(n.name.clone());
                 }
+                results.push(serde_json::json!({
+                    "node": n.name,
+                    "board": board.name,
+                    "passed": r.passed,
+                    "checks": r.checks.iter().map(|c| serde_json::json!({"ok": c.ok, "what": c.what})).collect::<Vec<_>>(),
+                    "report": r.report,
+                    "log": r.log,
+                }));
             }
             Err(e) => {
                 eprintln!("{}: tier 1 FAIL: {e:#}", n.name);
                 failed.push(n.name.clone());
+                results.push(serde_json::json!({
+                    "node": n.name,
+                    "board": board.name,
+                    "passed": false,
+                    "error": format!("{e:#}"),
+                }));
             }
         }
     }
-    if !failed.is_empty() {
-        bail!("tier 1 failed for: {}", failed.join(", "));
+    Ok(TierOutcome {
+        passed: failed.is_empty(),
+        failure: format!("tier 1 failed for: {}", failed.join(", ")),
+        json: serde_json::json!({"tier": "1", "passed": failed.is_empty(), "nodes": results}),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(tier: &str, passed: bool) -> TierOutcome {
+        TierOutcome {
+            passed,
+            failure: format!("tier {tier} failed"),
+            json: serde_json::json!({"tier": tier, "passed": passed}),
+        }
     }
-    Ok(())
+
+    #[test]
+    fn the_document_holds_every_tier_and_fails_with_any() {
+        let all = [outcome("1", true), outcome("2", false)];
+        let d = outcomes_json(&all);
+        assert_eq!(d["ok"], false);
+        assert_eq!(d["tiers"][1]["tier"], "2");
+        assert_eq!(outcomes_json(&all[..1])["ok"], true);
+        let e = finish(false, &all).unwrap_err().to_string();
+        assert_eq!(e, "tier 2 failed");
+        assert!(finish(false, &all[..1]).is_ok());
+    }
 }

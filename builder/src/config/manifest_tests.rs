@@ -107,6 +107,21 @@ fn vip_outside_subnet() {
 }
 
 #[test]
+fn subnet_errors_show_the_vip_and_prefix_as_given() {
+    // The message names the VIP the user wrote (not the network address
+    // derived from it) and the prefix length from [network].
+    let m = SEED.replace("address = \"10.10.197.101\"", "address = \"10.10.198.101\"");
+    let e = error_for(&m, "nodes[1].address");
+    assert!(e.contains("(VIP 10.10.198.101 with prefix /24)"), "{e}");
+    // A prefix length out of range is reported once, on itself, not as
+    // every address "outside" a subnet of a prefix nobody wrote.
+    let m = SEED.replace("prefix_length = 24", "prefix_length = 33");
+    let errs = load(&m).unwrap_err();
+    assert_eq!(errs.keys(), vec!["network.prefix_length"], "{errs}");
+    assert!(errs.to_string().contains("33 is outside 8..=30"), "{errs}");
+}
+
+#[test]
 fn node_outside_subnet() {
     let m = SEED.replace("address = \"10.10.197.99\"", "address = \"10.10.196.99\"");
     assert!(error_for(&m, "nodes[3].address").contains("outside the cluster subnet 10.10.197.0/24"));
@@ -154,6 +169,34 @@ fn unknown_key_names_path_and_line() {
     assert!(shown.contains("line "), "{shown}");
     let m = SEED.replace("board = \"amd64\"", "board = \"amd64\"\nnic = \"x\"");
     assert!(error_for(&m, "nodes[0].nic").contains("unknown field `nic`"));
+}
+
+#[test]
+fn unknown_keys_do_not_hide_other_problems() {
+    // Two unknown keys and a bad address: all three are reported, the
+    // unknown keys with their lines in the file as written.
+    let m = SEED
+        .replace("port = 6443", "port = 6443\nprot = 6444")
+        .replace("board = \"amd64\"", "board = \"amd64\"\nnic = \"x\"")
+        .replace("gateway = \"10.10.197.1\"", "gateway = \"10.10.197.300\"");
+    let errs = load(&m).unwrap_err();
+    let keys = errs.keys();
+    for k in ["vip.prot", "nodes[0].nic", "network.gateway"] {
+        assert!(keys.contains(&k), "{k} not reported: {errs}");
+    }
+    let line_of = |needle: &str| m.lines().position(|l| l.starts_with(needle)).unwrap() + 1;
+    let nic = errs.0.iter().find(|e| e.key == "nodes[0].nic").unwrap();
+    assert!(
+        nic.problem
+            .ends_with(&format!("(line {})", line_of("nic = "))),
+        "{nic}"
+    );
+    let prot = errs.0.iter().find(|e| e.key == "vip.prot").unwrap();
+    assert!(
+        prot.problem
+            .ends_with(&format!("(line {})", line_of("prot = "))),
+        "{prot}"
+    );
 }
 
 #[test]
@@ -248,6 +291,21 @@ fn loadbalancer_values() {
 fn bad_ssh_key_and_hostname() {
     let m = SEED.replace("authorized_keys = []", "authorized_keys = [\"hunter2\"]");
     error_for(&m, "ssh.authorized_keys[0]");
+    // A key whose type word looks right but whose body is cut short: the
+    // parser (ssh-key) refuses it, and the message shows which key it is.
+    let good =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM+aTZgyL3gA4TjDtuwft8do8nyoFTrylVWdzx5pUcgc ok";
+    let cut = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM+aTZgyL3gA4Tj alice@laptop";
+    let m = SEED.replace(
+        "authorized_keys = []",
+        &format!("authorized_keys = [\"{good}\", \"{cut}\"]"),
+    );
+    let e = error_for(&m, "ssh.authorized_keys[1]");
+    assert!(
+        e.contains("alice@laptop") && e.contains("not an OpenSSH public key"),
+        "{e}"
+    );
+    assert!(load(&m).unwrap_err().keys() == vec!["ssh.authorized_keys[1]"]);
     let m = SEED.replace("name = \"master-arm-3\"", "name = \"Master_3\"");
     assert!(error_for(&m, "nodes[3].name").contains("not a valid hostname"));
 }

@@ -4,6 +4,7 @@
 pub mod board;
 pub mod checks;
 pub mod distro;
+pub mod embedded;
 pub mod error;
 pub mod image;
 pub mod manifest;
@@ -20,7 +21,7 @@ use anyhow::{bail, Context, Result};
 
 pub use board::Board;
 pub use distro::Distro;
-pub use error::{ConfigError, ConfigErrors};
+pub use error::{ConfigError, ConfigErrors, UsageError};
 pub use image::Ext4Writer;
 pub use manifest::{Cluster, Node, Role};
 
@@ -33,10 +34,31 @@ pub struct Project {
 /// The manifest used when the user names none: the seed document's cluster.
 pub const DEFAULT_MANIFEST: &str = "manifests/seed.toml";
 
+/// A file that belongs beside the manifest (its secrets, its lock): in the
+/// manifest's directory, or in the current directory when the manifest is
+/// the seed's copy built into habuild, whose directory is habuild's cache.
+pub fn beside_manifest(manifest: &Path, name: &str) -> PathBuf {
+    if is_builtin_manifest(manifest) {
+        return PathBuf::from(name);
+    }
+    manifest.parent().unwrap_or(Path::new("")).join(name)
+}
+
+/// Whether `manifest` is in the copy of habuild's data unpacked from the
+/// binary (`<data>/manifests/seed.toml`).
+pub fn is_builtin_manifest(manifest: &Path) -> bool {
+    manifest
+        .parent()
+        .and_then(Path::parent)
+        .is_some_and(embedded::is_unpacked_data)
+}
+
 impl Project {
-    /// `HABUILD_ROOT`, else the nearest directory above the current one that
-    /// has `boards/` and `overlays/`, else the source tree habuild was built from.
-    pub fn locate() -> Result<Project> {
+    /// Where habuild's data come from, the first that applies:
+    /// `HABUILD_ROOT` (development), the habuild checkout the current
+    /// directory is in, else the copy built into the binary, unpacked into
+    /// `cache_dir` (see [`embedded`]).
+    pub fn locate_with_cache(cache_dir: &Path) -> Result<Project> {
         if let Some(root) = std::env::var_os("HABUILD_ROOT") {
             let root = PathBuf::from(root);
             return Project::at(&root).with_context(|| "HABUILD_ROOT is set");
@@ -47,7 +69,12 @@ impl Project {
                 return Project::at(dir);
             }
         }
-        Project::at(&Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        Project::at(&embedded::unpacked(cache_dir)?)
+    }
+
+    /// [`Project::locate_with_cache`] with the default cache directory.
+    pub fn locate() -> Result<Project> {
+        Project::locate_with_cache(&crate::host::dirs::default_cache_dir())
     }
 
     pub fn at(root: &Path) -> Result<Project> {

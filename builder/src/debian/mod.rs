@@ -6,6 +6,7 @@
 //! `host_sources::host_debian_mirror` do the I/O.
 
 pub mod apt;
+pub mod copyright;
 pub mod deb822;
 pub mod host_sources;
 pub mod packages;

@@ -66,6 +66,8 @@ pub struct FlashOptions {
     /// bmap's entry already covers every byte written (see
     /// `sums::image_check`).
     pub check_image_hash: bool,
+    /// Write the whole image without a block map (`--no-bmap`).
+    pub no_bmap: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -106,24 +108,49 @@ pub(crate) struct Stopped;
 /// How `flash` asks the user: shown text in, yes or no out.
 pub type Confirm<'a> = &'a mut dyn FnMut(&str) -> Result<bool>;
 
-/// `<image minus .zst>.bmap`, as bmap-tools looks for it.
+/// `<image minus .zst/.xz/.gz>.bmap`, as bmap-tools looks for it.
 pub fn default_bmap(image: &Path) -> PathBuf {
-    let s = image.as_os_str().to_string_lossy();
-    PathBuf::from(format!("{}.bmap", s.strip_suffix(".zst").unwrap_or(&s)))
+    let plain = crate::artifact::compression::strip_suffix(image);
+    PathBuf::from(format!("{}.bmap", plain.as_os_str().to_string_lossy()))
 }
 
-/// `<out>/<cluster>/<node>.img`, or `.img.zst` when only that exists.
+/// The names a node's image may have, in the order they are looked for.
+pub fn node_image_names(node: &str) -> Vec<String> {
+    ["", ".zst", ".xz", ".gz"]
+        .iter()
+        .map(|s| format!("{node}.img{s}"))
+        .collect()
+}
+
+/// `<out>/<cluster>/<node>.img`, or the first of `.img.zst`, `.img.xz`,
+/// `.img.gz` that exists.
 pub fn node_image(out: &Path, cluster: &str, node: &str) -> Result<PathBuf> {
     let dir = out.join(cluster);
-    for name in [format!("{node}.img"), format!("{node}.img.zst")] {
+    let names = node_image_names(node);
+    for name in &names {
         let p = dir.join(name);
         if p.is_file() {
             return Ok(p);
         }
     }
     bail!(
-        "no image for node {node} in {} (looked for {node}.img and {node}.img.zst); build it with `habuild image --node {node}`",
-        dir.display()
+        "no image for node {node} in {} (looked for {}); build it with `habuild image --node {node}`",
+        crate::util::shown(&dir),
+        names.join(", ")
+    )
+}
+
+/// The refusal for a missing block map: what it costs to go without one,
+/// and how to make one.
+pub fn missing_bmap(bmap: &Path, image: &Path) -> String {
+    format!(
+        "no block map {} for {}: make one with `bmaptool create -o {} <the uncompressed .img>` \
+         (or rebuild with `habuild image`), pass another with --bmap FILE, or flash without \
+         one with --no-bmap (writes every byte of the image, free blocks included, and checks \
+         the card against hashes of the image's own bytes)",
+        bmap.display(),
+        image.display(),
+        bmap.display()
     )
 }
 
@@ -134,35 +161,48 @@ pub fn flash(
     confirm: Confirm,
     stop: &(dyn Fn() -> bool + Sync),
 ) -> Result<FlashReport> {
-    let bmap_path = opts
-        .bmap
-        .clone()
-        .unwrap_or_else(|| default_bmap(&opts.image));
-    if !bmap_path.is_file() {
+    // The image first: a missing image is named as such, not as its bmap.
+    if !opts.image.is_file() {
         bail!(
-            "no block map {} for {} (pass --bmap FILE)",
-            bmap_path.display(),
+            "no image {}: build it with `habuild image`, or give the path of a .img, .img.zst, .img.xz or .img.gz",
             opts.image.display()
         );
     }
     let sums = Sums::load(opts.image.parent().unwrap_or(Path::new(".")))?;
     let mut sums_bmap = None;
-    if let Some(s) = &sums {
-        sums::check_file(s, &bmap_path)?;
-        let name = file_name(&bmap_path);
-        sums_bmap = s.entry(&name).is_some().then_some(name);
-    }
-    let bmap = read_bmap(&bmap_path)?;
-    let entry = sums
-        .as_ref()
-        .and_then(|s| sums::image_check(s, &opts.image, &bmap_path, opts.check_image_hash));
+    let (bmap, bmap_path, entry) = if opts.no_bmap {
+        // Nothing but the image vouches for the image: hash all of it.
+        let bmap = whole_image_map(&opts.image)?;
+        let entry = sums
+            .as_ref()
+            .and_then(|s| sums::image_entry(s, &opts.image));
+        (bmap, None, entry)
+    } else {
+        let bmap_path = opts
+            .bmap
+            .clone()
+            .unwrap_or_else(|| default_bmap(&opts.image));
+        if !bmap_path.is_file() {
+            bail!(missing_bmap(&bmap_path, &opts.image));
+        }
+        if let Some(s) = &sums {
+            sums::check_file(s, &bmap_path)?;
+            let name = file_name(&bmap_path);
+            sums_bmap = s.entry(&name).is_some().then_some(name);
+        }
+        let bmap = read_bmap(&bmap_path)?;
+        let entry = sums
+            .as_ref()
+            .and_then(|s| sums::image_check(s, &opts.image, &bmap_path, opts.check_image_hash));
+        (bmap, Some(bmap_path), entry)
+    };
     if sums.is_some() && sums_bmap.is_none() && entry.is_none() {
         log::warn!(
             "SHA256SUMS lists neither {} nor its block map; relying on the block map's own checksum",
             opts.image.display()
         );
     }
-    let compressed = source::is_zstd(&opts.image)?;
+    let compressed = source::compression(&opts.image)?.is_some();
     // A raw image listed by name is hashed by a second reader in parallel
     // (the stream skips holes); everything else is hashed in the stream.
     let stream_hash = match &entry {
@@ -182,7 +222,7 @@ pub fn flash(
     }
 
     let host = sysfs::Host::default();
-    let block = inspect(opts, &host, &bmap, &bmap_path, confirm)?;
+    let block = inspect(opts, &host, &bmap, bmap_path.as_deref(), confirm)?;
     let target = Target::open(&opts.target, block.is_some())?;
 
     let job = Job {
@@ -208,6 +248,26 @@ pub fn flash(
     })
 }
 
+/// `--no-bmap`: a map of every block, read from the image (decompressed)
+/// before anything is written, in 4 MiB ranges with their SHA-256, so the
+/// read-back checks the card as with a bmap. It costs a second pass over
+/// the image and writing every byte, free blocks included.
+fn whole_image_map(image: &Path) -> Result<Bmap> {
+    let file = std::fs::File::open(image)
+        .with_context(|| format!("opening the image {}", image.display()))?;
+    let mut reader: Box<dyn std::io::Read + Send> = match source::compression(image)? {
+        Some(format) => crate::artifact::compression::decoder(format, file)
+            .with_context(|| format!("decompressing {} ({format})", image.display()))?,
+        None => Box::new(std::io::BufReader::with_capacity(1 << 20, file)),
+    };
+    let bar = bytes_bar("hashing", 0);
+    let mut counted = bar.wrap_read(&mut reader);
+    let bmap = Bmap::whole(&mut counted, 4096, 1024)
+        .with_context(|| format!("reading {} (it ends early or is damaged)", image.display()))?;
+    bar.finish_and_clear();
+    Ok(bmap)
+}
+
 /// The block map, checked; a damaged one is a [`Refusal::BmapChecksum`].
 fn read_bmap(path: &Path) -> Result<Bmap> {
     bmap::read(path).map_err(|err| match err.downcast_ref::<ChecksumMismatch>() {
@@ -224,7 +284,7 @@ fn inspect(
     opts: &FlashOptions,
     host: &sysfs::Host,
     bmap: &Bmap,
-    bmap_path: &Path,
+    bmap_path: Option<&Path>,
     confirm: Confirm,
 ) -> Result<Option<BlockFacts>> {
     let path = &opts.target;
@@ -244,7 +304,7 @@ fn inspect(
     let swaps = host.swaps()?;
     if meta.file_type().is_file() {
         let mut sources = Vec::new();
-        for p in [opts.image.as_path(), bmap_path] {
+        for p in std::iter::once(opts.image.as_path()).chain(bmap_path) {
             let m = std::fs::metadata(p).with_context(|| format!("inspecting {}", p.display()))?;
             sources.push((m.dev(), m.ino()));
         }

@@ -1,26 +1,28 @@
 //! The image as a forward-only stream: a raw `.img` read at offsets, or a
-//! `.img.zst` decompressed on the fly (never unpacked to a temporary file).
-//! Compressed input is recognised by its magic number, not its name.
+//! compressed image (`.img.zst`, `.img.xz`, `.img.gz`) decompressed on the
+//! fly (never unpacked to a temporary file). Compressed input is
+//! recognised by its magic bytes, not its name (`artifact::compression`).
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{ensure, Context, Result};
 use sha2::{Digest, Sha256};
 
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+use crate::artifact::compression::{self, Format};
 
 /// Which bytes to hash for the image's SHA256SUMS entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hash {
     None,
-    /// The file as stored (for a `.img.zst` listed under its own name).
+    /// The file as stored (for a compressed image listed under its own name).
     Stored,
-    /// The image after decompression (a `.zst` whose sums list the `.img`).
+    /// The image after decompression (a compressed image whose sums list
+    /// the `.img`).
     Decompressed,
 }
 
@@ -33,33 +35,35 @@ pub struct ImageSource {
 
 enum Kind {
     Raw(File),
-    Zstd(Box<zstd::stream::read::Decoder<'static, BufReader<Hashing<File>>>>),
+    Compressed {
+        format: Format,
+        decoder: Box<dyn Read + Send>,
+        /// The compressed file's rest is read through this (same file
+        /// offset as the decoder's) once the image has ended.
+        rest: File,
+        stored_hash: Arc<Mutex<Option<Sha256>>>,
+    },
 }
 
 /// Hashes every byte read through it.
 struct Hashing<R> {
     inner: R,
-    hasher: Option<Sha256>,
+    hasher: Arc<Mutex<Option<Sha256>>>,
 }
 
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if let Some(h) = &mut self.hasher {
+        if let Some(h) = self.hasher.lock().expect("hash lock").as_mut() {
             h.update(&buf[..n]);
         }
         Ok(n)
     }
 }
 
-/// True when the file starts with a zstd frame.
-pub fn is_zstd(path: &Path) -> Result<bool> {
-    let mut magic = [0u8; 4];
-    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let n = f
-        .read(&mut magic)
-        .with_context(|| format!("reading {}", path.display()))?;
-    Ok(n == 4 && magic == ZSTD_MAGIC)
+/// The image's compression, from its magic bytes (None: a raw image).
+pub fn compression(path: &Path) -> Result<Option<Format>> {
+    compression::sniff(path)
 }
 
 impl ImageSource {
@@ -68,19 +72,27 @@ impl ImageSource {
     pub fn open(path: &Path, hash: Hash) -> Result<ImageSource> {
         let file =
             File::open(path).with_context(|| format!("opening the image {}", path.display()))?;
-        let kind = if is_zstd(path)? {
-            let hashing = Hashing {
-                inner: file,
-                hasher: (hash == Hash::Stored).then(Sha256::new),
-            };
-            let dec = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(
-                1 << 20,
-                hashing,
-            ))
-            .with_context(|| format!("starting to decompress {}", path.display()))?;
-            Kind::Zstd(Box::new(dec))
-        } else {
-            Kind::Raw(file)
+        let kind = match compression(path)? {
+            Some(format) => {
+                let stored_hash = Arc::new(Mutex::new((hash == Hash::Stored).then(Sha256::new)));
+                let rest = file
+                    .try_clone()
+                    .with_context(|| format!("opening {}", path.display()))?;
+                let hashing = Hashing {
+                    inner: file,
+                    hasher: Arc::clone(&stored_hash),
+                };
+                let decoder = compression::decoder(format, hashing).with_context(|| {
+                    format!("starting to decompress {} ({format})", path.display())
+                })?;
+                Kind::Compressed {
+                    format,
+                    decoder,
+                    rest,
+                    stored_hash,
+                }
+            }
+            None => Kind::Raw(file),
         };
         Ok(ImageSource {
             path: path.to_path_buf(),
@@ -91,7 +103,7 @@ impl ImageSource {
     }
 
     pub fn is_compressed(&self) -> bool {
-        matches!(self.kind, Kind::Zstd(_))
+        matches!(self.kind, Kind::Compressed { .. })
     }
 
     /// The raw image's size (None for a compressed one: known only at the end).
@@ -102,14 +114,14 @@ impl ImageSource {
                     .with_context(|| format!("reading the size of {}", self.path.display()))?
                     .len(),
             )),
-            Kind::Zstd(_) => Ok(None),
+            Kind::Compressed { .. } => Ok(None),
         }
     }
 
     /// Moves forward to `offset` (a compressed stream decompresses and drops).
     pub fn skip_to(&mut self, offset: u64) -> Result<()> {
         ensure!(offset >= self.pos, "image source cannot go backwards");
-        if let Kind::Zstd(dec) = &mut self.kind {
+        if let Kind::Compressed { decoder: dec, .. } = &mut self.kind {
             let mut buf = vec![0u8; 1 << 20];
             while self.pos < offset {
                 let n = (offset - self.pos).min(buf.len() as u64) as usize;
@@ -135,8 +147,8 @@ impl ImageSource {
                     self.path.display()
                 )
             })?,
-            Kind::Zstd(dec) => {
-                read_full(dec, buf, &self.path)?;
+            Kind::Compressed { decoder, .. } => {
+                read_full(decoder, buf, &self.path)?;
                 if let Some(h) = &mut self.decompressed_hash {
                     h.update(&*buf);
                 }
@@ -150,22 +162,38 @@ impl ImageSource {
     /// compressed file to its end, and returns the hash asked for at `open`.
     pub fn finish(mut self, size: u64) -> Result<Option<String>> {
         self.skip_to(size)?;
-        let Kind::Zstd(mut dec) = self.kind else {
+        let Kind::Compressed {
+            format,
+            mut decoder,
+            rest,
+            stored_hash,
+        } = self.kind
+        else {
             return Ok(None);
         };
         let mut probe = [0u8; 1];
-        let extra = dec
+        let extra = decoder
             .read(&mut probe)
-            .with_context(|| format!("decompressing {}", self.path.display()))?;
+            .with_context(|| format!("decompressing {} ({format})", self.path.display()))?;
         ensure!(
             extra == 0,
             "{} decompresses to more than the {size} bytes its block map says",
             self.path.display()
         );
-        let hashing = dec.get_mut().get_mut();
-        std::io::copy(hashing, &mut std::io::sink())
+        // Whatever the decoder left unread (it stops at the stream's end)
+        // still belongs to the stored file's hash.
+        drop(decoder);
+        let mut rest = Hashing {
+            inner: rest,
+            hasher: Arc::clone(&stored_hash),
+        };
+        std::io::copy(&mut rest, &mut std::io::sink())
             .with_context(|| format!("reading {}", self.path.display()))?;
-        let stored = hashing.hasher.take().map(|h| hex::encode(h.finalize()));
+        let stored = stored_hash
+            .lock()
+            .expect("hash lock")
+            .take()
+            .map(|h| hex::encode(h.finalize()));
         let plain = self.decompressed_hash.map(|h| hex::encode(h.finalize()));
         Ok(stored.or(plain))
     }
@@ -243,9 +271,22 @@ mod tests {
         std::fs::write(&raw, &data).unwrap();
         let zst = dir.path().join("x.img.zst");
         std::fs::write(&zst, zstd::encode_all(&data[..], 3).unwrap()).unwrap();
-        assert!(is_zstd(&zst).unwrap() && !is_zstd(&raw).unwrap());
+        assert_eq!(compression(&zst).unwrap(), Some(Format::Zstd));
+        assert_eq!(compression(&raw).unwrap(), None);
+        // Named .img on purpose: the magic decides.
+        let xz = dir.path().join("xz.img");
+        compression::compress_file(&raw, &xz, Format::Xz, 0o644).unwrap();
+        let gz = dir.path().join("x.img.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut enc, &data).unwrap();
+        std::fs::write(&gz, enc.finish().unwrap()).unwrap();
 
-        for (path, hash) in [(&raw, Hash::None), (&zst, Hash::Decompressed)] {
+        for (path, hash) in [
+            (&raw, Hash::None),
+            (&zst, Hash::Decompressed),
+            (&xz, Hash::Decompressed),
+            (&gz, Hash::Decompressed),
+        ] {
             let mut s = ImageSource::open(path, hash).unwrap();
             s.skip_to(1_000_000).unwrap();
             let mut buf = vec![0; 10];
@@ -259,11 +300,14 @@ mod tests {
                 assert_eq!(got, Some(hex::encode(Sha256::digest(&data))));
             }
         }
-        let mut s = ImageSource::open(&zst, Hash::Stored).unwrap();
-        s.skip_to(10).unwrap();
-        let got = s.finish(data.len() as u64).unwrap();
-        let want = hex::encode(Sha256::digest(std::fs::read(&zst).unwrap()));
-        assert_eq!(got, Some(want));
+        for path in [&zst, &xz, &gz] {
+            let mut s = ImageSource::open(path, Hash::Stored).unwrap();
+            assert!(s.is_compressed());
+            s.skip_to(10).unwrap();
+            let got = s.finish(data.len() as u64).unwrap();
+            let want = hex::encode(Sha256::digest(std::fs::read(path).unwrap()));
+            assert_eq!(got, Some(want), "{}", path.display());
+        }
     }
 
     #[test]

@@ -48,7 +48,9 @@ pub fn image_entry(sums: &Sums, image: &Path) -> Option<(String, Hash)> {
     if sums.entry(&name).is_some() {
         return Some((name, Hash::Stored));
     }
-    let plain = name.strip_suffix(".zst")?;
+    let plain = [".zst", ".xz", ".gz"]
+        .iter()
+        .find_map(|s| name.strip_suffix(s))?;
     sums.entry(plain)
         .map(|_| (plain.to_string(), Hash::Decompressed))
 }

@@ -3,6 +3,7 @@
 //! read by `debian::host_sources`.
 
 pub mod binfmt;
+pub mod dirs;
 pub mod doctor;
 pub mod setup;
 pub mod tools;

@@ -33,10 +33,7 @@ pub const FROM_BUNDLE: &str = "bundle";
 
 /// Where `habuild lock` writes and `habuild image` looks: beside the manifest.
 pub fn default_path(manifest: &Path) -> PathBuf {
-    manifest
-        .parent()
-        .unwrap_or_else(|| Path::new("."))
-        .join(LOCK_FILE_NAME)
+    crate::config::beside_manifest(manifest, LOCK_FILE_NAME)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -46,7 +46,7 @@ pub fn load(flag: Option<&Path>, manifest: &Path) -> Result<Option<LockInUse>> {
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("reading the lock file {}", path.display()))?;
     let lock = crate::lock::format::parse(&path, &text)?;
-    eprintln!("using the lock file {}", path.display());
+    crate::util::progress::line(format!("using the lock file {}", path.display()));
     Ok(Some(LockInUse { path, lock }))
 }
 
@@ -121,11 +121,11 @@ pub fn ensure_pinned_base(plan: &NodePlan, cache_dir: &Path, pin: Pin) -> Result
             mismatch(pin, "the bootstrapped base does not have", &differences)
         );
     }
-    eprintln!(
+    crate::util::progress::line(format!(
         "  installed packages match {} ({} pinned)",
         pin.file.display(),
         expected.len()
-    );
+    ));
     Ok(base)
 }
 

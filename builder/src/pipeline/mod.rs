@@ -3,18 +3,21 @@
 //! as the named steps of `node`: base rootfs → layer → PKI → filesystems +
 //! disk → artifacts → publishing (`output`).
 
+pub mod dry_run;
 mod inputs;
 pub mod locked;
 mod node;
 pub mod output;
+#[cfg(test)]
+mod select_tests;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::config::board::PartitionTable;
-use crate::config::{Cluster, Node, Project};
+use crate::config::{Cluster, Node, Project, UsageError};
 use crate::plan::{plan_node, KubernetesSource, NodePlan, PlanInputs};
 use inputs::{resolve_kubernetes, resolve_mirror};
 use node::{run_steps, NodeBuild, STEPS};
@@ -54,6 +57,8 @@ pub struct PlanRequest {
     pub image_size: Option<u64>,
     pub ext4_writer: crate::config::Ext4Writer,
     pub source_date_epoch: i64,
+    /// `--ssh-key FILE`s: their keys are added to the manifest's `[ssh]`.
+    pub ssh_keys: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +70,14 @@ pub struct BuildRequest {
     pub lock: Option<PathBuf>,
     pub out_dir: PathBuf,
     pub cache_dir: PathBuf,
+    /// `--allow-no-login`: build images nobody can log into (see
+    /// `config::manifest::ssh::require_login`).
+    pub allow_no_login: bool,
+    /// Host tools the build needs, checked after the configuration (so a
+    /// bad manifest is reported even on a host without them).
+    pub tools: Vec<&'static str>,
+    /// `--compress`: publish `<node>.img.zst` / `.img.xz` instead of `.img`.
+    pub compress: Option<crate::artifact::compression::Format>,
 }
 
 /// The selected nodes' plans.
@@ -80,60 +93,101 @@ pub struct Planned {
 pub struct BuiltNode {
     pub node: String,
     pub role: crate::config::Role,
+    /// The published image (`.img`, or `.img.zst`/`.img.xz` when compressed).
     pub image: PathBuf,
+    /// The disk's size (the decompressed image's).
     pub image_size: u64,
+    /// The compressed file's size and the seconds compressing took.
+    pub compressed: Option<(u64, f64)>,
     pub base_reused: bool,
     pub kubernetes_included: bool,
     pub seconds: f64,
 }
 
+/// The selected nodes of the manifest. A node or board that is not there
+/// is a usage error (exit status 2) listing what is.
 pub fn select_nodes<'a>(
     cluster: &'a Cluster,
     selection: &Selection,
     board: Option<&str>,
 ) -> Result<Vec<&'a Node>> {
+    let listed = || {
+        cluster
+            .nodes
+            .iter()
+            .map(|n| format!("{} ({})", n.name, n.board))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let nodes: Vec<&Node> = match selection {
         Selection::All => cluster.nodes.iter().collect(),
         Selection::Node(name) => {
-            let n = cluster.node(name).with_context(|| {
-                format!(
-                    "the manifest has no node {name:?} (nodes: {})",
-                    cluster
-                        .nodes
-                        .iter()
-                        .map(|n| n.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })?;
+            let Some(n) = cluster.node(name) else {
+                return Err(UsageError(format!(
+                    "the manifest has no node {name:?}; its nodes: {}",
+                    listed()
+                ))
+                .into());
+            };
             if let Some(b) = board {
                 if n.board != b {
-                    bail!("node {name} is on board {}, not {b}", n.board);
+                    return Err(UsageError(format!(
+                        "node {name} is on board {}, not {b}",
+                        n.board
+                    ))
+                    .into());
                 }
             }
             vec![n]
         }
-        Selection::FirstOnBoard(b) => {
-            vec![cluster
-                .nodes
-                .iter()
-                .find(|n| &n.board == b)
-                .with_context(|| format!("the manifest has no node on board {b:?}"))?]
-        }
+        Selection::FirstOnBoard(b) => match cluster.nodes.iter().find(|n| &n.board == b) {
+            Some(n) => vec![n],
+            None => {
+                return Err(UsageError(format!(
+                    "the manifest has no node on board {b:?}; its nodes: {}",
+                    listed()
+                ))
+                .into())
+            }
+        },
     };
     Ok(nodes)
+}
+
+/// `--board B` must name a board of `boards/`: a usage error listing them.
+pub fn check_board(board: &str, known: &[String]) -> Result<(), UsageError> {
+    if known.iter().any(|k| k == board) {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "--board {board:?} is not a known board; known boards: {}",
+        known.join(", ")
+    )))
 }
 
 /// Loads the manifest and plans every selected node (no image work).
 pub fn plan(req: &PlanRequest) -> Result<Planned> {
     let mut cluster = req.project.manifest(req.manifest.as_deref())?;
+    let board = match &req.selection {
+        Selection::FirstOnBoard(b) => Some(b.as_str()),
+        _ => req.board.as_deref(),
+    };
+    if let Some(b) = board {
+        check_board(b, &req.project.board_names()?)?;
+    }
     if let Some(d) = &req.distro {
         let known = req.project.distro_names()?;
         if !known.contains(d) {
-            bail!("--distro {d:?} is unknown; known: {}", known.join(", "));
+            return Err(UsageError(format!(
+                "--distro {d:?} is unknown; known: {}",
+                known.join(", ")
+            ))
+            .into());
         }
         cluster.distro = d.clone();
     }
+    let extra = ssh_keys_from_files(&req.ssh_keys)?;
+    crate::config::manifest::ssh::add_keys(&mut cluster.ssh, extra);
     for w in crate::config::checks::warnings(&cluster) {
         eprintln!("WARNING: {w}");
     }
@@ -178,6 +232,31 @@ pub fn plan(req: &PlanRequest) -> Result<Planned> {
     })
 }
 
+/// The keys of every `--ssh-key` file, in order; every bad line of every
+/// file is reported at once (a configuration error, exit status 2).
+fn ssh_keys_from_files(files: &[PathBuf]) -> Result<Vec<String>> {
+    use crate::config::{ConfigError, ConfigErrors};
+    let mut keys = Vec::new();
+    let mut problems = Vec::new();
+    for f in files {
+        match std::fs::read_to_string(f) {
+            Ok(text) => match crate::config::manifest::ssh::keys_from_file(f, &text) {
+                Ok(k) => keys.extend(k),
+                Err(e) => problems.extend(e.0),
+            },
+            Err(e) => problems.push(ConfigError {
+                file: f.clone(),
+                key: "--ssh-key".into(),
+                problem: format!("cannot be read: {e}"),
+            }),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ConfigErrors(problems).into());
+    }
+    Ok(keys)
+}
+
 /// Builds every selected node; returns what was built.
 pub fn build(req: &BuildRequest) -> Result<Vec<BuiltNode>> {
     let Planned {
@@ -185,6 +264,13 @@ pub fn build(req: &BuildRequest) -> Result<Vec<BuiltNode>> {
         manifest,
         plans,
     } = plan(&req.plan)?;
+    let names: Vec<&str> = plans.iter().map(|p| p.node.name.as_str()).collect();
+    crate::config::manifest::ssh::require_login(
+        &cluster.ssh,
+        &manifest,
+        req.allow_no_login,
+        &names,
+    )?;
     let out_dir = req.out_dir.join(&cluster.name);
     let secrets = crate::pki::store::for_build(
         &manifest,
@@ -200,6 +286,7 @@ pub fn build(req: &BuildRequest) -> Result<Vec<BuiltNode>> {
         Some(l) => locked::entries(l, &plans)?.into_iter().map(Some).collect(),
         None => vec![None; plans.len()],
     };
+    crate::host::doctor::require(&req.tools)?;
     for line in crate::util::workdir::remove_stale(&req.cache_dir)? {
         eprintln!("{line}");
     }
@@ -212,13 +299,13 @@ pub fn build(req: &BuildRequest) -> Result<Vec<BuiltNode>> {
     let mut built = Vec::new();
     for (plan, pin) in plans.iter().zip(pins) {
         let node = &plan.node;
-        eprintln!(
+        crate::util::progress::line(format!(
             "building {} ({} on {}, {})",
             node.name,
             node.role.as_str(),
             plan.board.name,
             plan.distro.pretty_name
-        );
+        ));
         if let KubernetesSource::Without = plan.kubernetes {
             if node.role == crate::config::Role::ControlPlane {
                 eprintln!("  WARNING: built WITHOUT kubeadm, kubelet, kubectl and CRI-O (--without-kubernetes): their configuration is baked in, the packages are not; {}.json says so", node.name);
@@ -229,7 +316,8 @@ pub fn build(req: &BuildRequest) -> Result<Vec<BuiltNode>> {
             base,
         });
         let started = Instant::now();
-        let mut b = NodeBuild::new(plan, &out_dir, &req.cache_dir, secrets.as_ref(), pin)?;
+        let mut b = NodeBuild::new(plan, &out_dir, &req.cache_dir, secrets.as_ref(), pin)?
+            .compressed(req.compress);
         run_steps(&mut b, STEPS).with_context(|| format!("building the image of {}", node.name))?;
         built.push(b.built(started));
     }

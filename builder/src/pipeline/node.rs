@@ -16,6 +16,7 @@ use super::locked;
 use super::output::{self, PendingArtifacts};
 use super::BuiltNode;
 use crate::artifact;
+use crate::artifact::compression::{self, Format};
 use crate::artifact::report::{BundleDeb, FilesReport, ImageReport, KubernetesReport, NodeReport};
 use crate::config::Role;
 use crate::disk::layout::DiskLayout;
@@ -94,7 +95,11 @@ pub fn run_steps(b: &mut NodeBuild, steps: &[BuildStep]) -> Result<()> {
             Some(spinner) => {
                 spinner.finish();
             }
-            None => eprintln!("  {:<44} {:>7.1}s", s.name, started.elapsed().as_secs_f64()),
+            None => crate::util::progress::line(format!(
+                "  {:<44} {:>7.1}s",
+                s.name,
+                started.elapsed().as_secs_f64()
+            )),
         }
         for note in b.notes.drain(..) {
             eprintln!("  {note}");
@@ -126,6 +131,9 @@ pub struct NodeBuild<'a> {
     assembled: Option<AssembleReport>,
     /// (file name, sha256) in the order they are published; the image last.
     files: Vec<(String, String)>,
+    /// `--compress`, and once done the compressed size and seconds taken.
+    compress: Option<Format>,
+    compressed: Option<(u64, f64)>,
 }
 
 impl<'a> NodeBuild<'a> {
@@ -154,7 +162,15 @@ impl<'a> NodeBuild<'a> {
             layout: None,
             assembled: None,
             files: Vec::new(),
+            compress: None,
+            compressed: None,
         })
+    }
+
+    /// Publishes the image compressed (`--compress`).
+    pub fn compressed(mut self, format: Option<Format>) -> Self {
+        self.compress = format;
+        self
     }
 
     /// What was built, once every step ran.
@@ -163,16 +179,26 @@ impl<'a> NodeBuild<'a> {
         BuiltNode {
             node: plan.node.name.clone(),
             role: plan.node.role,
-            image: self.out_dir.join(self.image_name()),
+            image: self.out_dir.join(self.published_image_name()),
             image_size: self.layout().total_size,
+            compressed: self.compressed,
             base_reused: self.base().reused,
             kubernetes_included: !matches!(plan.kubernetes, KubernetesSource::Without),
             seconds: started.elapsed().as_secs_f64(),
         }
     }
 
+    /// The raw image, as assembled (and as the bmap describes it).
     fn image_name(&self) -> String {
         format!("{}.img", self.plan.node.name)
+    }
+
+    /// The image file as published: `.img`, or `.img.zst` / `.img.xz`.
+    fn published_image_name(&self) -> String {
+        match self.compress {
+            Some(f) => compression::compressed_name(&self.image_name(), f),
+            None => self.image_name(),
+        }
     }
 
     // What earlier steps made; a missing one is a misordered STEPS.
@@ -277,12 +303,66 @@ impl<'a> NodeBuild<'a> {
             serde_json::to_vec_pretty(&self.report()?).context("serialising the node report")?;
         std::fs::write(pending.join(&json_name), json)
             .with_context(|| format!("writing {json_name}"))?;
+        let sbom_name = artifact::sbom::file_name(node);
+        std::fs::write(pending.join(&sbom_name), self.sbom()?)
+            .with_context(|| format!("writing {sbom_name}"))?;
+        let image_name = self.compress_image(&pending)?;
         // The image goes last, so a reader that sees it sees everything else.
-        for name in [bmap_name, fw_name, json_name, image_name] {
+        for name in [bmap_name, fw_name, json_name, sbom_name, image_name] {
             let sha = sha256_file(&pending.join(&name))?;
             self.files.push((name, sha));
         }
         Ok(())
+    }
+
+    /// `--compress`: replaces the pending `.img` by its compressed form,
+    /// as private as the image was; returns the name to publish. The bmap
+    /// describes the image as decompressed, which is what `bmaptool copy`
+    /// and `habuild flash` expect.
+    fn compress_image(&mut self, pending: &Path) -> Result<String> {
+        let raw = self.image_name();
+        let Some(format) = self.compress else {
+            return Ok(raw);
+        };
+        let name = self.published_image_name();
+        let src = pending.join(&raw);
+        let mode = if self.pki.is_some() { 0o600 } else { 0o644 };
+        let started = Instant::now();
+        let size = compression::compress_file(&src, &pending.join(&name), format, mode)?;
+        std::fs::remove_file(&src).with_context(|| format!("removing {}", src.display()))?;
+        let seconds = started.elapsed().as_secs_f64();
+        self.compressed = Some((size, seconds));
+        self.notes.push(format!(
+            "compressed to {name}: {:.1} MiB in {seconds:.1}s ({format}, single-threaded)",
+            size as f64 / f64::from(1 << 20)
+        ));
+        Ok(name)
+    }
+
+    /// `<node>.cdx.json`: every installed package, with the .deb's sha256
+    /// where the lock pins it and the licenses its copyright file names.
+    fn sbom(&self) -> Result<Vec<u8>> {
+        let plan = self.plan;
+        let base = self.base();
+        let locked = self.pin.map(|p| p.base.packages.as_slice()).unwrap_or(&[]);
+        let packages = sbom_packages(&base.packages, locked, |name| {
+            crate::debian::copyright::package_licenses(&base.tree, name)
+        })?;
+        let image_file = self.published_image_name();
+        artifact::sbom::render(&artifact::sbom::SbomInput {
+            cluster: &plan.cluster.name,
+            node: &plan.node.name,
+            role: plan.node.role.as_str(),
+            board: &plan.board.name,
+            vendor: artifact::sbom::vendor_of(&plan.distro.name),
+            distro: &plan.distro.name,
+            suite: &plan.distro.suite,
+            image_file: &image_file,
+            source_date_epoch: plan.source_date_epoch,
+            habuild_version: env!("CARGO_PKG_VERSION"),
+            habuild_commit: crate::util::GIT_COMMIT,
+            packages: &packages,
+        })
     }
 
     /// `<node>.json`.
@@ -291,6 +371,7 @@ impl<'a> NodeBuild<'a> {
         let (base, staged, layout) = (self.base(), self.staged(), self.layout());
         Ok(NodeReport {
             habuild_version: env!("CARGO_PKG_VERSION"),
+            habuild_commit: crate::util::GIT_COMMIT,
             cluster: plan.cluster.name.clone(),
             node: plan.node.name.clone(),
             role: plan.node.role.as_str().into(),
@@ -303,7 +384,7 @@ impl<'a> NodeBuild<'a> {
             base_key: base.key.clone(),
             source_date_epoch: plan.source_date_epoch,
             image: ImageReport {
-                file: self.image_name(),
+                file: self.published_image_name(),
                 size: layout.total_size,
                 partition_table: format!("{:?}", plan.disk.table).to_lowercase(),
                 ext4_writer: plan.disk.ext4_writer,
@@ -327,6 +408,34 @@ impl<'a> NodeBuild<'a> {
             },
         )
     }
+}
+
+/// The SBOM's view of the installed packages: the .deb's sha256 where the
+/// lock pins that very package (name, version and architecture), and the
+/// licenses `licenses` finds for each name.
+fn sbom_packages(
+    installed: &[crate::debian::packages::InstalledPackage],
+    locked: &[crate::lock::LockedPackage],
+    licenses: impl Fn(&str) -> Result<Vec<String>>,
+) -> Result<Vec<artifact::sbom::SbomPackage>> {
+    let pinned: std::collections::BTreeMap<(&str, &str, &str), &str> = locked
+        .iter()
+        .map(|p| ((&*p.name, &*p.version, &*p.arch), &*p.sha256))
+        .collect();
+    installed
+        .iter()
+        .map(|p| {
+            Ok(artifact::sbom::SbomPackage {
+                name: p.name.clone(),
+                version: p.version.clone(),
+                arch: p.architecture.clone(),
+                sha256: pinned
+                    .get(&(&*p.name, &*p.version, &*p.architecture))
+                    .map(|s| s.to_string()),
+                licenses: licenses(&p.name)?,
+            })
+        })
+        .collect()
 }
 
 /// Where the node's Kubernetes packages came from, as `<node>.json` says.
@@ -359,4 +468,46 @@ fn kubernetes_report(plan: &NodePlan) -> Result<KubernetesReport> {
         note,
         differences,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::debian::packages::InstalledPackage;
+    use crate::lock::LockedPackage;
+
+    #[test]
+    fn the_sbom_takes_the_sha256_of_the_locked_package_only() {
+        let installed = |name: &str, version: &str| InstalledPackage {
+            name: name.into(),
+            version: version.into(),
+            architecture: "amd64".into(),
+        };
+        let locked = |name: &str, version: &str, sha: &str| LockedPackage {
+            name: name.into(),
+            version: version.into(),
+            arch: "amd64".into(),
+            sha256: sha.into(),
+            from: "debian".into(),
+        };
+        let got = sbom_packages(
+            &[installed("bash", "5.2-1"), installed("curl", "8.1-2")],
+            // curl is locked at another version: no hash for what is installed.
+            &[locked("bash", "5.2-1", "aa"), locked("curl", "8.1-1", "bb")],
+            |name| {
+                Ok(if name == "bash" {
+                    vec!["GPL-3+".into()]
+                } else {
+                    vec![]
+                })
+            },
+        )
+        .unwrap();
+        assert_eq!(got[0].sha256.as_deref(), Some("aa"));
+        assert_eq!(got[0].licenses, ["GPL-3+"]);
+        assert_eq!(got[1].sha256, None);
+        assert!(
+            sbom_packages(&[installed("x", "1")], &[], |_| anyhow::bail!("unreadable")).is_err()
+        );
+    }
 }

@@ -158,6 +158,16 @@ fn complete(out_dir: &Path, publishing: &Path) -> Result<()> {
         }
         stop_point(2 + i);
     }
+    // A node's image in another form (.img after .img.zst, or the other
+    // way) belongs to an earlier build: its bmap was just replaced.
+    for name in superseded(files.iter().map(|(n, _)| n.as_str())) {
+        let old = out_dir.join(&name);
+        match std::fs::remove_file(&old) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", old.display())),
+        }
+    }
     let sums_path = out_dir.join(SUMS_FILE);
     let mut sums = read_sums(&sums_path)?;
     for (name, sha) in &files {
@@ -176,6 +186,29 @@ fn complete(out_dir: &Path, publishing: &Path) -> Result<()> {
     std::fs::remove_dir_all(publishing)
         .with_context(|| format!("removing {}", publishing.display()))?;
     Ok(())
+}
+
+/// The other forms of each published image (`n.img`, `n.img.zst`,
+/// `n.img.xz`, `n.img.gz`) that a publish of one of them replaces.
+pub fn superseded<'a>(published: impl Iterator<Item = &'a str> + Clone) -> Vec<String> {
+    const FORMS: [&str; 4] = ["", ".zst", ".xz", ".gz"];
+    let mut out = Vec::new();
+    for name in published.clone() {
+        let Some(stem) = FORMS
+            .iter()
+            .rev()
+            .find_map(|f| name.strip_suffix(&format!(".img{f}")))
+        else {
+            continue;
+        };
+        for f in FORMS {
+            let other = format!("{stem}.img{f}");
+            if published.clone().all(|p| p != other) {
+                out.push(other);
+            }
+        }
+    }
+    out
 }
 
 /// Gives an artifact that carries secrets mode 0600 (it is made in the
@@ -254,6 +287,20 @@ mod tests {
     use super::*;
     use crate::util::digest::sha256_file;
     use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn a_compressed_image_supersedes_the_other_forms() {
+        let names = ["n.img.bmap", "n-firmware.tar.gz", "n.json", "n.img.zst"];
+        assert_eq!(
+            superseded(names.iter().copied()),
+            ["n.img", "n.img.xz", "n.img.gz"]
+        );
+        assert_eq!(
+            superseded(["n.img.bmap", "n.img"].iter().copied()),
+            ["n.img.zst", "n.img.xz", "n.img.gz"]
+        );
+        assert!(superseded(["SHA256SUMS", "n.json"].iter().copied()).is_empty());
+    }
 
     const NAMES: [&str; 4] = ["a.img.bmap", "a-firmware.tar.gz", "a.json", "a.img"];
 

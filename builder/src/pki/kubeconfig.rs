@@ -105,3 +105,153 @@ pub fn render(cluster: &str, server: &str, ca_pem: &str, client: &ClientCert) ->
         key = b64(&client.key),
     )
 }
+
+/// Merges the kubeconfig `new` (as [`render`] writes it) into `existing`
+/// (pure): its clusters, users and contexts replace the entries of the
+/// same name and are added after the others; every other entry and key of
+/// `existing` stays. The current context is `new`'s only when `existing`
+/// has none. `file` names the existing file in errors.
+pub fn merge(existing: &str, new: &str, file: &std::path::Path) -> Result<String> {
+    use anyhow::Context;
+    use serde_yaml_ng::{Mapping, Value};
+    let new: Mapping = serde_yaml_ng::from_str(new).context("reading the new kubeconfig")?;
+    let mut doc: Mapping = if existing.trim().is_empty() {
+        Mapping::new()
+    } else {
+        serde_yaml_ng::from_str(existing).with_context(|| {
+            format!(
+                "{} is not a kubeconfig (YAML mapping); nothing was changed",
+                file.display()
+            )
+        })?
+    };
+    for (k, v) in [("apiVersion", "v1"), ("kind", "Config")] {
+        doc.entry(k.into()).or_insert_with(|| v.into());
+    }
+    for list in ["clusters", "users", "contexts"] {
+        let added = match new.get(list) {
+            Some(Value::Sequence(s)) => s.clone(),
+            _ => continue,
+        };
+        let entries = doc
+            .entry(list.into())
+            .or_insert_with(|| Value::Sequence(Vec::new()));
+        if entries.is_null() {
+            *entries = Value::Sequence(Vec::new());
+        }
+        let Value::Sequence(entries) = entries else {
+            return Err(anyhow!(
+                "{}: `{list}` is not a list; nothing was changed",
+                file.display()
+            ));
+        };
+        for entry in added {
+            let name = entry.get("name").cloned();
+            match entries.iter_mut().find(|e| e.get("name") == name.as_ref()) {
+                Some(old) => *old = entry,
+                None => entries.push(entry),
+            }
+        }
+    }
+    let current = doc.get("current-context");
+    if current.is_none_or(|c| c.as_str().is_none_or(str::is_empty)) {
+        if let Some(c) = new.get("current-context") {
+            doc.insert("current-context".into(), c.clone());
+        }
+    }
+    serde_yaml_ng::to_string(&doc).context("writing the merged kubeconfig")
+}
+
+/// The name of the context [`render`] writes for `cluster`.
+pub fn context_name(cluster: &str) -> String {
+    format!("{ADMIN_USER}@{cluster}")
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+    use serde_yaml_ng::Value;
+    use std::path::Path;
+
+    fn fake_client() -> ClientCert {
+        ClientCert {
+            cert: "CERT".into(),
+            key: "KEY".into(),
+        }
+    }
+
+    const OTHER: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: prod\n  cluster:\n    server: https://prod:6443\nusers:\n- name: me@prod\n  user:\n    token: abc\ncontexts:\n- name: me@prod\n  context:\n    cluster: prod\n    user: me@prod\ncurrent-context: me@prod\npreferences: {}\n";
+
+    fn names(doc: &Value, list: &str) -> Vec<String> {
+        doc[list]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn merge_keeps_the_other_contexts_and_the_current_one() {
+        let new = render("seed", "https://10.10.197.101:6443", "CA", &fake_client());
+        let merged = merge(OTHER, &new, Path::new("config")).unwrap();
+        let doc: Value = serde_yaml_ng::from_str(&merged).unwrap();
+        assert_eq!(
+            names(&doc, "contexts"),
+            vec!["me@prod", "habuild-admin@seed"]
+        );
+        assert_eq!(names(&doc, "clusters"), vec!["prod", "seed"]);
+        assert_eq!(names(&doc, "users"), vec!["me@prod", "habuild-admin@seed"]);
+        assert_eq!(doc["current-context"], "me@prod");
+        assert_eq!(doc["users"][0]["user"]["token"], "abc");
+
+        // Again, with a new certificate: replaced in place, not duplicated.
+        let newer = render(
+            "seed",
+            "https://10.10.197.101:6443",
+            "CA",
+            &ClientCert {
+                cert: "CERT2".into(),
+                key: "KEY2".into(),
+            },
+        );
+        let twice = merge(&merged, &newer, Path::new("config")).unwrap();
+        let doc: Value = serde_yaml_ng::from_str(&twice).unwrap();
+        assert_eq!(
+            names(&doc, "contexts"),
+            vec!["me@prod", "habuild-admin@seed"]
+        );
+        let data = doc["users"][1]["user"]["client-certificate-data"]
+            .as_str()
+            .unwrap();
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .unwrap(),
+            b"CERT2"
+        );
+    }
+
+    #[test]
+    fn merge_into_nothing_is_the_new_file_and_sets_the_context() {
+        let new = render("seed", "https://vip:6443", "CA", &fake_client());
+        let merged = merge("", &new, Path::new("config")).unwrap();
+        let doc: Value = serde_yaml_ng::from_str(&merged).unwrap();
+        assert_eq!(doc["current-context"], context_name("seed").as_str());
+        assert_eq!(doc["kind"], "Config");
+    }
+
+    #[test]
+    fn merge_refuses_what_is_not_a_kubeconfig() {
+        let new = render("seed", "https://vip:6443", "CA", &fake_client());
+        let e = merge(
+            "- just\n- a list\n",
+            &new,
+            Path::new("/home/u/.kube/config"),
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("/home/u/.kube/config"), "{e:#}");
+        let e = merge("contexts: 3\n", &new, Path::new("c")).unwrap_err();
+        assert!(e.to_string().contains("`contexts` is not a list"), "{e}");
+    }
+}

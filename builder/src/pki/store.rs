@@ -7,7 +7,7 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use super::secrets::{self, ClusterSecrets};
 use crate::config::Cluster;
@@ -20,7 +20,7 @@ pub fn default_path(manifest: &Path) -> PathBuf {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "cluster".into());
-    manifest.with_file_name(format!("{stem}.secrets.toml"))
+    crate::config::beside_manifest(manifest, &format!("{stem}.secrets.toml"))
 }
 
 /// `--secrets FILE` when given, else [`default_path`].
@@ -33,15 +33,36 @@ fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// The `secrets init` command that creates `path` for `manifest`: with
+/// `--secrets` when the path is not the manifest's default, so that the
+/// suggested command makes the file the failed one looked for.
+pub fn init_command(path: &Path, manifest: &Path) -> String {
+    // The built-in seed manifest is the default: its unpacked copy's path
+    // means nothing to the user.
+    let mut cmd = if crate::config::is_builtin_manifest(manifest) {
+        "habuild secrets init".to_string()
+    } else {
+        format!("habuild secrets init --manifest {}", manifest.display())
+    };
+    if path != default_path(manifest) {
+        cmd.push_str(&format!(" --secrets {}", path.display()));
+    }
+    cmd
+}
+
 /// Reads and checks a secrets file. A missing file says how to create one.
 pub fn load(path: &Path, manifest: &Path) -> Result<ClusterSecrets> {
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == ErrorKind::NotFound => bail!(
-            "no cluster secrets file at {}: create it once with\n  habuild secrets init --manifest {}\n(or name an existing one with --secrets FILE)",
-            path.display(),
-            manifest.display()
-        ),
+        // A missing input the user names or defaults to: exit status 2.
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(crate::config::UsageError(format!(
+                "no cluster secrets file at {}: create it once with\n  {}\n(or name an existing one with --secrets FILE)",
+                crate::util::shown(path),
+                init_command(path, manifest)
+            ))
+            .into())
+        }
         // Bytes that are not text are a damaged file, like bad TOML (exit 2).
         Err(e) if e.kind() == ErrorKind::InvalidData => {
             return Err(crate::config::ConfigErrors(vec![crate::config::ConfigError {
@@ -70,19 +91,22 @@ pub fn load(path: &Path, manifest: &Path) -> Result<ClusterSecrets> {
 }
 
 /// [`load`], then refuses a file made for another cluster (see
-/// [`secrets::check_cluster`]); a missing pin is a warning on stderr.
-pub fn load_for_cluster(path: &Path, cluster: &Cluster, manifest: &Path) -> Result<ClusterSecrets> {
+/// [`secrets::check_cluster`]). Also returns the note for a manifest that
+/// pins no CA: a build shows it (once), `secrets show` reports the pin.
+pub fn load_for_cluster(
+    path: &Path,
+    cluster: &Cluster,
+    manifest: &Path,
+) -> Result<(ClusterSecrets, Option<String>)> {
     let s = load(path, manifest)?;
-    if let Some(warning) = secrets::check_cluster(
+    let note = secrets::check_cluster(
         &s,
         cluster,
         cluster.ca_fingerprint.as_deref(),
         manifest,
         path,
-    )? {
-        eprintln!("  note: {warning}");
-    }
-    Ok(s)
+    )?;
+    Ok((s, note))
 }
 
 /// The secrets an image build needs: with any control plane among the
@@ -99,9 +123,12 @@ pub fn for_build(
         return Ok(None);
     }
     let path = resolve(manifest, flag);
-    load_for_cluster(&path, cluster, manifest)
-        .with_context(|| format!("the secrets of cluster {}", cluster.name))
-        .map(Some)
+    let (s, note) = load_for_cluster(&path, cluster, manifest)
+        .with_context(|| format!("the secrets of cluster {}", cluster.name))?;
+    if let Some(note) = note {
+        eprintln!("  note: {note}");
+    }
+    Ok(Some(s))
 }
 
 /// Writes `text` to `path` with mode 0600, atomically: a reader sees the old
@@ -128,10 +155,12 @@ pub fn write_private(path: &Path, text: &str, overwrite: bool) -> Result<()> {
         } else {
             match fs::hard_link(&tmp, path) {
                 Ok(()) => Ok(()),
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => bail!(
+                // A refusal the user lifts with a flag: exit status 2.
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(crate::config::UsageError(format!(
                     "{} already exists: it holds this cluster's CAs, and images built from a new one would not form a cluster with nodes built from the old one. Pass --force to replace it anyway",
                     path.display()
-                ),
+                ))
+                .into()),
                 Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
             }
         }
@@ -213,8 +242,22 @@ mod tests {
         let err = load(&t.path().join("x.secrets.toml"), Path::new("m.toml")).unwrap_err();
         let msg = format!("{err:#}");
         assert!(
-            msg.contains("habuild secrets init --manifest m.toml"),
+            msg.contains("habuild secrets init --manifest m.toml --secrets "),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn the_suggested_init_names_the_same_secrets_file() {
+        let m = Path::new("dir/m.toml");
+        // The default path needs no --secrets; any other path is passed on.
+        assert_eq!(
+            init_command(Path::new("dir/m.secrets.toml"), m),
+            "habuild secrets init --manifest dir/m.toml"
+        );
+        assert_eq!(
+            init_command(Path::new("/etc/habuild/prod.toml"), m),
+            "habuild secrets init --manifest dir/m.toml --secrets /etc/habuild/prod.toml"
         );
     }
 }

@@ -93,6 +93,16 @@ pub struct Pinned<'a> {
 }
 
 /// Returns the cached base for `spec`, bootstrapping it first if needed.
+/// The base's cache key and whether the cache holds a finished entry for
+/// it (`habuild image --dry-run`); reads only, creates nothing. A hit is
+/// still checked against its seal when a build uses it.
+pub fn cached(spec: &BaseSpec, cache_dir: &Path) -> Result<(String, bool)> {
+    let key = cache_key(spec)?;
+    let entry = cache_dir.join("base").join(&key);
+    let hit = entry.join(cache::RECORD).is_file() && entry.join(cache::TREE).is_dir();
+    Ok((key, hit))
+}
+
 pub fn ensure_base(spec: &BaseSpec, cache_dir: &Path, pinned: Option<&Pinned>) -> Result<Base> {
     check_keyrings(&spec.sources)?;
     let key = cache_key(spec)?;
@@ -105,7 +115,9 @@ pub fn ensure_base(spec: &BaseSpec, cache_dir: &Path, pinned: Option<&Pinned>) -
     let lock = std::fs::File::create(&lock_path)
         .with_context(|| format!("creating {}", lock_path.display()))?;
     if lock.try_lock().is_err() {
-        eprintln!("  waiting for another build of base {key} to finish");
+        crate::util::progress::line(format!(
+            "  waiting for another build of base {key} to finish"
+        ));
         lock.lock()
             .with_context(|| format!("locking {}", lock_path.display()))?;
     }

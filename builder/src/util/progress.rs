@@ -1,8 +1,27 @@
 //! One line per pipeline step with its duration, and spinners for long work.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// `-q`: no progress lines and no spinners (warnings and errors still show).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+pub fn is_quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// A progress line on stderr, unless `-q`.
+pub fn line(text: impl std::fmt::Display) {
+    if !is_quiet() {
+        eprintln!("{text}");
+    }
+}
 
 /// A named pipeline step: shows a spinner while it runs and prints one line
 /// with its duration when it ends.
@@ -15,6 +34,13 @@ pub struct Step {
 impl Step {
     pub fn start(name: impl Into<String>) -> Self {
         let name = name.into();
+        if is_quiet() {
+            return Step {
+                name,
+                started: Instant::now(),
+                bar: ProgressBar::hidden(),
+            };
+        }
         let bar = ProgressBar::new_spinner();
         bar.set_style(
             ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("static template"),
@@ -37,7 +63,7 @@ impl Step {
     pub fn finish(self) -> Duration {
         let took = self.started.elapsed();
         self.bar.finish_and_clear();
-        eprintln!("  {:<44} {:>7.1}s", self.name, took.as_secs_f64());
+        line(format!("  {:<44} {:>7.1}s", self.name, took.as_secs_f64()));
         took
     }
 }

@@ -59,6 +59,49 @@ impl Bmap {
             .sum()
     }
 
+    /// A map of every block of the image read from `image` (to its end),
+    /// in ranges of `range_blocks` blocks with their SHA-256: what
+    /// `flash --no-bmap` writes and checks, all of it, free blocks too.
+    pub fn whole(
+        image: &mut impl std::io::Read,
+        block_size: u64,
+        range_blocks: u64,
+    ) -> std::io::Result<Bmap> {
+        let chunk = (block_size * range_blocks) as usize;
+        let mut buf = vec![0u8; chunk];
+        let mut ranges = Vec::new();
+        let mut size = 0u64;
+        loop {
+            let mut n = 0;
+            while n < chunk {
+                match image.read(&mut buf[n..])? {
+                    0 => break,
+                    got => n += got,
+                }
+            }
+            if n == 0 {
+                break;
+            }
+            let first = size / block_size;
+            size += n as u64;
+            ranges.push(MappedRange {
+                blocks: first..size.div_ceil(block_size),
+                sha256: hex::encode(Sha256::digest(&buf[..n])),
+            });
+            if n < chunk {
+                break;
+            }
+        }
+        let blocks_count = size.div_ceil(block_size);
+        Ok(Bmap {
+            image_size: size,
+            block_size,
+            blocks_count,
+            mapped_blocks: blocks_count,
+            ranges,
+        })
+    }
+
     /// "blocks 10-19 (bytes 40960..81920)": how errors name a range.
     pub fn describe(&self, r: &MappedRange) -> String {
         let b = self.byte_range(r);
@@ -251,6 +294,24 @@ fn parse_span(span: &str) -> Result<Range<u64>> {
 mod tests {
     use super::*;
     use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn a_whole_image_map_covers_every_byte() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 13) as u8).collect();
+        let m = Bmap::whole(&mut &data[..], 1024, 4).unwrap();
+        assert_eq!(m.image_size, 10_000);
+        assert_eq!((m.blocks_count, m.mapped_blocks), (10, 10));
+        assert_eq!(m.ranges.len(), 3);
+        assert_eq!(m.ranges[2].blocks, 8..10);
+        assert_eq!(m.byte_range(&m.ranges[2]), 8192..10_000);
+        assert_eq!(m.mapped_bytes(), 10_000);
+        let last = hex::encode(Sha256::digest(&data[8192..]));
+        assert_eq!(m.ranges[2].sha256, last);
+        assert!(Bmap::whole(&mut &[][..], 4096, 4)
+            .unwrap()
+            .ranges
+            .is_empty());
+    }
 
     fn written_by_habuild() -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();

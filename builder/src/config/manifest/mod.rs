@@ -17,7 +17,7 @@ mod cluster;
 mod loadbalancer;
 mod network;
 mod nodes;
-mod ssh;
+pub mod ssh;
 mod tuning;
 mod values;
 
@@ -26,7 +26,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::error::{parse_toml, ConfigError, ConfigErrors};
+use super::error::{parse_toml_past_unknown, ConfigError, ConfigErrors};
 use super::net::{parse_cidr, Ipv4Cidr};
 pub use loadbalancer::LoadBalancer;
 pub use network::{Network, Vip};
@@ -127,8 +127,13 @@ pub fn load(path: &Path, known: &Known) -> anyhow::Result<Cluster> {
 
 /// Parses and validates manifest text; `file` is only used in messages.
 pub fn parse(file: &Path, text: &str, known: &Known) -> Result<Cluster, ConfigErrors> {
-    let raw: RawManifest = parse_toml(file, text)?;
-    validate(file, raw, known)
+    // An unknown key does not hide the file's other problems.
+    let (raw, unknown): (RawManifest, _) = parse_toml_past_unknown(file, text)?;
+    match validate(file, raw, known) {
+        Ok(c) if unknown.is_empty() => Ok(c),
+        Ok(_) => Err(ConfigErrors(unknown)),
+        Err(ConfigErrors(rest)) => Err(ConfigErrors(unknown.into_iter().chain(rest).collect())),
+    }
 }
 
 /// The problems found so far in one file; each section's `check` adds to it.

@@ -78,7 +78,11 @@ pub(super) fn check(n: &RawNetwork, v: &RawVip, p: &mut Problems) -> Parsed {
     if v.port == 0 {
         p.add("vip.port", "0 is not a usable port");
     }
-    let subnet = vip.map(|v| Ipv4Cidr::containing(v, n.prefix_length.clamp(8, 30)));
+    // No subnet from a prefix length out of range (already reported): a
+    // clamped one would blame addresses for a prefix nobody wrote.
+    let subnet = vip
+        .filter(|_| (8..=30).contains(&n.prefix_length))
+        .map(|v| Ipv4Cidr::containing(v, n.prefix_length));
     if let Some(v) = vip {
         in_subnet(p, "vip.address", v, subnet, vip);
     }

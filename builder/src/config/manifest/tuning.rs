@@ -13,6 +13,10 @@ use super::values::parse_ttl;
 /// kubeadm's defaults (4m, 4m, 1m, 2m, 5m, 5m) assume a fast disk; on SD
 /// cards the first etcd write and the API server's first start take longer,
 /// and a generous timeout only delays the report of a real failure.
+/// `kubernetes_api_call` is as long as the health check: `kubeadm init`
+/// (1.36) first waits for the API server by retrying the admin
+/// ClusterRoleBinding for that long, before its control-plane health
+/// check starts; at 5m a slow first start failed there (tier 3, run E).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KubeadmTuning {
@@ -29,7 +33,7 @@ impl Default for KubeadmTuning {
         KubeadmTuning {
             control_plane_component_health_check: "15m".into(),
             kubelet_health_check: "15m".into(),
-            kubernetes_api_call: "5m".into(),
+            kubernetes_api_call: "15m".into(),
             etcd_api_call: "5m".into(),
             discovery: "30m".into(),
             tls_bootstrap: "15m".into(),

@@ -22,6 +22,8 @@ pub struct GuestReport {
     /// The root partition and its filesystem as the guest sees them.
     pub root: Option<RootFs>,
     pub target: String,
+    /// /var/lib/habuild/firstboot.status, on control planes.
+    pub firstboot: Option<String>,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -52,6 +54,7 @@ pub fn parse_report(log: &str) -> Result<GuestReport> {
             "state" => r.state = rest.trim().to_string(),
             "failed" => r.failed_units.push(rest.trim().to_string()),
             "hostname" => r.hostname = rest.trim().to_string(),
+            "firstboot" => r.firstboot = Some(rest.trim().to_string()),
             "target" => r.target = rest.trim().to_string(),
             "unit" => {
                 let mut p = rest.split_whitespace();
@@ -112,6 +115,11 @@ pub struct Expectations {
     /// The guest booted a disk larger than its image: the least size its
     /// root partition must have grown to at first boot.
     pub root_grown_to: Option<u64>,
+    /// Units that must have failed, on purpose (the system is then
+    /// "degraded", with exactly these failed).
+    pub failed_units: Vec<String>,
+    /// Text the first boot's status must contain.
+    pub firstboot_status: Option<String>,
 }
 
 /// The most an ext4 may stay short of its partition after resize2fs: one
@@ -132,18 +140,41 @@ pub fn judge(r: &GuestReport, e: &Expectations) -> Vec<Check> {
         r.target == "active",
         format!("multi-user.target is {}", r.target),
     );
-    check(r.state == "running", format!("system state {:?}", r.state));
+    let want_state = if e.failed_units.is_empty() {
+        "running"
+    } else {
+        "degraded"
+    };
     check(
-        r.failed_units.is_empty(),
+        r.state == want_state,
+        format!("system state {:?} (expected {want_state:?})", r.state),
+    );
+    let list = |units: &[String]| {
+        if units.is_empty() {
+            "none".to_string()
+        } else {
+            units.join(", ")
+        }
+    };
+    let mut failed = r.failed_units.clone();
+    failed.sort();
+    let mut want_failed = e.failed_units.clone();
+    want_failed.sort();
+    check(
+        failed == want_failed,
         format!(
-            "failed units: {}",
-            if r.failed_units.is_empty() {
-                "none".into()
-            } else {
-                r.failed_units.join(", ")
-            }
+            "failed units: {} (expected {})",
+            list(&failed),
+            list(&want_failed)
         ),
     );
+    if let Some(want) = &e.firstboot_status {
+        let got = r.firstboot.as_deref().unwrap_or("(no status file)");
+        check(
+            got.contains(want.as_str()),
+            format!("first boot's status {got:?} (expected it to say {want:?})"),
+        );
+    }
     check(
         r.hostname == e.hostname,
         format!("hostname {:?} (expected {:?})", r.hostname, e.hostname),
@@ -255,6 +286,38 @@ mod tests {
             addresses: vec![("lan0".into(), "10.10.197.98/24".into())],
             files: vec![("/etc/hostname".into(), "abc".into())],
             root_grown_to: Some(2_000_000_000),
+            failed_units: Vec::new(),
+            firstboot_status: None,
+        }
+    }
+
+    /// An image without kubeadm: its first boot must have failed, on
+    /// purpose and saying why, and nothing else.
+    #[test]
+    fn a_first_boot_that_stops_without_kubeadm_passes_only_as_documented() {
+        let mut e = expect();
+        e.failed_units = vec!["habuild-firstboot.service".into()];
+        e.firstboot_status = Some("kubeadm is not installed".into());
+        let body = BODY.join("\n").replace(
+            "state running",
+            "state degraded\nfailed habuild-firstboot.service\nfirstboot failed: kubeadm is not installed (image built with --without-kubernetes?)",
+        );
+        let body: Vec<&str> = body.lines().collect();
+        let checks = judge(&parse_report(&log_of(&body)).unwrap(), &e);
+        assert!(checks.iter().all(|c| c.ok), "{checks:?}");
+        // Another reason, another failed unit, or a running system fails.
+        for (from, to) in [
+            ("kubeadm is not installed", "kubeadm init failed"),
+            (
+                "failed habuild-firstboot.service",
+                "failed habuild-firstboot.service\nfailed crio.service",
+            ),
+            ("state degraded", "state running"),
+        ] {
+            let bad = body.join("\n").replace(from, to);
+            let bad: Vec<&str> = bad.lines().collect();
+            let checks = judge(&parse_report(&log_of(&bad)).unwrap(), &e);
+            assert!(checks.iter().any(|c| !c.ok), "{to}: {checks:?}");
         }
     }
 

@@ -37,8 +37,15 @@ pub struct Tier1Result {
 /// init node's first boot runs `kubeadm init` (a test double in tests)
 /// and then enables realServer, while a joiner's keeps waiting for the
 /// VIP, which nothing answers in tier 1, with realServer still disabled.
+/// A control plane built without the Kubernetes packages
+/// (`--without-kubernetes`, as `<node>.json` says) boots, and its first
+/// boot stops at once with its documented "kubeadm is not installed"
+/// status, failed on purpose: nothing can form a cluster from it.
 /// Directors: keepalived enabled and running.
 pub fn expectations(j: &NodeJson, init_node: bool) -> Expectations {
+    let with_kubernetes = j.kubernetes.as_ref().is_none_or(|k| k.packages_included);
+    let mut failed_units = Vec::new();
+    let mut firstboot_status = None;
     let mut unit_enablement = vec![(
         "habuild-growroot.service".to_string(),
         "enabled".to_string(),
@@ -47,7 +54,12 @@ pub fn expectations(j: &NodeJson, init_node: bool) -> Expectations {
     match j.role.as_str() {
         "control-plane" => {
             unit_enablement.push(("habuild-firstboot.service".into(), "enabled".into()));
-            if init_node {
+            if !with_kubernetes {
+                unit_enablement.push(("realServer.service".into(), "disabled".into()));
+                unit_activity.push(("habuild-firstboot.service".into(), "failed".into()));
+                failed_units.push("habuild-firstboot.service".into());
+                firstboot_status = Some("kubeadm is not installed".into());
+            } else if init_node {
                 unit_enablement.push(("realServer.service".into(), "enabled".into()));
             } else {
                 unit_enablement.push(("realServer.service".into(), "disabled".into()));
@@ -72,6 +84,8 @@ pub fn expectations(j: &NodeJson, init_node: bool) -> Expectations {
             .map(|f| (f.path.clone(), f.sha256.clone()))
             .collect(),
         root_grown_to: None,
+        failed_units,
+        firstboot_status,
     }
 }
 
@@ -164,7 +178,7 @@ pub fn run(
         .qemu
         .as_ref()
         .with_context(|| format!("board {} has no [qemu] profile", board.name))?;
-    let image = out_dir.join(&j.image.file);
+    let image = j.raw_image(out_dir)?;
     let test_dir = out_dir.join("test");
     std::fs::create_dir_all(&test_dir)
         .with_context(|| format!("creating {}", test_dir.display()))?;
@@ -413,5 +427,29 @@ mod tests {
         );
         assert_eq!(wanted(&director, "realServer.service"), (None, None));
         assert_eq!(director.files, vec![("/etc/hostname".into(), "ab".into())]);
+    }
+
+    #[test]
+    fn a_control_plane_without_kubernetes_expects_its_first_boot_to_stop() {
+        let mut j = node_json("control-plane");
+        j.kubernetes = Some(crate::artifact::report::KubernetesJson {
+            packages_included: false,
+        });
+        for init in [true, false] {
+            let e = expectations(&j, init);
+            assert_eq!(
+                wanted(&e, "realServer.service").0.as_deref(),
+                Some("disabled")
+            );
+            assert_eq!(e.failed_units, vec!["habuild-firstboot.service"]);
+            assert_eq!(
+                e.firstboot_status.as_deref(),
+                Some("kubeadm is not installed")
+            );
+        }
+        j.kubernetes = Some(crate::artifact::report::KubernetesJson {
+            packages_included: true,
+        });
+        assert!(expectations(&j, true).failed_units.is_empty());
     }
 }

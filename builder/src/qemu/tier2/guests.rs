@@ -65,7 +65,7 @@ pub(crate) fn guest_disk(
     let dir = work.join(&node.name);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let copy = dir.join("disk.img");
-    sparse_copy(&out_dir.join(&j.image.file), &copy)?;
+    sparse_copy(&j.raw_image(out_dir)?, &copy)?;
     let root = j.partition("root")?.into();
     let q = project.root.join("qemu");
     add_test_unit(
