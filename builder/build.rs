@@ -34,9 +34,14 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
         if name.ends_with(".secrets.toml") || name.starts_with('.') {
             continue;
         }
-        if p.is_dir() {
+        let kind = std::fs::symlink_metadata(&p)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+            .file_type();
+        // Symlinks (systemd's enablement links in the overlays) are data too:
+        // is_file() follows them to the host's files and would drop them.
+        if kind.is_dir() {
             files_under(&p, out);
-        } else if p.is_file() {
+        } else if kind.is_file() || kind.is_symlink() {
             out.push(p);
         }
     }
@@ -56,6 +61,19 @@ fn pack_data() {
             // does: name every file.
             println!("cargo:rerun-if-changed={}", file.display());
             let rel = file.strip_prefix(&root).expect("under the root");
+            if let Ok(target) = std::fs::read_link(&file) {
+                let mut header = tar::Header::new_gnu();
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                header.set_mode(0o777);
+                header.set_mtime(0);
+                header.set_uid(0);
+                header.set_gid(0);
+                builder
+                    .append_link(&mut header, rel, &target)
+                    .unwrap_or_else(|e| panic!("packing the link {}: {e}", rel.display()));
+                continue;
+            }
             let data =
                 std::fs::read(&file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
             let executable = {
