@@ -62,13 +62,7 @@ fn pack_data() {
             println!("cargo:rerun-if-changed={}", file.display());
             let rel = file.strip_prefix(&root).expect("under the root");
             if let Ok(target) = std::fs::read_link(&file) {
-                let mut header = tar::Header::new_gnu();
-                header.set_entry_type(tar::EntryType::Symlink);
-                header.set_size(0);
-                header.set_mode(0o777);
-                header.set_mtime(0);
-                header.set_uid(0);
-                header.set_gid(0);
+                let mut header = fixed_header(tar::EntryType::Symlink, 0o777, 0);
                 builder
                     .append_link(&mut header, rel, &target)
                     .unwrap_or_else(|e| panic!("packing the link {}: {e}", rel.display()));
@@ -80,13 +74,8 @@ fn pack_data() {
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::metadata(&file).unwrap().permissions().mode() & 0o111 != 0
             };
-            let mut header = tar::Header::new_gnu();
-            header.set_size(data.len() as u64);
-            header.set_mode(if executable { 0o755 } else { 0o644 });
-            header.set_mtime(0);
-            header.set_uid(0);
-            header.set_gid(0);
-            header.set_entry_type(tar::EntryType::Regular);
+            let mode = if executable { 0o755 } else { 0o644 };
+            let mut header = fixed_header(tar::EntryType::Regular, mode, data.len() as u64);
             builder
                 .append_data(&mut header, rel, data.as_slice())
                 .unwrap_or_else(|e| panic!("packing {}: {e}", rel.display()));
@@ -94,6 +83,19 @@ fn pack_data() {
     }
     let tar = builder.into_inner().expect("finishing the data tar");
     std::fs::write(&out, tar).unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
+}
+
+/// A header that names no time or owner, so the tar is the same wherever
+/// it is built.
+fn fixed_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_size(size);
+    header.set_mode(mode);
+    header.set_mtime(0);
+    header.set_uid(0);
+    header.set_gid(0);
+    header
 }
 
 fn git(args: &[&str]) -> Option<String> {

@@ -84,7 +84,21 @@ pub fn build(req: &Request) -> Result<Vec<ArchOutcome>> {
     if req.archs.is_empty() {
         bail!("no architecture to build the bundle for (--arch arm64, --arch amd64)");
     }
-    let _held = hold_build_lock(&req.cache)?;
+    // One bundle build at a time per cache: two runs sharing the binary
+    // cache and the output (CI starts one ahead of the tests) would race.
+    let _held = crate::util::filelock::lock_waiting(
+        &req.cache.join("bundle/build.lock"),
+        "another habuild bundle using this cache",
+    )?;
+    // go build runs in each module's directory: a relative -o would land
+    // there, not where the caller meant.
+    let absolute =
+        |p: &Path| std::path::absolute(p).with_context(|| format!("resolving {}", p.display()));
+    let req = &Request {
+        out: absolute(&req.out)?,
+        cache: absolute(&req.cache)?,
+        ..req.clone()
+    };
     let go = gobuild::go_version()?;
     let build_date = rfc3339(req.source_date_epoch)?;
     let modules = req.root.join("bundle/go");
@@ -100,24 +114,6 @@ pub fn build(req: &Request) -> Result<Vec<ArchOutcome>> {
         outcomes.push(build_arch(req, arch, &env)?);
     }
     Ok(outcomes)
-}
-
-/// One bundle build at a time per cache: two runs sharing the binary cache
-/// and the output (CI starts one ahead of the tests) would race on both.
-fn hold_build_lock(cache: &Path) -> Result<std::fs::File> {
-    let dir = cache.join("bundle");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join("build.lock");
-    let f = std::fs::File::create(&path).with_context(|| format!("opening {}", path.display()))?;
-    if f.try_lock().is_err() {
-        eprintln!(
-            "  waiting for another habuild bundle using {} to finish",
-            dir.display()
-        );
-        f.lock()
-            .with_context(|| format!("waiting for the lock {}", path.display()))?;
-    }
-    Ok(f)
 }
 
 fn build_arch(req: &Request, arch: &str, env: &gobuild::GoEnv) -> Result<ArchOutcome> {

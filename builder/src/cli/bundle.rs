@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 
 use crate::config::Project;
@@ -35,16 +35,11 @@ pub fn run(args: &BundleArgs) -> Result<()> {
         .cache_dir
         .clone()
         .unwrap_or_else(crate::host::dirs::default_cache_dir);
-    // go build runs in each module's directory: a relative -o would land
-    // there, not where the user meant.
-    let absolute = |p: &std::path::Path| {
-        std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
-    };
     let outcomes = crate::bundle::build(&crate::bundle::Request {
         root: project.root.clone(),
         archs: args.archs.clone(),
-        out: absolute(&args.out)?,
-        cache: absolute(&cache)?,
+        out: args.out.clone(),
+        cache,
         source_date_epoch: args.source_date_epoch,
         images: !args.without_images,
     })?;

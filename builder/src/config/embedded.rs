@@ -91,6 +91,13 @@ mod tests {
             0o755
         );
         assert_eq!(mode("boards/rpi4.toml") & 0o777, 0o644);
+        // systemd's enablement links are links with the checkout's targets.
+        let link =
+            "overlays/common/etc/systemd/system/multi-user.target.wants/habuild-growroot.service";
+        assert_eq!(
+            std::fs::read_link(dir.join(link)).unwrap(),
+            std::fs::read_link(repo.join(link)).unwrap()
+        );
         // A second call finds the copy; nothing half-unpacked is left.
         assert_eq!(unpacked(cache.path()).unwrap(), dir);
         let names: Vec<_> = std::fs::read_dir(cache.path().join("data"))

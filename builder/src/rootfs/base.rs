@@ -109,18 +109,10 @@ pub fn ensure_base(spec: &BaseSpec, cache_dir: &Path, pinned: Option<&Pinned>) -
     let entry = cache_dir.join("base").join(&key);
     // Two builds needing the same base (parallel tests, `--all`) must not
     // bootstrap it twice into the same place: the second waits for the first.
-    std::fs::create_dir_all(cache_dir.join("base"))
-        .with_context(|| format!("creating {}", cache_dir.join("base").display()))?;
-    let lock_path = cache_dir.join("base").join(format!("{key}.lock"));
-    let lock = std::fs::File::create(&lock_path)
-        .with_context(|| format!("creating {}", lock_path.display()))?;
-    if lock.try_lock().is_err() {
-        crate::util::progress::line(format!(
-            "  waiting for another build of base {key} to finish"
-        ));
-        lock.lock()
-            .with_context(|| format!("locking {}", lock_path.display()))?;
-    }
+    let _lock = crate::util::filelock::lock_waiting(
+        &cache_dir.join("base").join(format!("{key}.lock")),
+        &format!("another build of base {key}"),
+    )?;
     let tree = entry.join(cache::TREE);
     let record_path = entry.join(cache::RECORD);
     if record_path.is_file() && tree.is_dir() && sound(&entry, &key)? {

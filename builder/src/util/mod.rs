@@ -6,6 +6,7 @@ pub mod cleanup;
 pub mod cmd;
 pub mod digest;
 pub mod epoch;
+pub mod filelock;
 pub mod progress;
 pub mod shown;
 pub mod workdir;
