@@ -21,8 +21,8 @@ use crate::util::CommandExt;
 
 /// Bumped when the way habuild calls the bootstrapper changes, so old cache
 /// entries stop matching. 3: pinned bootstrap epoch, clamped times, no host
-/// resolv.conf/hostname.
-const RECIPE_VERSION: u32 = 3;
+/// resolv.conf/hostname. 4: the initramfs built once, at the end.
+const RECIPE_VERSION: u32 = 4;
 
 /// SOURCE_DATE_EPOCH the bootstrap runs with (2025-01-01), whatever the
 /// image's epoch. Without it the base depends on the day it was built
@@ -304,6 +304,7 @@ pub fn mmdebstrap_command(spec: &BaseSpec, target: &Path, pinned: bool) -> Comma
             crate::debian::apt::EXPIRED_RELEASE_OPTION
         ));
     }
+    cmd.arg(format!("--essential-hook={DEFER_INITRAMFS}"));
     if !spec.local_debs.is_empty() {
         // The offline bundle: apt inside the new system installs the .debs
         // (resolving their dependencies from the verified archive). Passing
@@ -328,6 +329,7 @@ pub fn mmdebstrap_command(spec: &BaseSpec, target: &Path, pinned: bool) -> Comma
             "--customize-hook=sed -i '/Check-Valid-Until/d' \"$1/etc/apt/apt.conf.d/99mmdebstrap\"",
         );
     }
+    cmd.arg(format!("--customize-hook={BUILD_INITRAMFS_ONCE}"));
     // mmdebstrap copies these two from the build host; the overlays write
     // the node's own, so the base must not vary with the host.
     cmd.arg("--customize-hook=rm -f \"$1/etc/resolv.conf\" \"$1/etc/hostname\"")
@@ -340,6 +342,28 @@ pub fn mmdebstrap_command(spec: &BaseSpec, target: &Path, pinned: bool) -> Comma
     }
     cmd
 }
+
+/// mmdebstrap essential hook (`$1` is the new root): until the end of the
+/// bootstrap, update-initramfs is a stub that does nothing. Without it the
+/// initramfs is built twice, by the kernel's postinst and again by
+/// initramfs-tools' trigger (and again when a later apt call fires it), and
+/// under qemu-user each build of an arm64 one takes about five minutes.
+const DEFER_INITRAMFS: &str = r#"set -e
+chroot "$1" dpkg-divert --quiet --local --rename --divert /usr/sbin/update-initramfs.habuild --add /usr/sbin/update-initramfs
+printf '#!/bin/sh\n# habuild-deferred-initramfs: built once when the bootstrap ends\nexit 0\n' >"$1/usr/sbin/update-initramfs"
+chmod 0755 "$1/usr/sbin/update-initramfs"
+"#;
+
+/// mmdebstrap customize hook, after every package is in: the real
+/// update-initramfs back, and one build for every installed kernel. When a
+/// package wrote update-initramfs past the diversion, the stub is gone and
+/// the initramfs was built as usual; building it once more keeps it current.
+const BUILD_INITRAMFS_ONCE: &str = r#"set -e
+d=/usr/sbin/update-initramfs
+if grep -qs habuild-deferred-initramfs "$1$d"; then rm -f "$1$d"; fi
+chroot "$1" dpkg-divert --quiet --local --rename --remove "$d"
+if [ -x "$1$d" ]; then chroot "$1" update-initramfs -c -k all; fi
+"#;
 
 /// Lowers every access and modification time later than `epoch` to it
 /// (symlinks themselves, not their targets).
@@ -453,6 +477,43 @@ mod tests {
             .position(|a| a.contains("apt-get install"))
             .unwrap();
         assert!(opt < removal && bundle_install < removal, "{pinned:?}");
+    }
+
+    #[test]
+    fn the_initramfs_is_built_once_after_every_package_and_the_hooks_pass_shellcheck() {
+        let t = tempfile::tempdir().unwrap();
+        let args: Vec<String> = mmdebstrap_command(&spec(t.path(), &["systemd"]), t.path(), true)
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let at = |needle: &str| args.iter().position(|a| a.contains(needle)).unwrap();
+        let defer = at("--divert /usr/sbin/update-initramfs.habuild --add");
+        let once = at("update-initramfs -c -k all");
+        assert!(args[defer].starts_with("--essential-hook="), "{args:?}");
+        assert!(args[once].starts_with("--customize-hook="), "{args:?}");
+        assert!(at("apt-get install") < once, "{args:?}");
+        let dir = tempfile::tempdir().unwrap();
+        for (name, script) in [
+            ("defer.sh", DEFER_INITRAMFS),
+            ("once.sh", BUILD_INITRAMFS_ONCE),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, script).unwrap();
+            let sh = Command::new("sh").arg("-n").arg(&path).output().unwrap();
+            assert!(sh.status.success(), "{name}: {sh:?}");
+            match Command::new("shellcheck")
+                .args(["-s", "sh"])
+                .arg(&path)
+                .output()
+            {
+                Ok(out) => assert!(
+                    out.status.success(),
+                    "{name}:\n{}",
+                    String::from_utf8_lossy(&out.stdout)
+                ),
+                Err(e) => eprintln!("SKIPPED shellcheck: {e}"),
+            }
+        }
     }
 
     #[test]

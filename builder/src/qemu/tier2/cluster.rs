@@ -300,28 +300,42 @@ pub fn wait_facts(
                 return Ok(start.elapsed());
             }
         }
-        if start.elapsed() > timeout {
-            let g = &cluster.guests[i];
-            bail!(
-                "{}: {what}: not within {}s; console log {}\n--- last console lines ---\n{}",
-                g.spec.name,
-                timeout.as_secs(),
-                g.spec.log.display(),
-                crate::qemu::console::tail(&g.console(), 30)
-            );
-        }
-        if !cluster.guests[i].running() && what != "powered off" {
-            let g = &cluster.guests[i];
-            bail!(
-                "{}: QEMU exited while waiting for: {what}; see {} and {}\n{}",
-                g.spec.name,
-                g.spec.log.display(),
-                g.spec.log.with_extension("stderr").display(),
-                crate::qemu::console::tail(&g.console(), 30)
-            );
+        if let Some(e) = waited_in_vain(cluster, i, what, start, timeout) {
+            return Err(e);
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// The error for guest `i` when `timeout` since `start` has passed, or its
+/// QEMU has exited (unless that is what was waited for); None otherwise.
+fn waited_in_vain(
+    cluster: &mut Cluster,
+    i: usize,
+    what: &str,
+    start: Instant,
+    timeout: Duration,
+) -> Option<anyhow::Error> {
+    let g = &mut cluster.guests[i];
+    if start.elapsed() > timeout {
+        return Some(anyhow::anyhow!(
+            "{}: {what}: not within {}s; console log {}\n--- last console lines ---\n{}",
+            g.spec.name,
+            timeout.as_secs(),
+            g.spec.log.display(),
+            crate::qemu::console::tail(&g.console(), 30)
+        ));
+    }
+    if !g.running() && what != "powered off" {
+        return Some(anyhow::anyhow!(
+            "{}: QEMU exited while waiting for: {what}; see {} and {}\n{}",
+            g.spec.name,
+            g.spec.log.display(),
+            g.spec.log.with_extension("stderr").display(),
+            crate::qemu::console::tail(&g.console(), 30)
+        ));
+    }
+    None
 }
 
 /// Waits until `pred(i, facts)` holds on every guest `i` of `guests`,
@@ -347,9 +361,8 @@ pub fn wait_all_facts(
         }
         if let Some(waiting) = seen.iter().position(Option::is_none) {
             let i = guests[waiting];
-            if start.elapsed() > timeout || !cluster.guests[i].running() {
-                // Report it the way a single wait does.
-                wait_facts(cluster, i, what, Duration::ZERO, |f| pred(i, f))?;
+            if let Some(e) = waited_in_vain(cluster, i, what, start, timeout) {
+                return Err(e);
             }
             std::thread::sleep(Duration::from_secs(1));
         } else {
