@@ -4,7 +4,8 @@
 //! a two-director manifest (VRRP backup) with the other ext4 writer
 //! (`--ext4-writer mke2fs`; the first image has the default, native one),
 //! and a manifest value keepalived rejects, which must stop the build before
-//! an image is written.
+//! an image is written. `--bases-only` finds the base the first build
+//! used and writes no image.
 //!
 //! Needs root and the host tools `habuild doctor --install` sets up. The
 //! amd64 bootstrap is native (about a minute); later runs reuse the cache in
@@ -33,6 +34,27 @@ fn director_debian_image_checked_with_independent_tools() {
     assert!(run.stderr.contains("keepalived"), "{}", run.stderr);
     assert!(!run.stderr.contains("WITHOUT"), "{}", run.stderr);
     let dir = out.join("testcluster");
+
+    // `--bases-only` finds the base this build used, needs no secrets file
+    // and touches no output directory.
+    let bases_out = t.path().join("bases-out");
+    let bases = habuild(&director_image_args(
+        &manifest,
+        &bases_out,
+        &["--bases-only", "--secrets", "/nonexistent/secrets.toml"],
+    ));
+    assert!(bases.status.success(), "{}", bases.stderr);
+    assert!(
+        bases.stderr.contains("master-x86-1: base ") && bases.stderr.contains("found in the cache"),
+        "{}",
+        bases.stderr
+    );
+    assert!(
+        !bases_out.exists(),
+        "--bases-only made {}",
+        bases_out.display()
+    );
+
     for f in [
         "master-x86-1.img",
         "master-x86-1.img.bmap",

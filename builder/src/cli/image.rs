@@ -73,6 +73,12 @@ pub struct ImageArgs {
     /// cache hit or miss for each base, output paths) and build nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Only make each selected node's base root filesystem ready in the
+    /// cache (bootstrap it, or find it there) and build no image: fills the
+    /// cache ahead of builds, e.g. before going offline. Needs no secrets
+    /// and no SSH key.
+    #[arg(long, conflicts_with_all = ["dry_run", "compress", "json"])]
+    pub bases_only: bool,
     /// Timestamp for every file and filesystem (reproducible builds).
     #[arg(long, env = "SOURCE_DATE_EPOCH")]
     pub source_date_epoch: Option<i64>,
@@ -149,6 +155,23 @@ pub fn run(args: &ImageArgs) -> Result<()> {
     if args.dry_run {
         let d = pipeline::dry_run::dry_run(&req)?;
         print!("{}", pipeline::dry_run::render(&d));
+        return Ok(());
+    }
+    if args.bases_only {
+        for b in pipeline::bases(&req)? {
+            eprintln!(
+                "{}: base {} {} ({:.0}s): {}",
+                b.node,
+                b.key,
+                if b.reused {
+                    "found in the cache"
+                } else {
+                    "bootstrapped"
+                },
+                b.seconds,
+                b.tree.display()
+            );
+        }
         return Ok(());
     }
     let built = pipeline::build(&req)?;

@@ -257,6 +257,62 @@ fn ssh_keys_from_files(files: &[PathBuf]) -> Result<Vec<String>> {
     Ok(keys)
 }
 
+/// A base made ready by `bases`.
+#[derive(Debug, Clone)]
+pub struct ReadyBase {
+    pub node: String,
+    pub key: String,
+    pub tree: PathBuf,
+    /// Found in the cache rather than bootstrapped now.
+    pub reused: bool,
+    pub seconds: f64,
+}
+
+/// `habuild image --bases-only`: the first step of each selected node's
+/// build (its base root filesystem, found in the cache or bootstrapped
+/// into it, pinned by the lock when there is one) and nothing after it.
+/// Bases carry no login, secret or node identity, so neither secrets nor
+/// an SSH key are required, and no output directory is touched. Fills the
+/// cache ahead of builds: before going offline, or early in CI.
+pub fn bases(req: &BuildRequest) -> Result<Vec<ReadyBase>> {
+    let Planned {
+        manifest, plans, ..
+    } = plan(&req.plan)?;
+    let lock = locked::load(req.lock.as_deref(), &manifest)?;
+    let pins = match &lock {
+        Some(l) => locked::entries(l, &plans)?.into_iter().map(Some).collect(),
+        None => vec![None; plans.len()],
+    };
+    crate::host::doctor::require(&["mmdebstrap"])?;
+    let mut ready = Vec::new();
+    for (plan, pin) in plans.iter().zip(pins) {
+        crate::util::progress::line(format!(
+            "base of {} ({} on {}, {})",
+            plan.node.name,
+            plan.node.role.as_str(),
+            plan.board.name,
+            plan.distro.pretty_name
+        ));
+        let pin = pin.zip(lock.as_ref()).map(|(base, l)| locked::Pin {
+            file: &l.path,
+            base,
+        });
+        let started = Instant::now();
+        let mut b = NodeBuild::new(plan, &req.out_dir, &req.cache_dir, None, pin)?;
+        run_steps(&mut b, &STEPS[..1])
+            .with_context(|| format!("making the base of {}", plan.node.name))?;
+        let base = b.base();
+        ready.push(ReadyBase {
+            node: plan.node.name.clone(),
+            key: base.key.clone(),
+            tree: base.tree.clone(),
+            reused: base.reused,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(ready)
+}
+
 /// Builds every selected node; returns what was built.
 pub fn build(req: &BuildRequest) -> Result<Vec<BuiltNode>> {
     let Planned {

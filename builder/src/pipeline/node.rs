@@ -202,7 +202,7 @@ impl<'a> NodeBuild<'a> {
     }
 
     // What earlier steps made; a missing one is a misordered STEPS.
-    fn base(&self) -> &Base {
+    pub(super) fn base(&self) -> &Base {
         self.base.as_ref().expect("the base step runs first")
     }
     fn staged(&self) -> &Staged {
