@@ -257,6 +257,25 @@ fn ssh_keys_from_files(files: &[PathBuf]) -> Result<Vec<String>> {
     Ok(keys)
 }
 
+/// Each plan's base in the lock, when there is a lock.
+fn pins<'a>(
+    lock: Option<&'a locked::LockInUse>,
+    plans: &[NodePlan],
+) -> Result<Vec<Option<locked::Pin<'a>>>> {
+    Ok(match lock {
+        Some(l) => locked::entries(l, plans)?
+            .into_iter()
+            .map(|base| {
+                Some(locked::Pin {
+                    file: &l.path,
+                    base,
+                })
+            })
+            .collect(),
+        None => vec![None; plans.len()],
+    })
+}
+
 /// A base made ready by `bases`.
 #[derive(Debug, Clone)]
 pub struct ReadyBase {
@@ -279,10 +298,7 @@ pub fn bases(req: &BuildRequest) -> Result<Vec<ReadyBase>> {
         manifest, plans, ..
     } = plan(&req.plan)?;
     let lock = locked::load(req.lock.as_deref(), &manifest)?;
-    let pins = match &lock {
-        Some(l) => locked::entries(l, &plans)?.into_iter().map(Some).collect(),
-        None => vec![None; plans.len()],
-    };
+    let pins = pins(lock.as_ref(), &plans)?;
     crate::host::doctor::require(&["mmdebstrap"])?;
     let mut ready = Vec::new();
     for (plan, pin) in plans.iter().zip(pins) {
@@ -293,10 +309,6 @@ pub fn bases(req: &BuildRequest) -> Result<Vec<ReadyBase>> {
             plan.board.name,
             plan.distro.pretty_name
         ));
-        let pin = pin.zip(lock.as_ref()).map(|(base, l)| locked::Pin {
-            file: &l.path,
-            base,
-        });
         let started = Instant::now();
         let mut b = NodeBuild::new(plan, &req.out_dir, &req.cache_dir, None, pin)?;
         run_steps(&mut b, &STEPS[..1])
@@ -338,10 +350,7 @@ pub fn build(req: &BuildRequest) -> Result<Vec<BuiltNode>> {
     )?;
     // Before any image work: every selected image's base is in the lock.
     let lock = locked::load(req.lock.as_deref(), &manifest)?;
-    let pins = match &lock {
-        Some(l) => locked::entries(l, &plans)?.into_iter().map(Some).collect(),
-        None => vec![None; plans.len()],
-    };
+    let pins = pins(lock.as_ref(), &plans)?;
     crate::host::doctor::require(&req.tools)?;
     for line in crate::util::workdir::remove_stale(&req.cache_dir)? {
         eprintln!("{line}");
@@ -367,10 +376,6 @@ pub fn build(req: &BuildRequest) -> Result<Vec<BuiltNode>> {
                 eprintln!("  WARNING: built WITHOUT kubeadm, kubelet, kubectl and CRI-O (--without-kubernetes): their configuration is baked in, the packages are not; {}.json says so", node.name);
             }
         }
-        let pin = pin.zip(lock.as_ref()).map(|(base, l)| locked::Pin {
-            file: &l.path,
-            base,
-        });
         let started = Instant::now();
         let mut b = NodeBuild::new(plan, &out_dir, &req.cache_dir, secrets.as_ref(), pin)?
             .compressed(req.compress);
