@@ -223,10 +223,11 @@ pub fn qmp(path: &Path, command: &str) -> Result<String> {
 
 /// Connects once to `vip:port` from the client inside the namespace and
 /// returns the name the stand-in API server (TEST DOUBLE) answered with,
-/// or None when nothing answered within 5 s: TLS first (the double's
-/// default), plain TCP when the double runs without openssl.
+/// or None when nothing answered: TLS first (the double's default; 10 s,
+/// as a loaded emulated guest has taken over 5 s to finish a handshake),
+/// plain TCP when the double runs without openssl.
 pub fn client_probe(ns: &Netns, vip: &str, port: u16) -> Option<String> {
-    probe_tls(&ns.name, vip, port, 5).or_else(|| probe_plain(&ns.name, vip, port, 5))
+    probe_tls(&ns.name, vip, port, 10).or_else(|| probe_plain(&ns.name, vip, port, 5))
 }
 
 fn in_ns(ns_name: &str, timeout_secs: u32, program: &str) -> std::process::Command {

