@@ -15,7 +15,8 @@
 //! - tier 2: every image, the whole cluster on a closed segment in a network
 //!   namespace, and the seed's failover test, scenarios 1 to 5.
 //!
-//! Needs root (network namespaces, taps) and about 20 minutes on 2 cores.
+//! Needs root (network namespaces, taps) and about 16 minutes on 2 cores
+//! (961 s in a cold CI run, 2026-12-05).
 //! Shares the base cache with image_rpi4 and image_director.
 
 mod common;
