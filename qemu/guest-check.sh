@@ -15,8 +15,8 @@ dmesg -n 1 2>/dev/null || :
 # so the system can be up before it is done: wait for it (up to ten
 # minutes) and report the state it leaves. A joiner's waits for the VIP,
 # which nothing answers in tier 1, so that one is not waited for, unless
-# kubeadm is missing (an image built without Kubernetes): then it stops at
-# once, and the report must show how.
+# kubeadm is missing (an image built without Kubernetes): then its unit's
+# condition skips it at once, and the report must show that it did.
 if grep -qx 'HABUILD_ACTION=init' /etc/habuild/firstboot.env 2>/dev/null ||
   { [ -e /etc/habuild/firstboot.env ] && ! command -v kubeadm >/dev/null 2>&1; }; then
   systemctl is-system-running --wait >/dev/null 2>&1 || :
@@ -33,6 +33,9 @@ report=$(
   echo "hostname $(cat /etc/hostname)"
   if [ -f /var/lib/habuild/firstboot.status ]; then
     echo "firstboot $(cat /var/lib/habuild/firstboot.status)"
+  fi
+  if [ -e /etc/habuild/firstboot.env ]; then
+    echo "firstboot_condition $(systemctl show -p ConditionResult --value habuild-firstboot.service)"
   fi
   for u in $(systemctl list-unit-files --plain --no-legend | cut -d' ' -f1); do
     case $u in realServer.service|kubelet.service|crio.service|keepalived.service|systemd-networkd.service|habuild-*.service)

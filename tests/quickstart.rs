@@ -6,8 +6,8 @@
 //! checkout, with the data the binary carries: nothing here knows the
 //! commands except the README. `cargo run --release --` is the binary
 //! under test. Bootstraps the seed's arm64 base on a cold cache (about 10
-//! minutes under emulation), then one tier-1 boot. IGNORED until it has
-//! been seen passing: `cargo test --test quickstart -- --ignored`.
+//! minutes under emulation: 692 s for the whole test on 2026-12-05, 206 s
+//! with the base cached), then one tier-1 boot.
 
 mod common;
 
@@ -70,7 +70,6 @@ fn run_step(step: &str, cwd: &Path, home: &Path, xdg_cache: &Path) -> Run {
 }
 
 #[test]
-#[ignore = "not yet seen passing: its first run (an arm64 bootstrap beside other builds) outlasted the session; run with --ignored, then drop this"]
 fn the_readme_quick_start_holds_end_to_end() {
     let (main, next) = readme_steps();
     let t = tempfile::tempdir().unwrap();
@@ -94,8 +93,9 @@ fn the_readme_quick_start_holds_end_to_end() {
     assert!(img.is_file() && cwd.join("seed.secrets.toml").is_file());
     let report = std::fs::read_to_string(out.join("test/master-arm-1-tier1.txt")).unwrap();
     assert!(
-        report.contains("[ok] first boot's status \"failed: kubeadm is not installed"),
-        "the first boot stopped as documented:\n{report}"
+        report.contains("[ok] first boot skipped by its unit's condition")
+            && report.contains("[ok] system state \"running\""),
+        "the first boot was skipped as documented:\n{report}"
     );
     let node_json = std::fs::read_to_string(out.join("master-arm-1.json")).unwrap();
     assert!(
