@@ -11,6 +11,17 @@
 dmesg -n 1 2>/dev/null || :
 vip=$(sed -n 's/^HABUILD_VIP=//p' /etc/habuild/firstboot.env 2>/dev/null)
 admin=/etc/kubernetes/admin.conf
+# The journals are read from where the last block stopped (a cursor file),
+# not from the boot's start every time: under emulation, re-reading a
+# growing journal every few seconds took much of an idle guest's CPU.
+fblog=/run/habuild-t3-fblog
+fberr=/run/habuild-t3-fberr
+klog=/run/habuild-t3-klog
+kubectl_said=/run/habuild-t3-kubectl
+rm -f "$fblog" "$fberr" "$klog" "$kubectl_said" /run/habuild-t3-*.cursor
+# kubectl is a Go program started under emulation and a request to an API
+# server that may still be starting: once every this many blocks.
+kubectl_every=6
 seq=0
 while :; do
     seq=$((seq + 1))
@@ -37,24 +48,35 @@ while :; do
                 echo "realserver_since $(date -d "$since" +%s)"
             fi
         fi
-        # When first boot ran kubeadm: its start and end, from the journal.
-        journalctl -b -u habuild-firstboot.service --no-pager -o short-unix 2>/dev/null |
-            grep -E 'running: kubeadm|succeeded|failed|VIP' | tail -n 8 | sed 's/^/fblog /'
-        # kubeadm's own complaints, for a failed attempt's report.
-        journalctl -b -u habuild-firstboot.service --no-pager -o cat 2>/dev/null |
-            grep -iE 'error|timed out|unhealthy|could not' | tail -n 12 | cut -c1-400 | sed 's/^/fberr /'
-        if [ -f "$admin" ]; then
-            timeout 20 kubectl --kubeconfig "$admin" get nodes --no-headers 2>/dev/null |
-                awk '{print "node " $1 " " $2}'
-            timeout 20 kubectl --kubeconfig "$admin" get pods -n kube-system --no-headers 2>/dev/null |
-                awk '{print "pod " $1 " " $2 " " $3 " " $4}'
+        # When first boot ran kubeadm: its start and end, and kubeadm's own
+        # complaints for a failed attempt's report, from the journal.
+        journalctl -b -u habuild-firstboot.service --no-pager -o short-unix \
+            --cursor-file=/run/habuild-t3-fb.cursor 2>/dev/null >/run/habuild-t3-fb.new
+        grep -E 'running: kubeadm|succeeded|failed|VIP' /run/habuild-t3-fb.new >>"$fblog"
+        cut -d' ' -f4- /run/habuild-t3-fb.new | grep -iE 'error|timed out|unhealthy|could not' |
+            cut -c1-400 >>"$fberr"
+        tail -n 8 "$fblog" | sed 's/^/fblog /'
+        tail -n 12 "$fberr" | sed 's/^/fberr /'
+        # What kubectl last said is repeated in every block until it is asked again.
+        if [ -f "$admin" ] && [ $((seq % kubectl_every)) -eq 1 ]; then
+            {
+                timeout 20 kubectl --kubeconfig "$admin" get nodes --no-headers 2>/dev/null |
+                    awk '{print "node " $1 " " $2}'
+                timeout 20 kubectl --kubeconfig "$admin" get pods -n kube-system --no-headers 2>/dev/null |
+                    awk '{print "pod " $1 " " $2 " " $3 " " $4}'
+            } >"$kubectl_said.new"
+            mv "$kubectl_said.new" "$kubectl_said"
         fi
+        cat "$kubectl_said" 2>/dev/null
         if command -v ipvsadm >/dev/null 2>&1; then
             ipvsadm -L -n 2>&1 | sed 's/^/ipvs /'
+            echo "keepalived $(systemctl is-active keepalived.service)"
             ip -4 -o addr show | awk '{print "addr " $2 " " $4}'
-            journalctl -b -u keepalived.service --no-pager -o short-unix 2>/dev/null |
+            journalctl -b -u keepalived.service --no-pager -o short-unix \
+                --cursor-file=/run/habuild-t3-klog.cursor 2>/dev/null |
                 grep -E 'TCP_CHECK|Removing service|Adding service|Entering (MASTER|BACKUP)|TCP connection' |
-                sed 's/^/klog /'
+                sed 's/^/klog /' >>"$klog"
+            cat "$klog"
         fi
         case $(cat /var/lib/habuild/firstboot.status 2>/dev/null) in
             failed*)

@@ -222,4 +222,4 @@ pub fn render(m: &Cluster, o: &Observed, v: &Verdict) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

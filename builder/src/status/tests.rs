@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use super::probe::{failed_checks, parse_members, parse_nodes};
 use super::*;
 
-fn seed() -> Cluster {
+pub(crate) fn seed() -> Cluster {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     crate::config::Project::at(&root)
         .unwrap()
@@ -12,7 +12,7 @@ fn seed() -> Cluster {
 }
 
 /// The seed's cluster as a healthy one looks.
-fn healthy(m: &Cluster) -> Observed {
+pub(crate) fn healthy(m: &Cluster) -> Observed {
     let cps: Vec<_> = m.control_planes().collect();
     Observed {
         vip: "https://10.10.197.101:6443".into(),

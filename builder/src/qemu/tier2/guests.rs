@@ -132,7 +132,7 @@ fn debugfs_cat(copy: &Path, root: Extent, path: &str) -> Result<String> {
 }
 
 /// Prepared guest: its QEMU spec and the config sha its kubeadm call must carry.
-pub(super) struct Prepared {
+pub(crate) struct Prepared {
     pub spec: GuestSpec,
     pub role: Role,
     pub address: Ipv4Addr,

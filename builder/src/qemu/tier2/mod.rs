@@ -13,10 +13,10 @@ pub mod cluster;
 pub mod facts;
 pub(crate) mod guests;
 pub mod netns;
-mod report;
+pub(crate) mod report;
 mod scenarios;
-mod session;
-mod watch;
+pub(crate) mod session;
+pub(crate) mod watch;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::facts::Verdict;
 
-pub(super) struct Report {
+pub(crate) struct Report {
     pub lines: Vec<String>,
     pub failed: bool,
 }

@@ -9,16 +9,16 @@ use super::netns::Netns;
 /// A client on the segment that connects to the VIP over and over in a
 /// thread of its own, so an outage is seen on the host's clock while the
 /// harness is busy powering a guest off.
-pub(super) struct VipWatch {
+pub(crate) struct VipWatch {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     handle: std::thread::JoinHandle<Vec<(Duration, Duration, bool)>>,
 }
 
 /// Each probe may wait this long for an answer.
-pub(super) const WATCH_TIMEOUT_SECS: u32 = 1;
+pub(crate) const WATCH_TIMEOUT_SECS: u32 = 1;
 
 /// The client watches the VIP this long before the MASTER is powered off.
-pub(super) const WATCH_LEAD: Duration = Duration::from_secs(2);
+pub(crate) const WATCH_LEAD: Duration = Duration::from_secs(2);
 
 impl VipWatch {
     pub fn start(ns: &Netns, vip: &str, port: u16) -> Self {
@@ -60,7 +60,7 @@ impl VipWatch {
     }
 }
 
-pub(super) struct WatchSummary {
+pub(crate) struct WatchSummary {
     /// The longest stretch without an answer: from the end of an answered
     /// attempt to the start of the next answered one.
     pub outage: Duration,

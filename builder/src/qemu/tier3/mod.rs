@@ -6,12 +6,16 @@
 //! run inside the namespace as a user would run it, until the whole
 //! control plane is healthy. Every wait prints how long it took.
 //!
+//! With three control planes or more, the seed's failover test follows on
+//! the real programs ([`failover`]).
+//!
 //! Control planes: arm64 images on `-M virt` (TCG), amd64 images by direct
 //! kernel boot (TCG too: on these nested-virtualisation machines KVM stops
 //! the kernel with an emulation failure). Directors as in tier 2.
 
+pub(crate) mod failover;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -25,6 +29,8 @@ use super::tier2::netns::{name_for, Netns};
 use crate::artifact::report::NodeJson;
 use crate::config::manifest::{Cluster as Manifest, Node, Role};
 use crate::config::Project;
+use crate::qemu::tier2::report::Report;
+use crate::status::Seen;
 
 /// What a tier-3 run needs besides the manifest.
 pub struct Tier3Options<'a> {
@@ -99,6 +105,7 @@ pub fn check_real(node: &str, report: &serde_json::Value) -> Result<Vec<String>>
 struct Prepared {
     spec: GuestSpec,
     role: Role,
+    address: std::net::Ipv4Addr,
 }
 
 fn prepare(
@@ -182,6 +189,7 @@ fn prepare(
             log: log.clone(),
         },
         role: node.role,
+        address: node.address,
     })
 }
 
@@ -240,28 +248,6 @@ pub fn judge_order(f: &Facts, init: bool) -> Result<String, String> {
             ))
         }
     }
-}
-
-/// Runs `habuild status --json` inside the namespace.
-fn status_in(ns: &Netns, opts: &Tier3Options) -> Result<(bool, serde_json::Value, String)> {
-    let exe = std::env::current_exe().context("finding the habuild binary")?;
-    let mut cmd: Command = ns.command(exe.to_str().context("habuild's path is not UTF-8")?);
-    cmd.arg("status")
-        .arg("--manifest")
-        .arg(opts.manifest_path)
-        .arg("--secrets")
-        .arg(opts.secrets_path)
-        .arg("--json");
-    let out = cmd
-        .output()
-        .context("running habuild status in the namespace")?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
-    Ok((
-        out.status.success(),
-        v,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
 }
 
 /// Boots the cluster of `m` from `out_dir` and waits for it to form.
@@ -404,15 +390,12 @@ pub fn run(
     if passed {
         // The control plane through the VIP, as `habuild status` sees it.
         let t = Instant::now();
-        let mut last = (false, serde_json::Value::Null, String::new());
-        while t0.elapsed() < opts.timeout {
-            last = status_in(c.ns(), opts)?;
-            if last.0 {
-                break;
-            }
+        let mut last = failover::status_in(c.ns(), opts)?;
+        while !last.healthy && t0.elapsed() < opts.timeout {
             std::thread::sleep(Duration::from_secs(10));
+            last = failover::status_in(c.ns(), opts)?;
         }
-        let (healthy, v, stderr) = last;
+        let healthy = last.healthy;
         passed &= healthy;
         lines.push(format!(
             "  [{}] habuild status through the VIP: {} {:.0}s after every first boot finished",
@@ -420,9 +403,23 @@ pub fn run(
             if healthy { "healthy" } else { "not healthy" },
             t.elapsed().as_secs_f64()
         ));
-        lines.extend(status_lines(&v));
-        if !healthy && v.is_null() {
-            lines.push(format!("      {}", stderr.trim()));
+        match &last.parsed {
+            Some(s) => lines.extend(status_lines(s)),
+            None => lines.push(format!("      {}", last.stderr.trim())),
+        }
+        if healthy {
+            let members: Vec<failover::Member> = prepared
+                .iter()
+                .map(|p| failover::Member {
+                    name: p.spec.name.clone(),
+                    role: p.role,
+                    address: p.address,
+                })
+                .collect();
+            let mut r = Report::new();
+            failover::run(m, &mut c, &members, opts, &mut r)?;
+            passed &= !r.failed;
+            lines.extend(r.lines);
         }
     }
     // The add-ons and static pods as the init node's kubectl last saw them.
@@ -454,59 +451,66 @@ pub fn run(
 }
 
 /// The interesting part of `habuild status --json`, one line each.
-fn status_lines(v: &serde_json::Value) -> Vec<String> {
-    let mut out = Vec::new();
-    let o = &v["observed"];
-    for n in o["nodes"]["ok"].as_array().into_iter().flatten() {
-        out.push(format!(
-            "      node {}: {} (kubelet {})",
-            n["name"].as_str().unwrap_or("?"),
-            if n["ready"] == true {
-                "Ready"
-            } else {
-                "NotReady"
-            },
-            n["kubelet_version"].as_str().unwrap_or("?")
-        ));
-    }
-    let members: Vec<String> = o["etcd_members"]["ok"]
-        .as_array()
+fn status_lines(s: &failover::StatusJson) -> Vec<String> {
+    let o = &s.observed;
+    let mut out: Vec<String> = o
+        .nodes
+        .ok()
         .into_iter()
         .flatten()
-        .map(|m| {
+        .map(|n| {
+            format!(
+                "      node {}: {} (kubelet {})",
+                n.name,
+                if n.ready { "Ready" } else { "NotReady" },
+                n.kubelet_version
+            )
+        })
+        .collect();
+    let members: Vec<String> = o
+        .etcd_members
+        .ok()
+        .into_iter()
+        .flatten()
+        .map(|mb| {
             format!(
                 "{}{}",
-                m["name"].as_str().unwrap_or("?"),
-                if m["is_learner"] == true {
-                    " (learner)"
-                } else {
-                    ""
-                }
+                mb.name,
+                if mb.is_learner { " (learner)" } else { "" }
             )
         })
         .collect();
     out.push(format!("      etcd members: {}", members.join(", ")));
-    for cp in o["control_planes"].as_array().into_iter().flatten() {
+    let seen = |s: &Seen<String>| match s {
+        Seen::Ok(v) => v.clone(),
+        Seen::Failed(e) => format!("failed: {e}"),
+    };
+    for cp in &o.control_planes {
+        let etcd = match &cp.etcd_health {
+            Seen::Ok(h) => h.to_string(),
+            Seen::Failed(e) => format!("failed: {e}"),
+        };
         out.push(format!(
-            "      {}: /readyz {}, etcd health {}",
-            cp["name"].as_str().unwrap_or("?"),
-            cp["readyz"],
-            cp["etcd_health"]
+            "      {}: /readyz {}, etcd health {etcd}",
+            cp.name,
+            seen(&cp.readyz)
         ));
     }
-    if let Some(b) = o["behind_vip"].as_object() {
-        out.push(format!(
-            "      behind the VIP ({} connections): {}",
-            o["vip_connections"],
-            b.iter()
-                .map(|(k, n)| format!("{k} {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    for p in v["verdict"]["problems"].as_array().into_iter().flatten() {
-        out.push(format!("      PROBLEM: {}", p.as_str().unwrap_or("?")));
-    }
+    out.push(format!(
+        "      behind the VIP ({} connections): {}",
+        o.vip_connections,
+        o.behind_vip
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    out.extend(
+        s.verdict
+            .problems
+            .iter()
+            .map(|p| format!("      PROBLEM: {p}")),
+    );
     out
 }
 
