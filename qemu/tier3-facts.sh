@@ -17,8 +17,9 @@ admin=/etc/kubernetes/admin.conf
 fblog=/run/habuild-t3-fblog
 fberr=/run/habuild-t3-fberr
 klog=/run/habuild-t3-klog
+fbtail=/run/habuild-t3-fbtail
 kubectl_said=/run/habuild-t3-kubectl
-rm -f "$fblog" "$fberr" "$klog" "$kubectl_said" /run/habuild-t3-*.cursor
+rm -f "$fblog" "$fberr" "$fbtail" "$klog" "$kubectl_said" /run/habuild-t3-*.cursor
 # kubectl is a Go program started under emulation and a request to an API
 # server that may still be starting: once every this many blocks.
 kubectl_every=6
@@ -56,6 +57,10 @@ while :; do
         cut -d' ' -f4- /run/habuild-t3-fb.new | grep -iE 'error|timed out|unhealthy|could not' |
             cut -c1-400 >>"$fberr"
         tail -n 8 "$fblog" | sed 's/^/fblog /'
+        # Where a long kubeadm step stands: the last lines, whatever they say.
+        cut -d' ' -f4- /run/habuild-t3-fb.new | cat "$fbtail" - 2>/dev/null | tail -n 4 | cut -c1-300 >"$fbtail.new"
+        mv "$fbtail.new" "$fbtail"
+        sed 's/^/fbtail /' "$fbtail"
         tail -n 12 "$fberr" | sed 's/^/fberr /'
         # What kubectl last said is repeated in every block until it is asked again.
         if [ -f "$admin" ] && [ $((seq % kubectl_every)) -eq 1 ]; then

@@ -33,6 +33,8 @@ pub struct Facts {
     pub fblog: Vec<String>,
     /// Tier 3: kubeadm's error lines from first boot's journal.
     pub fberr: Vec<String>,
+    /// Tier 3: first boot's last journal lines, whatever they say.
+    pub fbtail: Vec<String>,
     /// Tier 3: (node, status) as the guest's own kubectl lists them.
     pub nodes: Vec<(String, String)>,
     /// Tier 3: journal lines of a failed first boot.
@@ -91,6 +93,7 @@ pub fn last_block(log: &str) -> Option<Facts> {
             }
             "fblog" => f.fblog.push(rest.into()),
             "fberr" => f.fberr.push(rest.into()),
+            "fbtail" => f.fbtail.push(rest.into()),
             "journal" => f.journal.push(rest.into()),
             "pod" => f.pods.push(rest.into()),
             _ => {}
@@ -291,6 +294,31 @@ mod tests {
             lines.join("\n"),
             crate::qemu::sealed::seal_of(lines)
         )
+    }
+
+    #[test]
+    fn tier3_lines_are_read_into_their_fields() {
+        let f = last_block(&block(
+            3,
+            &[
+                "firstboot joining",
+                "unit kubelet activating",
+                "fblog 1796499202.2 h f: habuild-firstboot: running: kubeadm join --config x (attempt 1/3)",
+                "fberr error execution phase check-etcd",
+                "fbtail [etcd] Waiting for the new etcd member to join the cluster",
+                "fbtail [etcd] promoting the learner",
+                "node master-arm-1 Ready",
+                "pod etcd-master-arm-1 1/1 Running 0",
+            ],
+        ))
+        .unwrap();
+        assert_eq!(f.firstboot, "joining");
+        assert_eq!(f.units, [("kubelet".into(), "activating".into())]);
+        assert_eq!(f.fblog.len(), 1);
+        assert_eq!(f.fberr, ["error execution phase check-etcd"]);
+        assert_eq!(f.fbtail.len(), 2);
+        assert_eq!(f.nodes, [("master-arm-1".into(), "Ready".into())]);
+        assert_eq!(f.pods, ["etcd-master-arm-1 1/1 Running 0"]);
     }
 
     #[test]

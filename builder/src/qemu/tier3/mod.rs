@@ -385,6 +385,14 @@ pub fn run(
         Err(e) => {
             passed = false;
             lines.push(format!("  [FAIL] {e:#}"));
+            for &i in &cps {
+                let f = c.guests[i].facts().unwrap_or_default();
+                lines.push(format!(
+                    "  {}: first boot {:?}, its last journal lines:",
+                    prepared[i].spec.name, f.firstboot
+                ));
+                lines.extend(f.fbtail.iter().map(|l| format!("      {l}")));
+            }
         }
     }
     if passed {
