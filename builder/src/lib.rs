@@ -26,8 +26,9 @@
 //! | 12 | `artifact` | the formats beside an image: bmap, SHA256SUMS, `<node>.json`, firmware bundle; verify, compare |
 //! | 13 | `bundle` | `habuild bundle`: Kubernetes and CRI-O .debs and images built from pinned Go modules |
 //! | 14 | `pipeline` | `habuild image`: plans, then each node's build as named steps, publishing |
-//! | 15 | `flash`, `qemu`, `status`, `testdoubles` | what uses built images and clusters: card writing, the QEMU tiers, the control plane's health, the Kubernetes test doubles |
-//! | 16 | `cli` | one file per subcommand; `main.rs` only calls it |
+//! | 15 | `status` | the running control plane's health, asked through the VIP (tier 3 judges by it) |
+//! | 16 | `flash`, `qemu`, `testdoubles` | what uses built images and clusters: card writing, the QEMU tiers, the Kubernetes test doubles |
+//! | 17 | `cli` | one file per subcommand; `main.rs` only calls it |
 
 pub mod artifact;
 pub mod bundle;
