@@ -44,7 +44,6 @@ pub struct Tier1Result {
 /// Directors: keepalived enabled and running.
 pub fn expectations(j: &NodeJson, init_node: bool) -> Expectations {
     let with_kubernetes = j.kubernetes.as_ref().is_none_or(|k| k.packages_included);
-    let failed_units = Vec::new();
     let mut firstboot_skipped = false;
     let mut unit_enablement = vec![(
         "habuild-growroot.service".to_string(),
@@ -83,7 +82,6 @@ pub fn expectations(j: &NodeJson, init_node: bool) -> Expectations {
             .map(|f| (f.path.clone(), f.sha256.clone()))
             .collect(),
         root_grown_to: None,
-        failed_units,
         firstboot_skipped,
     }
 }
@@ -443,7 +441,6 @@ mod tests {
                 wanted(&e, "realServer.service").0.as_deref(),
                 Some("disabled")
             );
-            assert!(e.failed_units.is_empty());
             assert!(e.firstboot_skipped);
         }
         j.kubernetes = Some(crate::artifact::report::KubernetesJson {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::Tier3Options;
+use super::{Prepared, Tier3Options};
 use crate::config::manifest::{Cluster as Manifest, Role};
 use crate::qemu::tier2::cluster::{wait_facts, Cluster};
 use crate::qemu::tier2::facts::{removal_window_secs, vrrp_takeover_window_secs};
@@ -42,13 +42,6 @@ pub struct StatusRun {
     pub healthy: bool,
     pub parsed: Option<StatusJson>,
     pub stderr: String,
-}
-
-/// The guests as the failover needs them: name, role, address.
-pub struct Member {
-    pub name: String,
-    pub role: Role,
-    pub address: std::net::Ipv4Addr,
 }
 
 /// Whether the cluster can run the failover: etcd keeps quorum with one of
@@ -147,7 +140,7 @@ pub fn status_in(ns: &Netns, opts: &Tier3Options) -> Result<StatusRun> {
 
 /// Runs status until `ok` holds on what it observed or `timeout` passes;
 /// returns the last run and the time it took.
-fn status_until(
+pub(super) fn status_until(
     ns: &Netns,
     opts: &Tier3Options,
     timeout: Duration,
@@ -167,10 +160,10 @@ fn status_until(
 }
 
 /// The failover, on a cluster `habuild status` found healthy.
-pub fn run(
+pub(super) fn run(
     m: &Manifest,
     c: &mut Cluster,
-    members: &[Member],
+    guests: &[Prepared],
     opts: &Tier3Options,
     r: &mut Report,
 ) -> Result<()> {
@@ -181,20 +174,20 @@ pub fn run(
     let (vip, port) = (m.vip.address.to_string(), m.vip.port);
     let lb = &m.loadbalancer;
     let of_role = |role: Role| -> Vec<usize> {
-        (0..members.len())
-            .filter(|&i| members[i].role == role)
+        (0..guests.len())
+            .filter(|&i| guests[i].role == role)
             .collect()
     };
     let directors = of_role(Role::Director);
     let init = m.init_node();
-    let victim = members
+    let victim = guests
         .iter()
-        .position(|g| g.name == init.name)
+        .position(|g| g.spec.name == init.name)
         .expect("the init node is a guest");
     let victim_rs = format!("{}:{port}", init.address);
     let mut all_rs: Vec<String> = of_role(Role::ControlPlane)
         .into_iter()
-        .map(|i| format!("{}:{port}", members[i].address))
+        .map(|i| format!("{}:{port}", guests[i].address))
         .collect();
     all_rs.sort();
 
@@ -322,13 +315,13 @@ pub fn run(
         .find(|&&d| d != active)
         .expect("two directors");
     let backup_priority = m
-        .node(&members[backup].name)
+        .node(&guests[backup].spec.name)
         .map(|n| n.priority)
         .unwrap_or(100);
     let window = vrrp_takeover_window_secs(lb.advert_int.into(), backup_priority.into());
     r.line(format!(
         "failover 3: power off the MASTER director {}",
-        members[active].name
+        guests[active].spec.name
     ));
     let watch = VipWatch::start(c.ns(), &vip, port);
     std::thread::sleep(WATCH_LEAD);
@@ -347,7 +340,7 @@ pub fn run(
     let w = watch.finish();
     r.timed(
         moved.is_ok() && took <= limit,
-        &format!("VIP moved to {}", members[backup].name),
+        &format!("VIP moved to {}", guests[backup].spec.name),
         took,
         window,
         &format!(

@@ -397,35 +397,21 @@ pub fn run(
     }
     if passed {
         // The control plane through the VIP, as `habuild status` sees it.
-        let t = Instant::now();
-        let mut last = failover::status_in(c.ns(), opts)?;
-        while !last.healthy && t0.elapsed() < opts.timeout {
-            std::thread::sleep(Duration::from_secs(10));
-            last = failover::status_in(c.ns(), opts)?;
-        }
-        let healthy = last.healthy;
+        let (last, took, healthy) = failover::status_until(c.ns(), opts, left(t0), |s| s.healthy)?;
         passed &= healthy;
         lines.push(format!(
             "  [{}] habuild status through the VIP: {} {:.0}s after every first boot finished",
             if healthy { "ok" } else { "FAIL" },
             if healthy { "healthy" } else { "not healthy" },
-            t.elapsed().as_secs_f64()
+            took.as_secs_f64()
         ));
         match &last.parsed {
             Some(s) => lines.extend(status_lines(s)),
             None => lines.push(format!("      {}", last.stderr.trim())),
         }
         if healthy {
-            let members: Vec<failover::Member> = prepared
-                .iter()
-                .map(|p| failover::Member {
-                    name: p.spec.name.clone(),
-                    role: p.role,
-                    address: p.address,
-                })
-                .collect();
             let mut r = Report::new();
-            failover::run(m, &mut c, &members, opts, &mut r)?;
+            failover::run(m, &mut c, &prepared, opts, &mut r)?;
             passed &= !r.failed;
             lines.extend(r.lines);
         }
