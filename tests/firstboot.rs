@@ -18,8 +18,11 @@ const PROBE: &str = "overlays/control-plane/usr/local/lib/habuild/vip-probe";
 
 /// TEST DOUBLE of kubeadm: logs its call; `TD_FAIL_<ACTION>=N` fails the
 /// first N calls of init/join; `TD_KILL_PARENT_ON_JOIN=1` kills the calling
-/// script (a power cut during the join); `reset` empties the PKI directory,
-/// as the real `kubeadm reset` does.
+/// script (a power cut during the join); `TD_JOIN_ADDS_MEMBER=1` writes the
+/// etcd manifest as a join that got as far as etcd; `reset` empties the PKI
+/// and manifest directories, as the real `kubeadm reset` does, and with
+/// `TD_RESET_KEEPS_MEMBER=1` prints kubeadm's warning that it could not
+/// remove the etcd member.
 const KUBEADM_DOUBLE: &str = r#"#!/bin/sh
 # TEST DOUBLE of kubeadm (habuild tests/firstboot.rs).
 echo "kubeadm $*" >>"$TD_DIR/calls"
@@ -37,6 +40,11 @@ case $1 in
         n=$((n + 1))
         echo "$n" >"$TD_DIR/count-$1"
         [ "$2" = --config ] && cp "$3" "$TD_DIR/config-$1"
+        if [ "$1" = join ] && [ -n "${TD_JOIN_ADDS_MEMBER:-}" ]; then
+            # As kubeadm's etcd-join phase: the member added, its manifest written.
+            mkdir -p "$HABUILD_KUBE_DIR/manifests"
+            echo "etcd" >"$HABUILD_KUBE_DIR/manifests/etcd.yaml"
+        fi
         if [ "$1" = join ] && [ -n "${TD_KILL_PARENT_ON_JOIN:-}" ]; then
             kill -9 "$PPID"
             exit 1
@@ -48,7 +56,10 @@ case $1 in
         fi
         ;;
     reset)
-        rm -rf "$HABUILD_PKI_DIR"
+        if [ -n "${TD_RESET_KEEPS_MEMBER:-}" ] && [ -f "$HABUILD_KUBE_DIR/manifests/etcd.yaml" ]; then
+            echo "W1205 reset.go:141] [reset] Failed to remove etcd member: context deadline exceeded, please manually remove this etcd member using etcdctl" >&2
+        fi
+        rm -rf "$HABUILD_PKI_DIR" "$HABUILD_KUBE_DIR/manifests"
         ;;
 esac
 exit 0
@@ -58,6 +69,17 @@ exit 0
 const SYSTEMCTL_DOUBLE: &str = r#"#!/bin/sh
 # TEST DOUBLE of systemctl (habuild tests/firstboot.rs).
 echo "systemctl $*" >>"$TD_DIR/calls"
+"#;
+
+/// TEST DOUBLE of kubectl: logs its call; fails the first
+/// `TD_CLUSTER_DOWN_FOR` calls (a cluster that does not answer).
+const KUBECTL_DOUBLE: &str = r#"#!/bin/sh
+# TEST DOUBLE of kubectl (habuild tests/firstboot.rs).
+n=$(cat "$TD_DIR/count-kubectl" 2>/dev/null || echo 0)
+n=$((n + 1))
+echo "$n" >"$TD_DIR/count-kubectl"
+echo "kubectl $*" >>"$TD_DIR/calls"
+[ "$n" -gt "${TD_CLUSTER_DOWN_FOR:-0}" ]
 "#;
 
 /// TEST DOUBLE of the VIP probe: fails the first `TD_VIP_DOWN_FOR` calls.
@@ -110,6 +132,7 @@ impl Node {
         write_exec(&td.join("systemctl-test-double"), SYSTEMCTL_DOUBLE);
         write_exec(&td.join("vip-probe-test-double"), PROBE_DOUBLE);
         write_exec(&td.join("sleep-test-double"), SLEEP_DOUBLE);
+        write_exec(&td.join("kubectl-test-double"), KUBECTL_DOUBLE);
         let kdir = root.join("etc/habuild/kubeadm");
         fs::create_dir_all(&kdir).unwrap();
         let kind = if action == "init" {
@@ -142,6 +165,8 @@ impl Node {
             ("HABUILD_SYSTEMCTL", path(&td.join("systemctl-test-double"))),
             ("HABUILD_VIP_PROBE", path(&td.join("vip-probe-test-double"))),
             ("HABUILD_SLEEP", path(&td.join("sleep-test-double"))),
+            ("HABUILD_KUBECTL", path(&td.join("kubectl-test-double"))),
+            ("HABUILD_KUBE_DIR", path(&root.join("etc/kubernetes"))),
             ("HABUILD_RETRY_DELAY", "7".into()),
         ]
         .into_iter()
@@ -367,6 +392,93 @@ fn a_join_that_keeps_failing_ends_in_failed_status() {
     node.clear_calls();
     assert!(node.boot().status.success());
     assert!(!node.calls().contains(&"kubeadm reset -f".to_string()));
+    assert_eq!(node.status(), "joined");
+}
+
+const ASK_CLUSTER: &str = "kubectl --kubeconfig /etc/kubernetes/admin.conf --request-timeout=20s -n kube-system get configmap kubeadm-config -o name";
+
+#[test]
+fn a_join_that_added_an_etcd_member_is_reset_only_once_the_cluster_answers() {
+    let mut node = Node::new("join");
+    node.set("TD_FAIL_join", "1")
+        .set("TD_JOIN_ADDS_MEMBER", "1")
+        .set("TD_CLUSTER_DOWN_FOR", "2");
+    assert!(node.boot().status.success());
+    let calls = node.calls();
+    let reset = calls.iter().position(|c| c == "kubeadm reset -f").unwrap();
+    assert_eq!(
+        calls[3..reset],
+        [ASK_CLUSTER, "sleep 7", ASK_CLUSTER, "sleep 7", ASK_CLUSTER],
+        "{calls:?}"
+    );
+    assert_eq!(node.status(), "joined");
+    assert!(node.pki_is_baked());
+}
+
+#[test]
+fn a_cluster_that_never_answers_leaves_the_joined_etcd_member_alone() {
+    let mut node = Node::new("join");
+    node.set("TD_FAIL_join", "1")
+        .set("TD_JOIN_ADDS_MEMBER", "1")
+        .set("TD_CLUSTER_DOWN_FOR", "100")
+        .set("HABUILD_MEMBER_TRIES", "3");
+    let out = node.boot();
+    assert_eq!(out.status.code(), Some(2), "no restart by the unit");
+    let calls = node.calls();
+    assert_eq!(calls.iter().filter(|c| *c == ASK_CLUSTER).count(), 3);
+    assert!(!calls.iter().any(|c| c.contains("reset")), "{calls:?}");
+    assert!(
+        node.status().starts_with(
+            "failed: kubeadm join failed after adding this node to etcd, and the cluster did not answer in 3 tries"
+        ),
+        "{}",
+        node.status()
+    );
+    // The member's data and manifest are where they were.
+    assert!(node
+        .root
+        .join("etc/kubernetes/manifests/etcd.yaml")
+        .exists());
+    // Powered off and on once the cluster is back: the reset goes ahead.
+    node.set("TD_CLUSTER_DOWN_FOR", "0");
+    node.clear_calls();
+    assert!(node.boot().status.success());
+    assert!(node.calls().contains(&"kubeadm reset -f".to_string()));
+    assert_eq!(node.status(), "joined");
+}
+
+#[test]
+fn a_reset_that_could_not_remove_the_etcd_member_stops_joining_until_a_person_did() {
+    let mut node = Node::new("join");
+    node.set("TD_FAIL_join", "1")
+        .set("TD_JOIN_ADDS_MEMBER", "1")
+        .set("TD_RESET_KEEPS_MEMBER", "1");
+    let out = node.boot();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stdout(&out).contains("Failed to remove etcd member"));
+    assert!(
+        node.status()
+            .starts_with("failed: kubeadm reset could not remove this node's etcd member"),
+        "{}",
+        node.status()
+    );
+    let joins = |n: &Node| {
+        n.calls()
+            .iter()
+            .filter(|c| c.starts_with("kubeadm join"))
+            .count()
+    };
+    assert_eq!(joins(&node), 1, "no second join with the member left");
+    // Every later boot refuses too, until the marker is gone.
+    node.clear_calls();
+    assert_eq!(node.boot().status.code(), Some(2));
+    assert_eq!(joins(&node), 0);
+    assert!(node
+        .status()
+        .contains("an earlier reset left this node's etcd member"));
+    fs::remove_file(node.root.join("var/lib/habuild/firstboot.etcd-member-left")).unwrap();
+    node.set("TD_FAIL_join", "0");
+    assert!(node.boot().status.success());
     assert_eq!(node.status(), "joined");
 }
 

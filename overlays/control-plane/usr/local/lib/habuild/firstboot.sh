@@ -32,6 +32,8 @@ set -u
 : "${HABUILD_RUN_DIR:=/run/habuild}"
 : "${HABUILD_KUBEADM:=kubeadm}"
 : "${HABUILD_SYSTEMCTL:=systemctl}"
+: "${HABUILD_KUBECTL:=kubectl}"
+: "${HABUILD_KUBE_DIR:=/etc/kubernetes}"
 : "${HABUILD_VIP_PROBE:=/usr/local/lib/habuild/vip-probe}"
 : "${HABUILD_SLEEP:=sleep}"
 # VIP probes: bounded, with a delay doubling from VIP_DELAY up to
@@ -48,6 +50,9 @@ set -u
 # server on an SD card (or under emulation) can miss, and a failure there
 # must not reset a control plane that works.
 : "${HABUILD_ADDON_ATTEMPTS:=10}"
+# A join that failed after adding this node to etcd: tries (RETRY_DELAY
+# apart, about 10 minutes) for the cluster to answer before the reset.
+: "${HABUILD_MEMBER_TRIES:=20}"
 
 STATUS=$HABUILD_STATE_DIR/firstboot.status
 DONE=$HABUILD_STATE_DIR/firstboot.done
@@ -57,6 +62,11 @@ PHASE=$HABUILD_STATE_DIR/firstboot.phase
 # The CA material as baked into the image: `kubeadm reset` empties the PKI
 # directory, and a retry needs the cluster's CAs back, not new ones.
 SAVED_PKI=$HABUILD_STATE_DIR/firstboot-pki
+# Present when a reset could not remove this node's etcd member: joining
+# again would bring back, with empty data, a member the cluster still
+# counts. A person removes the member, then this file.
+MEMBER_LEFT=$HABUILD_STATE_DIR/firstboot.etcd-member-left
+MEMBER_LEFT_HELP="remove it by hand (etcdctl member remove on a working control plane), then delete $MEMBER_LEFT"
 PKI_FILES="ca.crt ca.key sa.key sa.pub front-proxy-ca.crt front-proxy-ca.key etcd/ca.crt etcd/ca.key"
 
 log() {
@@ -106,11 +116,45 @@ restore_pki() {
     log "restored the cluster's PKI in $HABUILD_PKI_DIR"
 }
 
+# A join that got as far as etcd left this node a member of the cluster's
+# etcd: `kubeadm reset` removes the member through the API and then wipes
+# the member's data whether or not that worked. A member whose data is
+# wiped but which the cluster still counts cannot come back (its etcd
+# panics on the lost log), and with two members the cluster then has no
+# quorum. So the reset waits until the API answers (this node's etcd keeps
+# running meanwhile, which is what a two-member etcd needs), and leaves the
+# node as it is when it never does.
+wait_for_cluster_before_reset() {
+    [ "$HABUILD_ACTION" = join ] && [ -f "$HABUILD_KUBE_DIR/manifests/etcd.yaml" ] || return 0
+    try=1
+    while :; do
+        if "$HABUILD_KUBECTL" --kubeconfig "$HABUILD_KUBE_DIR/admin.conf" --request-timeout=20s \
+            -n kube-system get configmap kubeadm-config -o name >/dev/null; then
+            log "the cluster answers: kubeadm reset can remove this node's etcd member"
+            return 0
+        fi
+        if [ "$try" -ge "$HABUILD_MEMBER_TRIES" ]; then
+            fail "kubeadm join failed after adding this node to etcd, and the cluster did not answer in $try tries: the node is left as it is, its etcd member still counted (remove it by hand with etcdctl member remove, or power this node off and on to try again)" 2
+        fi
+        log "the cluster does not answer yet (try $try/$HABUILD_MEMBER_TRIES): waiting before kubeadm reset removes this node's etcd member"
+        "$HABUILD_SLEEP" "$HABUILD_RETRY_DELAY"
+        try=$((try + 1))
+    done
+}
+
 # Undoes a partial kubeadm run so that the next one starts clean.
 reset_node() {
+    wait_for_cluster_before_reset
     log "running: $HABUILD_KUBEADM reset -f"
-    if ! "$HABUILD_KUBEADM" reset -f; then
+    reset_log=$HABUILD_RUN_DIR/kubeadm-reset.log
+    mkdir -p "$HABUILD_RUN_DIR" || fail "cannot create $HABUILD_RUN_DIR"
+    if ! "$HABUILD_KUBEADM" reset -f >"$reset_log" 2>&1; then
         log "kubeadm reset failed; going on (the next kubeadm run will say what is left)"
+    fi
+    cat "$reset_log"
+    if grep -q 'Failed to remove etcd member' "$reset_log"; then
+        touch "$MEMBER_LEFT"
+        fail "kubeadm reset could not remove this node's etcd member (see above): $MEMBER_LEFT_HELP" 2
     fi
     restore_pki
     rm -f "$PHASE"
@@ -208,6 +252,9 @@ main() {
         exit 0
     fi
     status starting
+    if [ -e "$MEMBER_LEFT" ]; then
+        fail "an earlier reset left this node's etcd member in the cluster: $MEMBER_LEFT_HELP" 2
+    fi
     case $HABUILD_ACTION in
         init | join) ;;
         *) fail "HABUILD_ACTION is \"$HABUILD_ACTION\", not init or join (see /etc/habuild/firstboot.env)" 2 ;;
