@@ -19,7 +19,9 @@ fberr=/run/habuild-t3-fberr
 klog=/run/habuild-t3-klog
 fbtail=/run/habuild-t3-fbtail
 kubectl_said=/run/habuild-t3-kubectl
-rm -f "$fblog" "$fberr" "$fbtail" "$klog" "$kubectl_said" /run/habuild-t3-*.cursor
+ctr_said=/run/habuild-t3-containers
+kubelet_tail=/run/habuild-t3-kubelet-tail
+rm -f "$fblog" "$fberr" "$fbtail" "$klog" "$kubectl_said" "$ctr_said" "$kubelet_tail" /run/habuild-t3-*.cursor
 # kubectl is a Go program started under emulation and a request to an API
 # server that may still be starting: once every this many blocks.
 kubectl_every=6
@@ -73,6 +75,23 @@ while :; do
             mv "$kubectl_said.new" "$kubectl_said"
         fi
         cat "$kubectl_said" 2>/dev/null
+        # The containers the kubelet started (name, state, restarts) and
+        # the kubelet's last complaints: where a join that waits on its own
+        # local API server (kubeadm 1.36 bootstraps a joining control
+        # plane's kubelet against it) stands.
+        if [ $((seq % kubectl_every)) -eq 1 ] && [ "$(systemctl is-active crio.service)" = active ]; then
+            timeout 20 crictl --runtime-endpoint unix:///var/run/crio/crio.sock ps -a -o go-template \
+                --template '{{range .containers}}ctr {{.metadata.name}} {{.state}} {{.metadata.attempt}}{{"\n"}}{{end}}' \
+                2>/dev/null >"$ctr_said.new"
+            mv "$ctr_said.new" "$ctr_said"
+        fi
+        cat "$ctr_said" 2>/dev/null
+        journalctl -b -u kubelet.service --no-pager -o cat \
+            --cursor-file=/run/habuild-t3-kubelet.cursor 2>/dev/null |
+            grep -E '^E[0-9]|error|failed' | cut -c1-300 | cat "$kubelet_tail" - 2>/dev/null |
+            tail -n 4 >"$kubelet_tail.new"
+        mv "$kubelet_tail.new" "$kubelet_tail"
+        sed 's/^/kubelet_tail /' "$kubelet_tail"
         if command -v ipvsadm >/dev/null 2>&1; then
             ipvsadm -L -n 2>&1 | sed 's/^/ipvs /'
             echo "keepalived $(systemctl is-active keepalived.service)"

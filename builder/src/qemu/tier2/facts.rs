@@ -41,6 +41,10 @@ pub struct Facts {
     pub journal: Vec<String>,
     /// Tier 3: kube-system pods: "name ready status restarts".
     pub pods: Vec<String>,
+    /// Tier 3: the node's containers as CRI-O lists them: "name state restarts".
+    pub containers: Vec<String>,
+    /// Tier 3: the kubelet's last error lines.
+    pub kubelet_tail: Vec<String>,
 }
 
 /// The last intact block in a console log (sealed, see qemu/sealed.rs; a
@@ -96,6 +100,8 @@ pub fn last_block(log: &str) -> Option<Facts> {
             "fbtail" => f.fbtail.push(rest.into()),
             "journal" => f.journal.push(rest.into()),
             "pod" => f.pods.push(rest.into()),
+            "ctr" => f.containers.push(rest.into()),
+            "kubelet_tail" => f.kubelet_tail.push(rest.into()),
             _ => {}
         }
     }
@@ -309,6 +315,8 @@ mod tests {
                 "fbtail [etcd] promoting the learner",
                 "node master-arm-1 Ready",
                 "pod etcd-master-arm-1 1/1 Running 0",
+                "ctr kube-apiserver CONTAINER_EXITED 4",
+                "kubelet_tail E1205 bootstrap.go:266] part of the existing bootstrap client certificate is expired",
             ],
         ))
         .unwrap();
@@ -319,6 +327,8 @@ mod tests {
         assert_eq!(f.fbtail.len(), 2);
         assert_eq!(f.nodes, [("master-arm-1".into(), "Ready".into())]);
         assert_eq!(f.pods, ["etcd-master-arm-1 1/1 Running 0"]);
+        assert_eq!(f.containers, ["kube-apiserver CONTAINER_EXITED 4"]);
+        assert_eq!(f.kubelet_tail.len(), 1);
     }
 
     #[test]

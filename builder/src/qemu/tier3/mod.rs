@@ -392,6 +392,15 @@ pub fn run(
                     prepared[i].spec.name, f.firstboot
                 ));
                 lines.extend(f.fbtail.iter().map(|l| format!("      {l}")));
+                lines.push(format!(
+                    "    its containers: {}",
+                    if f.containers.is_empty() {
+                        "none listed".into()
+                    } else {
+                        f.containers.join(", ")
+                    }
+                ));
+                lines.extend(f.kubelet_tail.iter().map(|l| format!("    kubelet: {l}")));
             }
         }
     }
