@@ -80,9 +80,11 @@ while :; do
         # local API server (kubeadm 1.36 bootstraps a joining control
         # plane's kubelet against it) stands.
         if [ $((seq % kubectl_every)) -eq 1 ] && [ "$(systemctl is-active crio.service)" = active ]; then
-            timeout 20 crictl --runtime-endpoint unix:///var/run/crio/crio.sock ps -a -o go-template \
-                --template '{{range .containers}}ctr {{.metadata.name}} {{.state}} {{.metadata.attempt}}{{"\n"}}{{end}}' \
-                2>/dev/null >"$ctr_said.new"
+            # The table's CREATED column has spaces ("2 minutes ago"): the
+            # state is found by its value, and NAME and ATTEMPT follow it.
+            timeout 20 crictl --runtime-endpoint unix:///var/run/crio/crio.sock ps -a 2>/dev/null |
+                awk 'NR > 1 { for (i = 1; i <= NF; i++) if ($i ~ /^(Running|Exited|Created|Unknown)$/) { print "ctr " $(i + 1) " " $i " " $(i + 2); break } }' \
+                >"$ctr_said.new"
             mv "$ctr_said.new" "$ctr_said"
         fi
         cat "$ctr_said" 2>/dev/null
