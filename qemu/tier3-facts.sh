@@ -54,7 +54,8 @@ while :; do
         # When first boot ran kubeadm: its start and end, and kubeadm's own
         # complaints for a failed attempt's report, from the journal.
         journalctl -b -u habuild-firstboot.service --no-pager -o short-unix \
-            --cursor-file=/run/habuild-t3-fb.cursor 2>/dev/null >/run/habuild-t3-fb.new
+            --cursor-file=/run/habuild-t3-fb.cursor 2>/dev/null |
+            grep -v '^-- ' >/run/habuild-t3-fb.new
         grep -E 'running: kubeadm|succeeded|failed|VIP' /run/habuild-t3-fb.new >>"$fblog"
         cut -d' ' -f4- /run/habuild-t3-fb.new | grep -iE 'error|timed out|unhealthy|could not' |
             cut -c1-400 >>"$fberr"
@@ -89,7 +90,7 @@ while :; do
         fi
         cat "$ctr_said" 2>/dev/null
         journalctl -b -u kubelet.service --no-pager -o cat \
-            --cursor-file=/run/habuild-t3-kubelet.cursor 2>/dev/null |
+            --cursor-file=/run/habuild-t3-kubelet.cursor 2>/dev/null | grep -v '^-- ' |
             grep -E '^E[0-9]|error|failed' | cut -c1-300 | cat "$kubelet_tail" - 2>/dev/null |
             tail -n 4 >"$kubelet_tail.new"
         mv "$kubelet_tail.new" "$kubelet_tail"
