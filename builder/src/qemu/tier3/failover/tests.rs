@@ -87,3 +87,19 @@ fn the_failover_needs_three_control_planes_and_a_director() {
     m.nodes.retain(|n| n.role != Role::Director);
     assert_eq!(can_fail_over(&m).unwrap_err(), "no director");
 }
+
+#[test]
+fn the_vip_moves_only_between_two_directors() {
+    let mut m = seed();
+    assert_eq!(m.directors().count(), 1);
+    assert!(can_move_vip(&m).unwrap_err().contains("1 director(s)"));
+    let mut backup = m.directors().next().unwrap().clone();
+    backup.name = "master-x86-2".into();
+    m.nodes.push(backup);
+    assert!(can_move_vip(&m).is_ok());
+    // The director failover does not need three control planes.
+    m.nodes
+        .retain(|n| n.role == Role::Director || n.name == "master-arm-1");
+    assert!(can_move_vip(&m).is_ok());
+    assert!(can_fail_over(&m).is_err());
+}
