@@ -315,7 +315,7 @@ mod tests {
                 "fbtail [etcd] promoting the learner",
                 "node master-arm-1 Ready",
                 "pod etcd-master-arm-1 1/1 Running 0",
-                "ctr kube-apiserver CONTAINER_EXITED 4",
+                "ctr kube-apiserver Exited 4",
                 "kubelet_tail E1205 bootstrap.go:266] part of the existing bootstrap client certificate is expired",
             ],
         ))
@@ -327,7 +327,7 @@ mod tests {
         assert_eq!(f.fbtail.len(), 2);
         assert_eq!(f.nodes, [("master-arm-1".into(), "Ready".into())]);
         assert_eq!(f.pods, ["etcd-master-arm-1 1/1 Running 0"]);
-        assert_eq!(f.containers, ["kube-apiserver CONTAINER_EXITED 4"]);
+        assert_eq!(f.containers, ["kube-apiserver Exited 4"]);
         assert_eq!(f.kubelet_tail.len(), 1);
     }
 
