@@ -19,7 +19,9 @@ const PROBE: &str = "overlays/control-plane/usr/local/lib/habuild/vip-probe";
 /// TEST DOUBLE of kubeadm: logs its call; `TD_FAIL_<ACTION>=N` fails the
 /// first N calls of init/join; `TD_KILL_PARENT_ON_JOIN=1` kills the calling
 /// script (a power cut during the join); `TD_JOIN_ADDS_MEMBER=1` writes the
-/// etcd manifest as a join that got as far as etcd; `reset` empties the PKI
+/// etcd manifest as a join that got as far as etcd; `join phase etcd-join`
+/// and the join's remaining phases (`--skip-phases`) count apart and fail
+/// their first `TD_FAIL_etcd_join` and `TD_FAIL_rest` calls; `reset` empties the PKI
 /// and manifest directories, as the real `kubeadm reset` does, and with
 /// `TD_RESET_KEEPS_MEMBER=1` prints kubeadm's warning that it could not
 /// remove the etcd member.
@@ -34,6 +36,23 @@ if [ "$1 $2" = "init phase" ]; then
     [ "$n" -gt "${TD_FAIL_addon:-0}" ]
     exit
 fi
+counted() {
+    n=$(cat "$TD_DIR/count-$1" 2>/dev/null || echo 0)
+    n=$((n + 1))
+    echo "$n" >"$TD_DIR/count-$1"
+    [ "$n" -gt "$2" ]
+}
+if [ "$1 $2 $3" = "join phase etcd-join" ]; then
+    counted etcd-join "${TD_FAIL_etcd_join:-0}"
+    exit
+fi
+case $* in
+    join*--skip-phases=*)
+        echo "$*" | grep -q -- '--skip-phases=preflight,control-plane-prepare,check-etcd,kubelet-start,etcd-join$' || exit 3
+        counted rest "${TD_FAIL_rest:-0}"
+        exit
+        ;;
+esac
 case $1 in
     init | join)
         n=$(cat "$TD_DIR/count-$1" 2>/dev/null || echo 0)
@@ -396,19 +415,94 @@ fn a_join_that_keeps_failing_ends_in_failed_status() {
 }
 
 const ASK_CLUSTER: &str = "kubectl --kubeconfig /etc/kubernetes/admin.conf --request-timeout=20s -n kube-system get configmap kubeadm-config -o name";
+const ETCD_JOIN: &str = "kubeadm join phase etcd-join --config /etc/habuild/kubeadm/kubeadm.yaml";
+const JOIN_REST: &str = "kubeadm join --config /etc/habuild/kubeadm/kubeadm.yaml --skip-phases=preflight,control-plane-prepare,check-etcd,kubelet-start,etcd-join";
+
+#[test]
+fn a_join_that_failed_after_announcing_its_etcd_member_is_finished_not_reset() {
+    let mut node = Node::new("join");
+    node.set("TD_FAIL_join", "1")
+        .set("TD_JOIN_ADDS_MEMBER", "1")
+        .set("TD_FAIL_etcd_join", "1")
+        .set("TD_FAIL_rest", "1");
+    let out = node.boot();
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(
+        node.calls(),
+        [
+            "systemctl stop realServer.service",
+            "probe 10.10.197.101 6443",
+            "kubeadm join --config /etc/habuild/kubeadm/kubeadm.yaml",
+            ETCD_JOIN,
+            "sleep 7",
+            ETCD_JOIN,
+            JOIN_REST,
+            "sleep 7",
+            ETCD_JOIN,
+            JOIN_REST,
+            "systemctl enable --now realServer.service",
+        ]
+    );
+    assert!(stdout(&out).contains("the join is finished"));
+    assert_eq!(node.status(), "joined");
+    assert!(node.done());
+}
+
+#[test]
+fn a_join_without_an_etcd_member_is_never_finished_but_reset() {
+    let mut node = Node::new("join");
+    node.set("TD_FAIL_join", "1");
+    assert!(node.boot().status.success());
+    let calls = node.calls();
+    assert!(!calls.iter().any(|c| c.contains("etcd-join")), "{calls:?}");
+    assert!(calls.contains(&"kubeadm reset -f".to_string()));
+}
+
+#[test]
+fn a_power_cut_after_the_etcd_member_was_announced_finishes_the_join_on_the_next_boot() {
+    let mut node = Node::new("join");
+    node.set("TD_KILL_PARENT_ON_JOIN", "1")
+        .set("TD_JOIN_ADDS_MEMBER", "1");
+    assert!(!node.boot().status.success());
+    node.env.retain(|(k, _)| k != "TD_KILL_PARENT_ON_JOIN");
+    node.clear_calls();
+    let out = node.boot();
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(
+        node.calls(),
+        [
+            "systemctl stop realServer.service",
+            ETCD_JOIN,
+            JOIN_REST,
+            "systemctl enable --now realServer.service",
+        ]
+    );
+    assert_eq!(node.status(), "joined");
+}
 
 #[test]
 fn a_join_that_added_an_etcd_member_is_reset_only_once_the_cluster_answers() {
     let mut node = Node::new("join");
     node.set("TD_FAIL_join", "1")
         .set("TD_JOIN_ADDS_MEMBER", "1")
+        .set("TD_FAIL_etcd_join", "100")
+        .set("HABUILD_FINISH_TRIES", "2")
         .set("TD_CLUSTER_DOWN_FOR", "2");
     assert!(node.boot().status.success());
     let calls = node.calls();
     let reset = calls.iter().position(|c| c == "kubeadm reset -f").unwrap();
     assert_eq!(
         calls[3..reset],
-        [ASK_CLUSTER, "sleep 7", ASK_CLUSTER, "sleep 7", ASK_CLUSTER],
+        [
+            ETCD_JOIN,
+            "sleep 7",
+            ETCD_JOIN,
+            ASK_CLUSTER,
+            "sleep 7",
+            ASK_CLUSTER,
+            "sleep 7",
+            ASK_CLUSTER
+        ],
         "{calls:?}"
     );
     assert_eq!(node.status(), "joined");
@@ -421,7 +515,9 @@ fn a_cluster_that_never_answers_leaves_the_joined_etcd_member_alone() {
     node.set("TD_FAIL_join", "1")
         .set("TD_JOIN_ADDS_MEMBER", "1")
         .set("TD_CLUSTER_DOWN_FOR", "100")
-        .set("HABUILD_MEMBER_TRIES", "3");
+        .set("HABUILD_MEMBER_TRIES", "3")
+        .set("TD_FAIL_etcd_join", "100")
+        .set("HABUILD_FINISH_TRIES", "1");
     let out = node.boot();
     assert_eq!(out.status.code(), Some(2), "no restart by the unit");
     let calls = node.calls();
@@ -452,7 +548,9 @@ fn a_reset_that_could_not_remove_the_etcd_member_stops_joining_until_a_person_di
     let mut node = Node::new("join");
     node.set("TD_FAIL_join", "1")
         .set("TD_JOIN_ADDS_MEMBER", "1")
-        .set("TD_RESET_KEEPS_MEMBER", "1");
+        .set("TD_RESET_KEEPS_MEMBER", "1")
+        .set("TD_FAIL_etcd_join", "100")
+        .set("HABUILD_FINISH_TRIES", "1");
     let out = node.boot();
     assert_eq!(out.status.code(), Some(2));
     assert!(stdout(&out).contains("Failed to remove etcd member"));
@@ -465,7 +563,7 @@ fn a_reset_that_could_not_remove_the_etcd_member_stops_joining_until_a_person_di
     let joins = |n: &Node| {
         n.calls()
             .iter()
-            .filter(|c| c.starts_with("kubeadm join"))
+            .filter(|c| *c == "kubeadm join --config /etc/habuild/kubeadm/kubeadm.yaml")
             .count()
     };
     assert_eq!(joins(&node), 1, "no second join with the member left");

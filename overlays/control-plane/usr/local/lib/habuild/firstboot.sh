@@ -51,7 +51,9 @@ set -u
 # must not reset a control plane that works.
 : "${HABUILD_ADDON_ATTEMPTS:=10}"
 # A join that failed after adding this node to etcd: tries (RETRY_DELAY
-# apart, about 10 minutes) for the cluster to answer before the reset.
+# apart) to finish it from the etcd-join phase on, then tries (about 10
+# minutes) for the cluster to answer before the reset.
+: "${HABUILD_FINISH_TRIES:=5}"
 : "${HABUILD_MEMBER_TRIES:=20}"
 
 STATUS=$HABUILD_STATE_DIR/firstboot.status
@@ -125,7 +127,7 @@ restore_pki() {
 # running meanwhile, which is what a two-member etcd needs), and leaves the
 # node as it is when it never does.
 wait_for_cluster_before_reset() {
-    [ "$HABUILD_ACTION" = join ] && [ -f "$HABUILD_KUBE_DIR/manifests/etcd.yaml" ] || return 0
+    joined_etcd || return 0
     try=1
     while :; do
         if "$HABUILD_KUBECTL" --kubeconfig "$HABUILD_KUBE_DIR/admin.conf" --request-timeout=20s \
@@ -139,6 +141,45 @@ wait_for_cluster_before_reset() {
         log "the cluster does not answer yet (try $try/$HABUILD_MEMBER_TRIES): waiting before kubeadm reset removes this node's etcd member"
         "$HABUILD_SLEEP" "$HABUILD_RETRY_DELAY"
         try=$((try + 1))
+    done
+}
+
+# The phases of `kubeadm join` that come before etcd-join: done once the
+# etcd manifest exists, and not to be run twice (preflight refuses a node
+# that has them).
+JOIN_PHASES_BEFORE_ETCD=preflight,control-plane-prepare,check-etcd,kubelet-start
+
+joined_etcd() {
+    [ "$HABUILD_ACTION" = join ] && [ -f "$HABUILD_KUBE_DIR/manifests/etcd.yaml" ]
+}
+
+# A join that failed after this node's etcd member was announced (its
+# manifest is written right after): kubeadm's etcd-join phase is idempotent
+# (it finds an announced member by its peer URL, and leaves a promoted one
+# as it is), and so are the phases after it. Finishing the join needs only
+# what the join had (the cluster, this node's etcd starting), where a reset
+# needs the cluster to remove the member. Under load kubeadm gives up early
+# here: it looks the new member up with a single 2 s etcd call.
+finish_join() {
+    joined_etcd || return 1
+    config=$HABUILD_KUBEADM_DIR/kubeadm.yaml
+    try=1
+    while :; do
+        log "finishing the join from its etcd-join phase (try $try/$HABUILD_FINISH_TRIES)"
+        log "running: $HABUILD_KUBEADM join phase etcd-join --config $config"
+        if "$HABUILD_KUBEADM" join phase etcd-join --config "$config"; then
+            log "running: $HABUILD_KUBEADM join --config $config --skip-phases=$JOIN_PHASES_BEFORE_ETCD,etcd-join"
+            if "$HABUILD_KUBEADM" join --config "$config" --skip-phases="$JOIN_PHASES_BEFORE_ETCD,etcd-join"; then
+                log "the join is finished"
+                return 0
+            fi
+        fi
+        if [ "$try" -ge "$HABUILD_FINISH_TRIES" ]; then
+            log "could not finish the join in $try tries: resetting the node"
+            return 1
+        fi
+        try=$((try + 1))
+        "$HABUILD_SLEEP" "$HABUILD_RETRY_DELAY"
     done
 }
 
@@ -217,6 +258,10 @@ run_kubeadm() {
             return 0
         fi
         log "kubeadm $HABUILD_ACTION failed (attempt $attempt/$HABUILD_ATTEMPTS)"
+        if finish_join; then
+            phase kubeadm-done
+            return 0
+        fi
         reset_node
         if [ "$attempt" -ge "$HABUILD_ATTEMPTS" ]; then
             fail "kubeadm $HABUILD_ACTION failed $attempt times (see the journal: journalctl -u habuild-firstboot)"
@@ -280,9 +325,14 @@ main() {
             log "kubeadm $HABUILD_ACTION finished on an earlier boot; finishing"
             ;;
         kubeadm-started)
-            log "an earlier boot stopped during kubeadm $HABUILD_ACTION: resetting the node first"
-            reset_node
-            run_kubeadm
+            log "an earlier boot stopped during kubeadm $HABUILD_ACTION"
+            if finish_join; then
+                phase kubeadm-done
+            else
+                log "resetting the node first"
+                reset_node
+                run_kubeadm
+            fi
             ;;
         *)
             run_kubeadm
