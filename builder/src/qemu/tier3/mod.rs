@@ -193,23 +193,6 @@ fn prepare(
     })
 }
 
-/// The niceness of a joining control plane's QEMU.
-const JOINER_NICENESS: &str = "10";
-
-/// Runs a joining control plane's QEMU at a lower CPU priority. Under TCG
-/// on a small host the guests share too few cores, and during a join the
-/// init node's etcd must answer kubeadm's etcd calls, each given a fixed
-/// 2 s (kubeadm 1.36); the joiner mostly waits on those answers. Real Pi 4
-/// boards each have their own four cores, so this stands for them.
-fn behind_the_init_node(spec: &mut GuestSpec) {
-    let program = std::mem::replace(&mut spec.program, "nice".into());
-    let args = std::mem::take(&mut spec.args);
-    spec.args = ["-n".into(), JOINER_NICENESS.into(), program.into()]
-        .into_iter()
-        .chain(args)
-        .collect();
-}
-
 /// Replaces the value after `flag` in `args`.
 fn set_arg(args: &mut [std::ffi::OsString], flag: &str, value: &str) {
     if let Some(i) = args.iter().position(|a| a == flag) {
@@ -313,10 +296,9 @@ pub fn run(
     // init node is done, before any join needs the VIP.
     let mut order: Vec<&Node> = m.control_planes().collect();
     order.extend(m.directors());
-    let init_name = m.init_node().name.clone();
     let mut prepared = Vec::new();
     for (i, node) in order.iter().enumerate() {
-        let mut p = prepare(
+        prepared.push(prepare(
             project,
             out_dir,
             work.path(),
@@ -324,16 +306,7 @@ pub fn run(
             i,
             node,
             opts.control_plane_memory,
-        )?;
-        if node.role == Role::ControlPlane && node.name != init_name {
-            behind_the_init_node(&mut p.spec);
-        }
-        prepared.push(p);
-    }
-    if m.control_planes().count() > 1 {
-        lines.push(format!(
-            "  joining control planes run at nice {JOINER_NICENESS}: the host's few cores go first to {init_name}, whose etcd answers the joins (real boards have their own)"
-        ));
+        )?);
     }
     let mut c = Cluster::new(ns);
     let t0 = Instant::now();
@@ -344,6 +317,7 @@ pub fn run(
         c.start(prepared[i].spec.clone())?;
     }
     let left = |t0: Instant| opts.timeout.saturating_sub(t0.elapsed());
+    let init_name = m.init_node().name.clone();
     let want = |i: usize| {
         if prepared[i].spec.name == init_name {
             "initialised"
@@ -553,23 +527,6 @@ mod tests {
             fblog: lines.iter().map(|s| s.to_string()).collect(),
             ..Facts::default()
         }
-    }
-
-    #[test]
-    fn a_joiner_runs_the_same_qemu_at_a_lower_priority() {
-        let mut spec = GuestSpec {
-            name: "master-arm-2".into(),
-            program: "qemu-system-aarch64".into(),
-            args: vec!["-M".into(), "virt".into()],
-            qmp: "q".into(),
-            log: "l".into(),
-        };
-        behind_the_init_node(&mut spec);
-        assert_eq!(spec.program, "nice");
-        assert_eq!(
-            spec.args,
-            ["-n", "10", "qemu-system-aarch64", "-M", "virt"].map(std::ffi::OsString::from)
-        );
     }
 
     #[test]
