@@ -168,7 +168,6 @@ fn prepare(
             let append = qemu_cmdline(&cmdline, console, &["panic=-1".to_string()]);
             let mut args = control_plane_args(&files[0], &files[1], &append, copy, tap, mac, qmp);
             set_arg(&mut args, "-m", memory);
-            set_arg(&mut args, "-smp", "2");
             if amd64 {
                 set_arg(&mut args, "-M", "q35");
                 set_arg(&mut args, "-cpu", "max");
@@ -191,6 +190,15 @@ fn prepare(
         role: node.role,
         address: node.address,
     })
+}
+
+/// vCPUs per control plane: the host's cores shared out, at least one and
+/// at most a Pi 4's four. Under TCG a guest with more vCPUs than the host
+/// can run at once loses time to preempted lock holders, and a joiner's
+/// extra vCPU takes the init node's: during a join the init node's etcd
+/// must answer kubeadm's etcd calls, each given a fixed 2 s (kubeadm 1.36).
+pub fn control_plane_cpus(host_cpus: usize, control_planes: usize) -> usize {
+    (host_cpus / control_planes.max(1)).clamp(1, 4)
 }
 
 /// Replaces the value after `flag` in `args`.
@@ -296,9 +304,14 @@ pub fn run(
     // init node is done, before any join needs the VIP.
     let mut order: Vec<&Node> = m.control_planes().collect();
     order.extend(m.directors());
+    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = control_plane_cpus(host_cpus, m.control_planes().count());
+    lines.push(format!(
+        "  {cpus} vCPU(s) per control plane ({host_cpus} host cores shared out; a Pi 4 has 4)"
+    ));
     let mut prepared = Vec::new();
     for (i, node) in order.iter().enumerate() {
-        prepared.push(prepare(
+        let mut p = prepare(
             project,
             out_dir,
             work.path(),
@@ -306,7 +319,11 @@ pub fn run(
             i,
             node,
             opts.control_plane_memory,
-        )?);
+        )?;
+        if p.role == Role::ControlPlane {
+            set_arg(&mut p.spec.args, "-smp", &cpus.to_string());
+        }
+        prepared.push(p);
     }
     let mut c = Cluster::new(ns);
     let t0 = Instant::now();
@@ -527,6 +544,15 @@ mod tests {
             fblog: lines.iter().map(|s| s.to_string()).collect(),
             ..Facts::default()
         }
+    }
+
+    #[test]
+    fn the_host_cores_are_shared_out_among_the_control_planes() {
+        assert_eq!(control_plane_cpus(2, 1), 2, "CI's one control plane");
+        assert_eq!(control_plane_cpus(2, 2), 1);
+        assert_eq!(control_plane_cpus(2, 3), 1, "never none");
+        assert_eq!(control_plane_cpus(16, 3), 4, "never more than a Pi 4");
+        assert_eq!(control_plane_cpus(8, 0), 4);
     }
 
     #[test]
