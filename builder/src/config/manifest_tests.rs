@@ -90,6 +90,33 @@ fn seed_manifest_is_the_seed_cluster() {
     );
 }
 
+/// The tier-3 manifests run by hand (too long for CI) still validate, and
+/// hold the clusters their comments promise.
+#[test]
+fn the_by_hand_tier3_fixtures_validate() {
+    let fixtures = [
+        (
+            include_str!("../../../tests/fixtures/real-join-arm64.toml"),
+            "rpi4",
+            2,
+            1,
+        ),
+        (
+            include_str!("../../../tests/fixtures/real-ha-amd64.toml"),
+            "amd64",
+            3,
+            2,
+        ),
+    ];
+    for (text, board, control_planes, directors) in fixtures {
+        let c = load(text).unwrap();
+        let cps: Vec<_> = c.control_planes().collect();
+        assert_eq!(cps.len(), control_planes, "{}", c.name);
+        assert!(cps.iter().all(|n| n.board == board), "{}", c.name);
+        assert_eq!(c.directors().count(), directors, "{}", c.name);
+    }
+}
+
 #[test]
 fn bad_address() {
     let m = SEED.replace("address = \"10.10.197.97\"", "address = \"10.10.197.300\"");

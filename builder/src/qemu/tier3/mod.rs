@@ -192,13 +192,11 @@ fn prepare(
     })
 }
 
-/// vCPUs per control plane: the host's cores shared out, at least one and
-/// at most a Pi 4's four. Under TCG a guest with more vCPUs than the host
-/// can run at once loses time to preempted lock holders, and a joiner's
-/// extra vCPU takes the init node's: during a join the init node's etcd
-/// must answer kubeadm's etcd calls, each given a fixed 2 s (kubeadm 1.36).
+/// vCPUs per control plane: the host's cores shared out, at least the two
+/// kubeadm's preflight demands (NumCPU) and at most a Pi 4's four. More
+/// vCPUs than the host can run at once only lose time under TCG.
 pub fn control_plane_cpus(host_cpus: usize, control_planes: usize) -> usize {
-    (host_cpus / control_planes.max(1)).clamp(1, 4)
+    (host_cpus / control_planes.max(1)).clamp(2, 4)
 }
 
 /// Replaces the value after `flag` in `args`.
@@ -549,8 +547,9 @@ mod tests {
     #[test]
     fn the_host_cores_are_shared_out_among_the_control_planes() {
         assert_eq!(control_plane_cpus(2, 1), 2, "CI's one control plane");
-        assert_eq!(control_plane_cpus(2, 2), 1);
-        assert_eq!(control_plane_cpus(2, 3), 1, "never none");
+        assert_eq!(control_plane_cpus(2, 3), 2, "kubeadm's preflight wants 2");
+        assert_eq!(control_plane_cpus(8, 3), 2);
+        assert_eq!(control_plane_cpus(12, 3), 4);
         assert_eq!(control_plane_cpus(16, 3), 4, "never more than a Pi 4");
         assert_eq!(control_plane_cpus(8, 0), 4);
     }
