@@ -19,7 +19,8 @@ const PROBE: &str = "overlays/control-plane/usr/local/lib/habuild/vip-probe";
 /// TEST DOUBLE of kubeadm: logs its call; `TD_FAIL_<ACTION>=N` fails the
 /// first N calls of init/join; `TD_KILL_PARENT_ON_JOIN=1` kills the calling
 /// script (a power cut during the join); `TD_JOIN_ADDS_MEMBER=1` writes the
-/// etcd manifest as a join that got as far as etcd; `join phase etcd-join`
+/// etcd manifest as a join that got as far as etcd, `TD_JOIN_STARTS_KUBELET=1`
+/// the kubelet's configuration as one that got to etcd-join; `join phase etcd-join`
 /// and the join's remaining phases (`--skip-phases`) count apart and fail
 /// their first `TD_FAIL_etcd_join` and `TD_FAIL_rest` calls; `reset` empties the PKI
 /// and manifest directories, as the real `kubeadm reset` does, and with
@@ -59,6 +60,11 @@ case $1 in
         n=$((n + 1))
         echo "$n" >"$TD_DIR/count-$1"
         [ "$2" = --config ] && cp "$3" "$TD_DIR/config-$1"
+        if [ "$1" = join ] && [ -n "${TD_JOIN_STARTS_KUBELET:-}" ]; then
+            # As kubeadm's kubelet-start phase, before etcd-join.
+            mkdir -p "$HABUILD_KUBELET_DIR"
+            echo "kind: KubeletConfiguration" >"$HABUILD_KUBELET_DIR/config.yaml"
+        fi
         if [ "$1" = join ] && [ -n "${TD_JOIN_ADDS_MEMBER:-}" ]; then
             # As kubeadm's etcd-join phase: the member added, its manifest written.
             mkdir -p "$HABUILD_KUBE_DIR/manifests"
@@ -78,7 +84,7 @@ case $1 in
         if [ -n "${TD_RESET_KEEPS_MEMBER:-}" ] && [ -f "$HABUILD_KUBE_DIR/manifests/etcd.yaml" ]; then
             echo "W1205 reset.go:141] [reset] Failed to remove etcd member: context deadline exceeded, please manually remove this etcd member using etcdctl" >&2
         fi
-        rm -rf "$HABUILD_PKI_DIR" "$HABUILD_KUBE_DIR/manifests"
+        rm -rf "$HABUILD_PKI_DIR" "$HABUILD_KUBE_DIR/manifests" "$HABUILD_KUBELET_DIR"
         ;;
 esac
 exit 0
@@ -186,6 +192,7 @@ impl Node {
             ("HABUILD_SLEEP", path(&td.join("sleep-test-double"))),
             ("HABUILD_KUBECTL", path(&td.join("kubectl-test-double"))),
             ("HABUILD_KUBE_DIR", path(&root.join("etc/kubernetes"))),
+            ("HABUILD_KUBELET_DIR", path(&root.join("var/lib/kubelet"))),
             ("HABUILD_RETRY_DELAY", "7".into()),
         ]
         .into_iter()
@@ -446,6 +453,36 @@ fn a_join_that_failed_after_announcing_its_etcd_member_is_finished_not_reset() {
     assert!(stdout(&out).contains("the join is finished"));
     assert_eq!(node.status(), "joined");
     assert!(node.done());
+}
+
+#[test]
+fn a_join_that_failed_in_etcd_join_before_announcing_the_member_is_finished_too() {
+    let mut node = Node::new("join");
+    node.set("TD_FAIL_join", "1")
+        .set("TD_JOIN_STARTS_KUBELET", "1");
+    let out = node.boot();
+    assert!(out.status.success(), "{}", stdout(&out));
+    let calls = node.calls();
+    assert_eq!(
+        calls[3..],
+        [
+            ETCD_JOIN,
+            JOIN_REST,
+            "systemctl enable --now realServer.service"
+        ]
+    );
+    // Nothing announced: a failure to finish resets at once, no wait.
+    let mut node = Node::new("join");
+    node.set("TD_FAIL_join", "1")
+        .set("TD_JOIN_STARTS_KUBELET", "1")
+        .set("TD_FAIL_etcd_join", "100")
+        .set("HABUILD_FINISH_TRIES", "2")
+        .set("TD_CLUSTER_DOWN_FOR", "100");
+    assert!(node.boot().status.success());
+    let calls = node.calls();
+    assert!(!calls.iter().any(|c| c.starts_with("kubectl")), "{calls:?}");
+    assert_eq!(calls.iter().filter(|c| *c == ETCD_JOIN).count(), 2);
+    assert!(calls.contains(&"kubeadm reset -f".to_string()));
 }
 
 #[test]

@@ -34,6 +34,7 @@ set -u
 : "${HABUILD_SYSTEMCTL:=systemctl}"
 : "${HABUILD_KUBECTL:=kubectl}"
 : "${HABUILD_KUBE_DIR:=/etc/kubernetes}"
+: "${HABUILD_KUBELET_DIR:=/var/lib/kubelet}"
 : "${HABUILD_VIP_PROBE:=/usr/local/lib/habuild/vip-probe}"
 : "${HABUILD_SLEEP:=sleep}"
 # VIP probes: bounded, with a delay doubling from VIP_DELAY up to
@@ -50,9 +51,9 @@ set -u
 # server on an SD card (or under emulation) can miss, and a failure there
 # must not reset a control plane that works.
 : "${HABUILD_ADDON_ATTEMPTS:=10}"
-# A join that failed after adding this node to etcd: tries (RETRY_DELAY
-# apart) to finish it from the etcd-join phase on, then tries (about 10
-# minutes) for the cluster to answer before the reset.
+# A join that failed from its etcd-join phase on: tries (RETRY_DELAY
+# apart) to finish it from that phase; after adding this node to etcd,
+# then tries (about 10 minutes) for the cluster to answer before the reset.
 : "${HABUILD_FINISH_TRIES:=5}"
 : "${HABUILD_MEMBER_TRIES:=20}"
 
@@ -149,19 +150,29 @@ wait_for_cluster_before_reset() {
 # that has them).
 JOIN_PHASES_BEFORE_ETCD=preflight,control-plane-prepare,check-etcd,kubelet-start
 
+# This node's etcd member was announced: kubeadm writes the manifest
+# right after.
 joined_etcd() {
     [ "$HABUILD_ACTION" = join ] && [ -f "$HABUILD_KUBE_DIR/manifests/etcd.yaml" ]
 }
 
-# A join that failed after this node's etcd member was announced (its
-# manifest is written right after): kubeadm's etcd-join phase is idempotent
-# (it finds an announced member by its peer URL, and leaves a promoted one
-# as it is), and so are the phases after it. Finishing the join needs only
-# what the join had (the cluster, this node's etcd starting), where a reset
-# needs the cluster to remove the member. Under load kubeadm gives up early
-# here: it looks the new member up with a single 2 s etcd call.
+# The join got to its etcd-join phase: the kubelet-start phase before it
+# wrote the kubelet's configuration (absent before a join, and removed by
+# `kubeadm reset`).
+reached_etcd_join() {
+    [ "$HABUILD_ACTION" = join ] &&
+        { joined_etcd || [ -f "$HABUILD_KUBELET_DIR/config.yaml" ]; }
+}
+
+# A join that failed from its etcd-join phase on: that phase is idempotent
+# (it adds the member, or finds an announced one by its peer URL, and
+# leaves a promoted one as it is), and so are the phases after it.
+# Finishing the join needs only what the join had, where a reset needs the
+# cluster to remove an announced member. Under load kubeadm gives up early
+# here: its etcd client must connect within 2 s before it adds the member,
+# and it looks the new member up with a single 2 s call after.
 finish_join() {
-    joined_etcd || return 1
+    reached_etcd_join || return 1
     config=$HABUILD_KUBEADM_DIR/kubeadm.yaml
     try=1
     while :; do
