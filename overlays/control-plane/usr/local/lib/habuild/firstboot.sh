@@ -70,6 +70,8 @@ SAVED_PKI=$HABUILD_STATE_DIR/firstboot-pki
 # counts. A person removes the member, then this file.
 MEMBER_LEFT=$HABUILD_STATE_DIR/firstboot.etcd-member-left
 MEMBER_LEFT_HELP="remove it by hand (etcdctl member remove on a working control plane), then delete $MEMBER_LEFT"
+# This node's JoinConfiguration (a join's only input).
+JOIN_CONFIG=$HABUILD_KUBEADM_DIR/kubeadm.yaml
 PKI_FILES="ca.crt ca.key sa.key sa.pub front-proxy-ca.crt front-proxy-ca.key etcd/ca.crt etcd/ca.key"
 
 log() {
@@ -146,8 +148,8 @@ wait_for_cluster_before_reset() {
 }
 
 # The phases of `kubeadm join` that come before etcd-join: done once the
-# etcd manifest exists, and not to be run twice (preflight refuses a node
-# that has them).
+# join reached it, and not to be run twice (preflight refuses a node that
+# has them).
 JOIN_PHASES_BEFORE_ETCD=preflight,control-plane-prepare,check-etcd,kubelet-start
 
 # This node's etcd member was announced: kubeadm writes the manifest
@@ -173,14 +175,13 @@ reached_etcd_join() {
 # and it looks the new member up with a single 2 s call after.
 finish_join() {
     reached_etcd_join || return 1
-    config=$HABUILD_KUBEADM_DIR/kubeadm.yaml
     try=1
     while :; do
         log "finishing the join from its etcd-join phase (try $try/$HABUILD_FINISH_TRIES)"
-        log "running: $HABUILD_KUBEADM join phase etcd-join --config $config"
-        if "$HABUILD_KUBEADM" join phase etcd-join --config "$config"; then
-            log "running: $HABUILD_KUBEADM join --config $config --skip-phases=$JOIN_PHASES_BEFORE_ETCD,etcd-join"
-            if "$HABUILD_KUBEADM" join --config "$config" --skip-phases="$JOIN_PHASES_BEFORE_ETCD,etcd-join"; then
+        log "running: $HABUILD_KUBEADM join phase etcd-join --config $JOIN_CONFIG"
+        if "$HABUILD_KUBEADM" join phase etcd-join --config "$JOIN_CONFIG"; then
+            log "running: $HABUILD_KUBEADM join --config $JOIN_CONFIG --skip-phases=$JOIN_PHASES_BEFORE_ETCD,etcd-join"
+            if "$HABUILD_KUBEADM" join --config "$JOIN_CONFIG" --skip-phases="$JOIN_PHASES_BEFORE_ETCD,etcd-join"; then
                 log "the join is finished"
                 return 0
             fi
@@ -255,7 +256,7 @@ run_kubeadm() {
         if [ "$HABUILD_ACTION" = join ]; then
             wait_for_vip
             status joining
-            set -- join --config "$HABUILD_KUBEADM_DIR/kubeadm.yaml"
+            set -- join --config "$JOIN_CONFIG"
         else
             status initialising
             init_config
