@@ -20,8 +20,9 @@ klog=/run/habuild-t3-klog
 fbtail=/run/habuild-t3-fbtail
 kubectl_said=/run/habuild-t3-kubectl
 ctr_said=/run/habuild-t3-containers
+ctr_log=/run/habuild-t3-container-logs
 kubelet_tail=/run/habuild-t3-kubelet-tail
-rm -f "$fblog" "$fberr" "$fbtail" "$klog" "$kubectl_said" "$ctr_said" "$kubelet_tail" /run/habuild-t3-*.cursor
+rm -f "$fblog" "$fberr" "$fbtail" "$klog" "$kubectl_said" "$ctr_said" "$ctr_log" "$kubelet_tail" /run/habuild-t3-*.cursor
 # kubectl is a Go program started under emulation and a request to an API
 # server that may still be starting: once every this many blocks.
 kubectl_every=6
@@ -87,8 +88,18 @@ while :; do
                 awk 'NR > 1 { for (i = 1; i <= NF; i++) if ($i ~ /^(Running|Exited|Created|Unknown)$/) { print "ctr " $(i + 1) " " $i " " $(i + 2); break } }' \
                 >"$ctr_said.new"
             mv "$ctr_said.new" "$ctr_said"
+            # Why etcd or the API server last stopped or stalls: the newest
+            # container's last complaints (etcd logs JSON with a level).
+            for c in etcd kube-apiserver; do
+                id=$(timeout 20 crictl --runtime-endpoint unix:///var/run/crio/crio.sock ps -a -q --name "^$c\$" 2>/dev/null | head -n 1)
+                [ -n "$id" ] || continue
+                timeout 20 crictl --runtime-endpoint unix:///var/run/crio/crio.sock logs --tail 60 "$id" 2>&1 |
+                    grep -E '"level":"(warn|error|fatal|panic)"|^[EF][0-9]' | tail -n 3 | cut -c1-300 |
+                    sed "s/^/ctr_log $c /"
+            done >"$ctr_log.new"
+            mv "$ctr_log.new" "$ctr_log"
         fi
-        cat "$ctr_said" 2>/dev/null
+        cat "$ctr_said" "$ctr_log" 2>/dev/null
         journalctl -b -u kubelet.service --no-pager -o cat \
             --cursor-file=/run/habuild-t3-kubelet.cursor 2>/dev/null | grep -v '^-- ' |
             grep -E '^E[0-9]|error|failed' | cut -c1-300 | cat "$kubelet_tail" - 2>/dev/null |

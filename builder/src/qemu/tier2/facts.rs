@@ -45,6 +45,9 @@ pub struct Facts {
     pub containers: Vec<String>,
     /// Tier 3: the kubelet's last error lines.
     pub kubelet_tail: Vec<String>,
+    /// Tier 3: the last complaints of the newest etcd and kube-apiserver
+    /// containers: "container line".
+    pub container_logs: Vec<String>,
 }
 
 /// The last intact block in a console log (sealed, see qemu/sealed.rs; a
@@ -102,6 +105,7 @@ pub fn last_block(log: &str) -> Option<Facts> {
             "pod" => f.pods.push(rest.into()),
             "ctr" => f.containers.push(rest.into()),
             "kubelet_tail" => f.kubelet_tail.push(rest.into()),
+            "ctr_log" => f.container_logs.push(rest.into()),
             _ => {}
         }
     }
@@ -317,6 +321,7 @@ mod tests {
                 "pod etcd-master-arm-1 1/1 Running 0",
                 "ctr kube-apiserver Exited 4",
                 "kubelet_tail E1205 bootstrap.go:266] part of the existing bootstrap client certificate is expired",
+                r#"ctr_log etcd {"level":"warn","msg":"leader failed to send out heartbeat on time"}"#,
             ],
         ))
         .unwrap();
@@ -329,6 +334,10 @@ mod tests {
         assert_eq!(f.pods, ["etcd-master-arm-1 1/1 Running 0"]);
         assert_eq!(f.containers, ["kube-apiserver Exited 4"]);
         assert_eq!(f.kubelet_tail.len(), 1);
+        assert_eq!(
+            f.container_logs,
+            [r#"etcd {"level":"warn","msg":"leader failed to send out heartbeat on time"}"#]
+        );
     }
 
     #[test]

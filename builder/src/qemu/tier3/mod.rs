@@ -416,6 +416,7 @@ pub fn run(
                     }
                 ));
                 lines.extend(f.kubelet_tail.iter().map(|l| format!("    kubelet: {l}")));
+                lines.extend(f.container_logs.iter().map(|l| format!("    log of {l}")));
             }
         }
     }
