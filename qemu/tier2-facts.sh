@@ -22,6 +22,9 @@ while :; do
         if [ -f /var/lib/habuild-test-doubles/kubeadm.log ]; then
             sed 's/^/kubeadm /' /var/lib/habuild-test-doubles/kubeadm.log
         fi
+        if [ -f /var/lib/habuild-test-doubles/kubelet.log ]; then
+            sed 's/^/kubelet /' /var/lib/habuild-test-doubles/kubelet.log
+        fi
         if [ -f /var/lib/habuild/firstboot.status ]; then
             echo "firstboot $(cat /var/lib/habuild/firstboot.status)"
         fi

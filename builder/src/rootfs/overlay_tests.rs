@@ -325,6 +325,13 @@ fn control_plane_content() {
         );
     }
 
+    // The kubelet waits for the configuration kubeadm writes.
+    assert!(read(
+        r,
+        "/etc/systemd/system/kubelet.service.d/20-habuild-after-kubeadm.conf"
+    )
+    .contains("\nConditionPathExists=/var/lib/kubelet/config.yaml\n"));
+
     // The bootstrap token is in kubeadm's configuration: root only.
     assert_eq!(mode_of(r, "/etc/habuild/kubeadm/kubeadm.yaml"), 0o600);
     assert!(read(r, "/etc/habuild/kubeadm/kubeadm.yaml").contains("abcdef.0123456789abcdef"));

@@ -16,6 +16,8 @@ pub struct Facts {
     pub kubeadm_calls: Vec<(f64, String)>,
     /// kubeadm test-double state lines at init/join: (epoch, the rest).
     pub kubeadm_states: Vec<(f64, String)>,
+    /// When the kubelet test double was started by systemd (epoch seconds).
+    pub kubelet_starts: Vec<f64>,
     pub firstboot: String,
     pub vip_on_lo: Option<bool>,
     pub realserver_since: Option<i64>,
@@ -74,6 +76,12 @@ pub fn last_block(log: &str) -> Option<Facts> {
                         Some(s) => f.kubeadm_states.push((t, s.into())),
                         None => f.kubeadm_calls.push((t, args.into())),
                     }
+                }
+            }
+            // The double also logs `--version` calls; only the unit's start counts.
+            "kubelet" => {
+                if let Some((t, "--test-double-started")) = rest.split_once(' ') {
+                    f.kubelet_starts.extend(t.parse::<f64>().ok());
                 }
             }
             "firstboot" => f.firstboot = rest.into(),
@@ -216,6 +224,7 @@ pub fn judge_first_boot(f: &Facts, init: bool, rendered_config_sha: Option<&str>
         !f.kubeadm_calls.iter().any(|(_, a)| is(a, other)),
         format!("{}: kubeadm {other} never called", f.hostname),
     ));
+    let t_call = calls.first().map_or(f64::MAX, |(t, _)| *t);
     let Some((t_state, state)) = f.kubeadm_states.first() else {
         v.push(verdict(
             false,
@@ -262,6 +271,16 @@ pub fn judge_first_boot(f: &Facts, init: bool, rendered_config_sha: Option<&str>
             ),
         ));
     }
+    // The image's kubelet drop-in holds the kubelet back until kubeadm has
+    // written its configuration (the double does, as kubeadm does).
+    let first_kubelet = f.kubelet_starts.first();
+    v.push(verdict(
+        first_kubelet.is_some_and(|&k| k >= t_call.floor()),
+        format!(
+            "{}: the kubelet first started after kubeadm {action} (at {:?}, kubeadm at {:.0})",
+            f.hostname, first_kubelet, t_call
+        ),
+    ));
     v.push(verdict(
         f.apiserver_double == "active",
         format!(
@@ -396,7 +415,7 @@ mod tests {
 
     #[test]
     fn first_boot_order_is_judged_not_assumed() {
-        let init_ok = cp("hostname master-arm-1\nkubeadm 100.5 init --config /run/habuild/kubeadm-init.yaml\nkubeadm 100.6 state vip_on_lo=yes vip_answers=no config_sha256=abc\nvip_on_lo yes\nrealserver_since 99\napiserver_double active");
+        let init_ok = cp("hostname master-arm-1\nkubeadm 100.5 init --config /run/habuild/kubeadm-init.yaml\nkubeadm 100.6 state vip_on_lo=yes vip_answers=no config_sha256=abc\nvip_on_lo yes\nrealserver_since 99\napiserver_double active\nkubelet 20 --version\nkubelet 100 --test-double-started");
         assert!(judge_first_boot(&init_ok, true, Some("abc"))
             .iter()
             .all(|v| v.ok));
@@ -410,7 +429,7 @@ mod tests {
             .iter()
             .any(|v| !v.ok));
 
-        let join_ok = cp("hostname master-arm-2\nkubeadm 200.1 join --config /etc/habuild/kubeadm/kubeadm.yaml\nkubeadm 200.2 state vip_on_lo=no vip_answers=yes config_sha256=abc\nvip_on_lo yes\nrealserver_since 201\napiserver_double active");
+        let join_ok = cp("hostname master-arm-2\nkubeadm 200.1 join --config /etc/habuild/kubeadm/kubeadm.yaml\nkubeadm 200.2 state vip_on_lo=no vip_answers=yes config_sha256=abc\nvip_on_lo yes\nrealserver_since 201\napiserver_double active\nkubelet 201 --test-double-started");
         assert!(judge_first_boot(&join_ok, false, Some("abc"))
             .iter()
             .all(|v| v.ok));
@@ -424,6 +443,24 @@ mod tests {
         assert!(judge_first_boot(&join_blind, false, None)
             .iter()
             .any(|v| !v.ok));
+        // The kubelet started before kubeadm configured it, or never: caught.
+        for kubelet in [
+            "kubelet 150 --test-double-started\nkubelet 201 --test-double-started",
+            "kubelet 150 --version",
+        ] {
+            let early = cp(&format!("hostname master-arm-2\nkubeadm 200.1 join --config x\nkubeadm 200.2 state vip_on_lo=no vip_answers=yes config_sha256=abc\nvip_on_lo yes\nrealserver_since 201\napiserver_double active\n{kubelet}"));
+            let failed: Vec<_> = judge_first_boot(&early, false, None)
+                .into_iter()
+                .filter(|v| !v.ok)
+                .collect();
+            assert_eq!(failed.len(), 1, "{failed:?}");
+            assert!(
+                failed[0]
+                    .what
+                    .contains("kubelet first started after kubeadm join"),
+                "{failed:?}"
+            );
+        }
         // No listener: caught.
         let no_listener = cp("hostname master-arm-2\nkubeadm 200.1 join --config x\nkubeadm 200.2 state vip_on_lo=no vip_answers=yes config_sha256=abc\nvip_on_lo yes\nrealserver_since 201\napiserver_double failed");
         assert!(judge_first_boot(&no_listener, false, None)
