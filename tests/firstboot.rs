@@ -17,7 +17,7 @@ const SCRIPT: &str = "overlays/control-plane/usr/local/lib/habuild/firstboot.sh"
 const PROBE: &str = "overlays/control-plane/usr/local/lib/habuild/vip-probe";
 
 /// TEST DOUBLE of kubeadm: logs its call; `TD_FAIL_<ACTION>=N` fails the
-/// first N calls of init/join; `TD_KILL_PARENT_ON_JOIN=1` kills the calling
+/// first N calls of init/join, `TD_FAIL_addon=N` of `init phase addon`; `TD_KILL_PARENT_ON_JOIN=1` kills the calling
 /// script (a power cut during the join); `TD_JOIN_ADDS_MEMBER=1` writes the
 /// etcd manifest as a join that got as far as etcd, `TD_JOIN_STARTS_KUBELET=1`
 /// the kubelet's configuration as one that got to etcd-join; `join phase etcd-join`
@@ -30,7 +30,8 @@ const KUBEADM_DOUBLE: &str = r#"#!/bin/sh
 # TEST DOUBLE of kubeadm (habuild tests/firstboot.rs).
 echo "kubeadm $*" >>"$TD_DIR/calls"
 if [ "$1 $2" = "init phase" ]; then
-    # The add-ons phase: its own count, failing the first TD_FAIL_addon.
+    # An add-on phase: its own count, failing the first TD_FAIL_addon.
+    [ "$3" = addon ] || exit 0
     n=$(cat "$TD_DIR/count-addon" 2>/dev/null || echo 0)
     n=$((n + 1))
     echo "$n" >"$TD_DIR/count-addon"
@@ -275,7 +276,9 @@ fn init_path_starts_realserver_before_kubeadm_init() {
         [
             "systemctl start realServer.service",
             "kubeadm init --config /run/habuild/kubeadm-init.yaml --skip-phases=addon",
-            "kubeadm init phase addon all --config /run/habuild/kubeadm-init.yaml",
+            COREDNS,
+            KUBE_PROXY,
+            UPLOAD_CONFIG,
             "systemctl enable realServer.service",
         ]
     );
@@ -660,7 +663,9 @@ fn a_power_cut_after_kubeadm_finishes_only_the_rest() {
         node.calls(),
         [
             "systemctl start realServer.service",
-            "kubeadm init phase addon all --config /run/habuild/kubeadm-init.yaml",
+            COREDNS,
+            KUBE_PROXY,
+            UPLOAD_CONFIG,
             "systemctl enable realServer.service",
         ]
     );
@@ -673,8 +678,18 @@ fn failed_add_ons_are_retried_alone_and_never_reset_the_node() {
     node.set("TD_FAIL_addon", "2");
     assert!(node.boot().status.success());
     let calls = node.calls();
-    let addon = "kubeadm init phase addon all --config /run/habuild/kubeadm-init.yaml";
-    assert_eq!(calls.iter().filter(|c| *c == addon).count(), 3, "{calls:?}");
+    // Each try stops at its first failing add-on; the third installs both.
+    assert_eq!(
+        calls.iter().filter(|c| *c == COREDNS).count(),
+        3,
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls.iter().filter(|c| *c == KUBE_PROXY).count(),
+        1,
+        "{calls:?}"
+    );
+    assert_eq!(calls.last().unwrap(), "systemctl enable realServer.service");
     assert!(!calls.iter().any(|c| c.contains("reset")), "{calls:?}");
     assert_eq!(
         calls
@@ -692,12 +707,47 @@ fn failed_add_ons_are_retried_alone_and_never_reset_the_node() {
         .set("HABUILD_ADDON_ATTEMPTS", "3");
     assert!(!node.boot().status.success());
     let calls = node.calls();
-    assert_eq!(calls.iter().filter(|c| *c == addon).count(), 3, "{calls:?}");
+    assert_eq!(
+        calls.iter().filter(|c| *c == COREDNS).count(),
+        3,
+        "{calls:?}"
+    );
     assert!(!calls.iter().any(|c| c.contains("reset")), "{calls:?}");
-    assert!(node
-        .status()
-        .starts_with("failed: kubeadm init phase addon all failed 3 times"));
+    assert!(!calls.contains(&UPLOAD_CONFIG.to_string()), "{calls:?}");
+    assert!(
+        node.status()
+            .starts_with("failed: the add-ons (coredns kube-proxy) failed to install 3 times"),
+        "{}",
+        node.status()
+    );
     assert!(!node.done());
+}
+
+const COREDNS: &str = "kubeadm init phase addon coredns --config /run/habuild/kubeadm-init.yaml";
+const KUBE_PROXY: &str =
+    "kubeadm init phase addon kube-proxy --config /run/habuild/kubeadm-init.yaml";
+const UPLOAD_CONFIG: &str =
+    "kubeadm init phase upload-config kubeadm --config /run/habuild/kubeadm-init.yaml";
+
+#[test]
+fn only_the_add_ons_the_manifest_turns_on_are_installed() {
+    for (addons, expected) in [
+        ("", vec![UPLOAD_CONFIG]),
+        (" kube-proxy", vec![KUBE_PROXY, UPLOAD_CONFIG]),
+        ("coredns", vec![COREDNS, UPLOAD_CONFIG]),
+    ] {
+        let mut node = Node::new("init");
+        node.set("HABUILD_ADDONS", addons);
+        assert!(node.boot().status.success(), "{addons:?}");
+        let calls = node.calls();
+        let phases: Vec<&str> = calls
+            .iter()
+            .map(String::as_str)
+            .filter(|c| c.starts_with("kubeadm init phase"))
+            .collect();
+        assert_eq!(phases, expected, "HABUILD_ADDONS={addons:?}");
+        assert_eq!(node.status(), "initialised");
+    }
 }
 
 #[test]

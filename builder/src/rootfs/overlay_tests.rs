@@ -516,6 +516,39 @@ fn pause_image_follows_image_repository() {
     );
 }
 
+#[test]
+fn add_ons_follow_the_manifest() {
+    let addons_of = |tree: &Path| {
+        read(tree, "/etc/habuild/firstboot.env")
+            .lines()
+            .find_map(|l| l.strip_prefix("HABUILD_ADDONS=").map(str::to_owned))
+            .unwrap()
+    };
+    let built = build(&ctx_of(&seed_plan()));
+    assert_eq!(addons_of(&built.rootfs), "\"coredns kube-proxy\"");
+    let kubeadm = read(&built.rootfs, "/etc/habuild/kubeadm/kubeadm.yaml");
+    assert!(!kubeadm.contains("disabled: true"), "{kubeadm}");
+
+    let plan = seed_plan_with(|c| c.tuning.addons.coredns = false);
+    let built = build(&ctx_of(&plan));
+    assert_eq!(addons_of(&built.rootfs), "\" kube-proxy\"");
+    let kubeadm = read(&built.rootfs, "/etc/habuild/kubeadm/kubeadm.yaml");
+    assert!(kubeadm.contains("\ndns:\n  disabled: true\n"), "{kubeadm}");
+    assert!(!kubeadm.contains("\nproxy:\n"), "{kubeadm}");
+
+    let plan = seed_plan_with(|c| {
+        c.tuning.addons.coredns = false;
+        c.tuning.addons.kube_proxy = false;
+    });
+    let built = build(&ctx_of(&plan));
+    assert_eq!(addons_of(&built.rootfs), "\"\"");
+    let kubeadm = read(&built.rootfs, "/etc/habuild/kubeadm/kubeadm.yaml");
+    assert!(
+        kubeadm.contains("\nproxy:\n  disabled: true\n"),
+        "{kubeadm}"
+    );
+}
+
 /// A small overlay built on the fly.
 fn overlay(files: &[(&str, &str)]) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();

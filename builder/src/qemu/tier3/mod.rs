@@ -192,6 +192,32 @@ fn prepare(
     })
 }
 
+/// The add-on pods in the init node's list of kube-system pods ("name ready
+/// status restarts") against the manifest's `[addons]`: present when on,
+/// absent when off. An empty list (kubectl never answered) proves nothing.
+pub fn judge_addons(
+    addons: &crate::config::manifest::Addons,
+    pods: &[String],
+) -> Vec<(bool, String)> {
+    if pods.is_empty() {
+        return vec![(
+            false,
+            "the init node's kubectl listed no kube-system pods".into(),
+        )];
+    }
+    [
+        ("kube-proxy", "kube-proxy-", addons.kube_proxy),
+        ("CoreDNS", "coredns-", addons.coredns),
+    ]
+    .into_iter()
+    .map(|(name, prefix, on)| {
+        let n = pods.iter().filter(|p| p.starts_with(prefix)).count();
+        let state = if on { "on" } else { "OFF" };
+        ((n > 0) == on, format!("{name} {state}, {n} pod(s)"))
+    })
+    .collect()
+}
+
 /// vCPUs per control plane: the host's cores shared out, at least the two
 /// kubeadm's preflight demands (NumCPU) and at most a Pi 4's four. More
 /// vCPUs than the host can run at once only lose time under TCG.
@@ -449,6 +475,15 @@ pub fn run(
             init_name
         ));
         lines.extend(f.pods.iter().map(|p| format!("      {p}")));
+        if passed {
+            for (ok, what) in judge_addons(&m.tuning.addons, &f.pods) {
+                passed &= ok;
+                lines.push(format!(
+                    "  [{}] add-ons as the manifest asks: {what}",
+                    if ok { "ok" } else { "FAIL" }
+                ));
+            }
+        }
     }
     for p in &prepared {
         lines.push(format!("  console log: {}", p.spec.log.display()));
@@ -535,6 +570,32 @@ fn status_lines(s: &failover::StatusJson) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn add_on_pods_are_judged_against_the_manifest() {
+        use crate::config::manifest::Addons;
+        let pods: Vec<String> = [
+            "coredns-589f44dc88-2s67f 0/1 Running 0",
+            "etcd-master-amd64-1 1/1 Running 0",
+            "kube-proxy-c5wd8 1/1 Running 0",
+        ]
+        .map(String::from)
+        .to_vec();
+        let on = Addons::default();
+        assert!(judge_addons(&on, &pods).iter().all(|(ok, _)| *ok));
+        let off = Addons {
+            kube_proxy: false,
+            coredns: false,
+        };
+        // Add-ons the manifest turned off but that run anyway: caught.
+        let v = judge_addons(&off, &pods);
+        assert!(v.iter().all(|(ok, _)| !ok), "{v:?}");
+        assert_eq!(v[1].1, "CoreDNS OFF, 1 pod(s)");
+        assert!(judge_addons(&off, &pods[1..2]).iter().all(|(ok, _)| *ok));
+        // Turned on but missing, and no list at all: caught.
+        assert!(!judge_addons(&on, &pods[1..2])[0].0);
+        assert!(!judge_addons(&off, &[])[0].0);
+    }
     use super::*;
 
     fn facts(since: i64, lines: &[&str]) -> Facts {

@@ -51,6 +51,8 @@ set -u
 # server on an SD card (or under emulation) can miss, and a failure there
 # must not reset a control plane that works.
 : "${HABUILD_ADDON_ATTEMPTS:=10}"
+# The kubeadm add-on phases the manifest's [addons] turn on (empty: none).
+: "${HABUILD_ADDONS=coredns kube-proxy}"
 # A join that failed from its etcd-join phase on: tries (RETRY_DELAY
 # apart) to finish it from that phase; after adding this node to etcd,
 # then tries (about 10 minutes) for the cluster to answer before the reset.
@@ -284,18 +286,32 @@ run_kubeadm() {
     done
 }
 
-# `kubeadm init phase addon all`: idempotent, so retried until it works.
+# The add-ons the manifest turns on, one `kubeadm init phase addon NAME`
+# each: `phase addon all` installs both whatever the configuration's
+# dns.disabled and proxy.disabled say. Then the configuration is stored
+# again, as `kubeadm init --skip-phases=addon` stored both add-ons as
+# disabled in the cluster's kubeadm-config, which `kubeadm upgrade` reads.
+# Every step is idempotent, so a failed try is run again whole.
+install_addons() {
+    for addon in $HABUILD_ADDONS; do
+        log "running: $HABUILD_KUBEADM init phase addon $addon --config $config"
+        "$HABUILD_KUBEADM" init phase addon "$addon" --config "$config" || return 1
+    done
+    log "running: $HABUILD_KUBEADM init phase upload-config kubeadm --config $config"
+    "$HABUILD_KUBEADM" init phase upload-config kubeadm --config "$config"
+}
+
 run_addons() {
     init_config
     try=1
     while :; do
-        log "running: $HABUILD_KUBEADM init phase addon all --config $config (attempt $try/$HABUILD_ADDON_ATTEMPTS)"
-        if "$HABUILD_KUBEADM" init phase addon all --config "$config"; then
+        log "installing the add-ons (${HABUILD_ADDONS:-none: the manifest turns them off}) (attempt $try/$HABUILD_ADDON_ATTEMPTS)"
+        if install_addons; then
             log "add-ons installed"
             return 0
         fi
         if [ "$try" -ge "$HABUILD_ADDON_ATTEMPTS" ]; then
-            fail "kubeadm init phase addon all failed $try times (the control plane itself is up; see journalctl -u habuild-firstboot)"
+            fail "the add-ons (${HABUILD_ADDONS:-none}) failed to install $try times (the control plane itself is up; see journalctl -u habuild-firstboot)"
         fi
         try=$((try + 1))
         "$HABUILD_SLEEP" "$HABUILD_RETRY_DELAY"
