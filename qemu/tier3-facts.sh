@@ -22,7 +22,7 @@ kubectl_said=/run/habuild-t3-kubectl
 ctr_said=/run/habuild-t3-containers
 ctr_log=/run/habuild-t3-container-logs
 kubelet_tail=/run/habuild-t3-kubelet-tail
-rm -f "$fblog" "$fberr" "$fbtail" "$klog" "$kubectl_said" "$ctr_said" "$ctr_log" "$kubelet_tail" /run/habuild-t3-*.cursor
+rm -f "$fblog" "$fberr" "$fbtail" "$klog" "$kubectl_said".* "$ctr_said" "$ctr_log" "$kubelet_tail" /run/habuild-t3-*.cursor
 # kubectl is a Go program started under emulation and a request to an API
 # server that may still be starting: once every this many blocks.
 kubectl_every=6
@@ -68,15 +68,16 @@ while :; do
         tail -n 12 "$fberr" | sed 's/^/fberr /'
         # What kubectl last said is repeated in every block until it is asked again.
         if [ -f "$admin" ] && [ $((seq % kubectl_every)) -eq 1 ]; then
-            {
-                timeout 20 kubectl --kubeconfig "$admin" get nodes --no-headers 2>/dev/null |
-                    awk '{print "node " $1 " " $2}'
-                timeout 20 kubectl --kubeconfig "$admin" get pods -n kube-system --no-headers 2>/dev/null |
-                    awk '{print "pod " $1 " " $2 " " $3 " " $4}'
-            } >"$kubectl_said.new"
-            mv "$kubectl_said.new" "$kubectl_said"
+            timeout 20 kubectl --kubeconfig "$admin" get nodes --no-headers 2>/dev/null |
+                awk '{print "node " $1 " " $2}' >"$kubectl_said.nodes"
+            timeout 20 kubectl --kubeconfig "$admin" get pods -n kube-system --no-headers 2>/dev/null |
+                awk '{print "pod " $1 " " $2 " " $3 " " $4}' >"$kubectl_said.pods.new"
+            # A busy API server that gave no list keeps the last one it gave.
+            if [ -s "$kubectl_said.pods.new" ]; then
+                mv "$kubectl_said.pods.new" "$kubectl_said.pods"
+            fi
         fi
-        cat "$kubectl_said" 2>/dev/null
+        cat "$kubectl_said.nodes" "$kubectl_said.pods" 2>/dev/null
         # The containers the kubelet started (name, state, restarts) and
         # the kubelet's last complaints: where a join that waits on its own
         # local API server (kubeadm 1.36 bootstraps a joining control
