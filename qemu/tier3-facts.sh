@@ -22,7 +22,8 @@ kubectl_said=/run/habuild-t3-kubectl
 ctr_said=/run/habuild-t3-containers
 ctr_log=/run/habuild-t3-container-logs
 kubelet_tail=/run/habuild-t3-kubelet-tail
-rm -f "$fblog" "$fberr" "$fbtail" "$klog" "$kubectl_said".* "$ctr_said" "$ctr_log" "$kubelet_tail" /run/habuild-t3-*.cursor
+cpu_said=/run/habuild-t3-cpu
+rm -f "$fblog" "$fberr" "$fbtail" "$klog" "$kubectl_said".* "$ctr_said" "$ctr_log" "$kubelet_tail" "$cpu_said" /run/habuild-t3-*.cursor
 # kubectl is a Go program started under emulation and a request to an API
 # server that may still be starting: once every this many blocks.
 kubectl_every=6
@@ -103,7 +104,17 @@ while :; do
             done >"$ctr_log.new"
             mv "$ctr_log.new" "$ctr_log"
         fi
-        cat "$ctr_said" "$ctr_log" 2>/dev/null
+        # Where the guest's CPU goes (under emulation the control plane
+        # alone can fill the host's cores): the load and the processes with
+        # the most CPU time so far. ps is not a Go program: cheap.
+        if [ $((seq % kubectl_every)) -eq 1 ]; then
+            {
+                echo "cpu load $(cut -d' ' -f1-3 /proc/loadavg)"
+                ps -eo comm=,time= --sort=-time 2>/dev/null | head -n 6 |
+                    awk '{print "cpu " $1 " " $2}'
+            } >"$cpu_said"
+        fi
+        cat "$ctr_said" "$ctr_log" "$cpu_said" 2>/dev/null
         journalctl -b -u kubelet.service --no-pager -o cat \
             --cursor-file=/run/habuild-t3-kubelet.cursor 2>/dev/null | grep -v '^-- ' |
             grep -E '^E[0-9]|error|failed' | cut -c1-300 | cat "$kubelet_tail" - 2>/dev/null |

@@ -21,8 +21,9 @@ const PROBE: &str = "overlays/control-plane/usr/local/lib/habuild/vip-probe";
 /// script (a power cut during the join); `TD_JOIN_ADDS_MEMBER=1` writes the
 /// etcd manifest as a join that got as far as etcd, `TD_JOIN_STARTS_KUBELET=1`
 /// the kubelet's configuration as one that got to etcd-join; `join phase etcd-join`
-/// and the join's remaining phases (`--skip-phases`) count apart and fail
-/// their first `TD_FAIL_etcd_join` and `TD_FAIL_rest` calls; `reset` empties the PKI
+/// `join phase control-plane-prepare control-plane` and the join's remaining
+/// phases (`--skip-phases=preflight,...`) count apart and fail their first
+/// `TD_FAIL_etcd_join`, `TD_FAIL_control_plane` and `TD_FAIL_rest` calls; `reset` empties the PKI
 /// and manifest directories, as the real `kubeadm reset` does, and with
 /// `TD_RESET_KEEPS_MEMBER=1` prints kubeadm's warning that it could not
 /// remove the etcd member.
@@ -48,11 +49,20 @@ if [ "$1 $2 $3" = "join phase etcd-join" ]; then
     counted etcd-join "${TD_FAIL_etcd_join:-0}"
     exit
 fi
+if [ "$1 $2 $3 ${4:-}" = "join phase control-plane-prepare control-plane" ]; then
+    counted control-plane "${TD_FAIL_control_plane:-0}"
+    exit
+fi
 case $* in
-    join*--skip-phases=*)
+    join*--skip-phases=preflight,*)
         echo "$*" | grep -q -- '--skip-phases=preflight,control-plane-prepare,check-etcd,kubelet-start,etcd-join$' || exit 3
         counted rest "${TD_FAIL_rest:-0}"
         exit
+        ;;
+    join*)
+        # The join up to its etcd member: the control plane's manifests
+        # and the phases after etcd-join come apart.
+        echo "$*" | grep -q -- '--skip-phases=control-plane-prepare/control-plane,kubelet-wait-bootstrap,control-plane-join,wait-control-plane$' || exit 3
         ;;
 esac
 case $1 in
@@ -313,7 +323,9 @@ fn join_path_joins_before_realserver() {
         [
             "systemctl stop realServer.service",
             "probe 10.10.197.101 6443",
-            "kubeadm join --config /etc/habuild/kubeadm/kubeadm.yaml",
+            JOIN_TO_ETCD,
+            CONTROL_PLANE,
+            JOIN_REST,
             "systemctl enable --now realServer.service",
         ]
     );
@@ -387,11 +399,13 @@ fn a_failed_join_is_reset_and_retried() {
         [
             "systemctl stop realServer.service",
             "probe 10.10.197.101 6443",
-            "kubeadm join --config /etc/habuild/kubeadm/kubeadm.yaml",
+            JOIN_TO_ETCD,
             "kubeadm reset -f",
             "sleep 7",
             "probe 10.10.197.101 6443",
-            "kubeadm join --config /etc/habuild/kubeadm/kubeadm.yaml",
+            JOIN_TO_ETCD,
+            CONTROL_PLANE,
+            JOIN_REST,
             "systemctl enable --now realServer.service",
         ]
     );
@@ -427,6 +441,9 @@ fn a_join_that_keeps_failing_ends_in_failed_status() {
 const ASK_CLUSTER: &str = "kubectl --kubeconfig /etc/kubernetes/admin.conf --request-timeout=20s -n kube-system get configmap kubeadm-config -o name";
 const ETCD_JOIN: &str = "kubeadm join phase etcd-join --config /etc/habuild/kubeadm/kubeadm.yaml";
 const JOIN_REST: &str = "kubeadm join --config /etc/habuild/kubeadm/kubeadm.yaml --skip-phases=preflight,control-plane-prepare,check-etcd,kubelet-start,etcd-join";
+const JOIN_TO_ETCD: &str = "kubeadm join --config /etc/habuild/kubeadm/kubeadm.yaml --skip-phases=control-plane-prepare/control-plane,kubelet-wait-bootstrap,control-plane-join,wait-control-plane";
+const CONTROL_PLANE: &str =
+    "kubeadm join phase control-plane-prepare control-plane --config /etc/habuild/kubeadm/kubeadm.yaml";
 
 #[test]
 fn a_join_that_failed_after_announcing_its_etcd_member_is_finished_not_reset() {
@@ -442,13 +459,15 @@ fn a_join_that_failed_after_announcing_its_etcd_member_is_finished_not_reset() {
         [
             "systemctl stop realServer.service",
             "probe 10.10.197.101 6443",
-            "kubeadm join --config /etc/habuild/kubeadm/kubeadm.yaml",
+            JOIN_TO_ETCD,
             ETCD_JOIN,
             "sleep 7",
             ETCD_JOIN,
+            CONTROL_PLANE,
             JOIN_REST,
             "sleep 7",
-            ETCD_JOIN,
+            // etcd-join succeeded once: not run again.
+            CONTROL_PLANE,
             JOIN_REST,
             "systemctl enable --now realServer.service",
         ]
@@ -456,6 +475,47 @@ fn a_join_that_failed_after_announcing_its_etcd_member_is_finished_not_reset() {
     assert!(stdout(&out).contains("the join is finished"));
     assert_eq!(node.status(), "joined");
     assert!(node.done());
+}
+
+#[test]
+fn the_control_plane_manifests_come_after_the_etcd_member_and_a_failure_there_is_finished() {
+    let mut node = Node::new("join");
+    node.set("TD_JOIN_ADDS_MEMBER", "1")
+        .set("TD_FAIL_control_plane", "1");
+    let out = node.boot();
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(
+        node.calls(),
+        [
+            "systemctl stop realServer.service",
+            "probe 10.10.197.101 6443",
+            JOIN_TO_ETCD,
+            CONTROL_PLANE,
+            // No second etcd-join: the member is in.
+            CONTROL_PLANE,
+            JOIN_REST,
+            "systemctl enable --now realServer.service",
+        ]
+    );
+    assert!(stdout(&out).contains("this node's etcd member is in already"));
+    // Tier 3 reads the join's success from this line.
+    assert!(stdout(&out).contains("kubeadm join succeeded (finished from its etcd-join phase)"));
+    assert_eq!(node.status(), "joined");
+}
+
+#[test]
+fn a_reset_forgets_that_the_etcd_member_was_in() {
+    let mut node = Node::new("join");
+    node.set("TD_JOIN_ADDS_MEMBER", "1")
+        .set("TD_FAIL_control_plane", "100")
+        .set("HABUILD_FINISH_TRIES", "1")
+        .set("HABUILD_ATTEMPTS", "1");
+    let marker = node.root.join("var/lib/habuild/firstboot.etcd-joined");
+    assert_eq!(node.boot().status.code(), Some(1));
+    let calls = node.calls();
+    assert!(!calls.contains(&ETCD_JOIN.to_string()), "{calls:?}");
+    assert!(calls.contains(&"kubeadm reset -f".to_string()), "{calls:?}");
+    assert!(!marker.exists(), "the reset removed this node's member");
 }
 
 #[test]
@@ -470,6 +530,7 @@ fn a_join_that_failed_in_etcd_join_before_announcing_the_member_is_finished_too(
         calls[3..],
         [
             ETCD_JOIN,
+            CONTROL_PLANE,
             JOIN_REST,
             "systemctl enable --now realServer.service"
         ]
@@ -494,7 +555,7 @@ fn a_join_without_an_etcd_member_is_never_finished_but_reset() {
     node.set("TD_FAIL_join", "1");
     assert!(node.boot().status.success());
     let calls = node.calls();
-    assert!(!calls.iter().any(|c| c.contains("etcd-join")), "{calls:?}");
+    assert!(!calls.iter().any(|c| c == ETCD_JOIN), "{calls:?}");
     assert!(calls.contains(&"kubeadm reset -f".to_string()));
 }
 
@@ -513,6 +574,7 @@ fn a_power_cut_after_the_etcd_member_was_announced_finishes_the_join_on_the_next
         [
             "systemctl stop realServer.service",
             ETCD_JOIN,
+            CONTROL_PLANE,
             JOIN_REST,
             "systemctl enable --now realServer.service",
         ]
@@ -600,12 +662,7 @@ fn a_reset_that_could_not_remove_the_etcd_member_stops_joining_until_a_person_di
         "{}",
         node.status()
     );
-    let joins = |n: &Node| {
-        n.calls()
-            .iter()
-            .filter(|c| *c == "kubeadm join --config /etc/habuild/kubeadm/kubeadm.yaml")
-            .count()
-    };
+    let joins = |n: &Node| n.calls().iter().filter(|c| *c == JOIN_TO_ETCD).count();
     assert_eq!(joins(&node), 1, "no second join with the member left");
     // Every later boot refuses too, until the marker is gone.
     node.clear_calls();
@@ -642,7 +699,9 @@ fn a_power_cut_during_the_join_is_reset_on_the_next_boot() {
             "systemctl stop realServer.service",
             "kubeadm reset -f",
             "probe 10.10.197.101 6443",
-            "kubeadm join --config /etc/habuild/kubeadm/kubeadm.yaml",
+            JOIN_TO_ETCD,
+            CONTROL_PLANE,
+            JOIN_REST,
             "systemctl enable --now realServer.service",
         ]
     );

@@ -102,6 +102,12 @@ fn the_by_hand_tier3_fixtures_validate() {
             1,
         ),
         (
+            include_str!("../../../tests/fixtures/real-join-amd64.toml"),
+            "amd64",
+            2,
+            1,
+        ),
+        (
             include_str!("../../../tests/fixtures/real-ha-amd64.toml"),
             "amd64",
             3,

@@ -531,7 +531,7 @@ fn add_ons_follow_the_manifest() {
 
     let plan = seed_plan_with(|c| c.tuning.addons.coredns = false);
     let built = build(&ctx_of(&plan));
-    assert_eq!(addons_of(&built.rootfs), "\" kube-proxy\"");
+    assert_eq!(addons_of(&built.rootfs), "\"kube-proxy\"");
     let kubeadm = read(&built.rootfs, "/etc/habuild/kubeadm/kubeadm.yaml");
     assert!(kubeadm.contains("\ndns:\n  disabled: true\n"), "{kubeadm}");
     assert!(!kubeadm.contains("\nproxy:\n"), "{kubeadm}");

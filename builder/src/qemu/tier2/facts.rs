@@ -50,6 +50,9 @@ pub struct Facts {
     /// Tier 3: the last complaints of the newest etcd and kube-apiserver
     /// containers: "container line".
     pub container_logs: Vec<String>,
+    /// Tier 3: the guest's load average and its processes with the most CPU
+    /// time so far: "load 1.00 0.50 0.25", "kube-apiserver 00:12:34".
+    pub cpu: Vec<String>,
 }
 
 /// The last intact block in a console log (sealed, see qemu/sealed.rs; a
@@ -114,6 +117,7 @@ pub fn last_block(log: &str) -> Option<Facts> {
             "ctr" => f.containers.push(rest.into()),
             "kubelet_tail" => f.kubelet_tail.push(rest.into()),
             "ctr_log" => f.container_logs.push(rest.into()),
+            "cpu" => f.cpu.push(rest.into()),
             _ => {}
         }
     }
@@ -201,10 +205,14 @@ fn verdict(ok: bool, what: String) -> Verdict {
 pub fn judge_first_boot(f: &Facts, init: bool, rendered_config_sha: Option<&str>) -> Vec<Verdict> {
     let mut v = Vec::new();
     let action = if init { "init" } else { "join" };
-    // `init phase addon all` (the add-ons, retried alone) is not an init.
+    // Only a call that runs kubeadm's preflight starts an init or a join:
+    // not `init phase addon NAME` (the add-ons, retried alone), nor the
+    // phases first boot runs once the joiner's etcd member is in.
     let is = |a: &str, what: &str| {
         let mut w = a.split_whitespace();
-        w.next() == Some(what) && w.next() != Some("phase")
+        w.next() == Some(what)
+            && w.next() != Some("phase")
+            && !a.contains("--skip-phases=preflight")
     };
     let calls: Vec<&(f64, String)> = f
         .kubeadm_calls
@@ -341,6 +349,8 @@ mod tests {
                 "ctr kube-apiserver Exited 4",
                 "kubelet_tail E1205 bootstrap.go:266] part of the existing bootstrap client certificate is expired",
                 r#"ctr_log etcd {"level":"warn","msg":"leader failed to send out heartbeat on time"}"#,
+                "cpu load 3.10 2.50 1.20",
+                "cpu kube-apiserver 00:12:34",
             ],
         ))
         .unwrap();
@@ -357,6 +367,7 @@ mod tests {
             f.container_logs,
             [r#"etcd {"level":"warn","msg":"leader failed to send out heartbeat on time"}"#]
         );
+        assert_eq!(f.cpu, ["load 3.10 2.50 1.20", "kube-apiserver 00:12:34"]);
     }
 
     #[test]
@@ -429,10 +440,18 @@ mod tests {
             .iter()
             .any(|v| !v.ok));
 
-        let join_ok = cp("hostname master-arm-2\nkubeadm 200.1 join --config /etc/habuild/kubeadm/kubeadm.yaml\nkubeadm 200.2 state vip_on_lo=no vip_answers=yes config_sha256=abc\nvip_on_lo yes\nrealserver_since 201\napiserver_double active\nkubelet 201 --test-double-started");
+        // First boot's join: to the etcd member, the control plane's
+        // manifests, then the phases after etcd-join. One join.
+        let join_calls = "kubeadm 200.1 join --config /etc/habuild/kubeadm/kubeadm.yaml --skip-phases=control-plane-prepare/control-plane,kubelet-wait-bootstrap,control-plane-join,wait-control-plane\nkubeadm 200.2 state vip_on_lo=no vip_answers=yes config_sha256=abc\nkubeadm 200.3 join phase control-plane-prepare control-plane --config /etc/habuild/kubeadm/kubeadm.yaml\nkubeadm 200.4 join --config /etc/habuild/kubeadm/kubeadm.yaml --skip-phases=preflight,control-plane-prepare,check-etcd,kubelet-start,etcd-join";
+        let join_ok = cp(&format!("hostname master-arm-2\n{join_calls}\nvip_on_lo yes\nrealserver_since 201\napiserver_double active\nkubelet 201 --test-double-started"));
         assert!(judge_first_boot(&join_ok, false, Some("abc"))
             .iter()
             .all(|v| v.ok));
+        // A second join that ran preflight again: caught.
+        let twice = cp(&format!("hostname master-arm-2\n{join_calls}\nkubeadm 300.1 join --config /etc/habuild/kubeadm/kubeadm.yaml\nvip_on_lo yes\nrealserver_since 201\napiserver_double active\nkubelet 201 --test-double-started"));
+        assert!(judge_first_boot(&twice, false, Some("abc"))
+            .iter()
+            .any(|v| !v.ok && v.what.contains("kubeadm join called 2 time(s)")));
         // VIP on lo before the join (the seed's warning): caught.
         let join_early = cp("hostname master-arm-2\nkubeadm 200.1 join --config x\nkubeadm 200.2 state vip_on_lo=yes vip_answers=yes config_sha256=abc\nvip_on_lo yes\nrealserver_since 150\napiserver_double active");
         assert!(judge_first_boot(&join_early, false, None)

@@ -447,6 +447,7 @@ pub fn run(
                 ));
                 lines.extend(f.kubelet_tail.iter().map(|l| format!("    kubelet: {l}")));
                 lines.extend(f.container_logs.iter().map(|l| format!("    log of {l}")));
+                lines.extend(f.cpu.iter().map(|l| format!("    cpu: {l}")));
             }
         }
     }

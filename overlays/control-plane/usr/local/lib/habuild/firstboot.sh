@@ -71,6 +71,10 @@ SAVED_PKI=$HABUILD_STATE_DIR/firstboot-pki
 # again would bring back, with empty data, a member the cluster still
 # counts. A person removes the member, then this file.
 MEMBER_LEFT=$HABUILD_STATE_DIR/firstboot.etcd-member-left
+# Present once this node's etcd member is in (kubeadm's etcd-join phase
+# succeeded: added, caught up, promoted, the cluster available); a reset
+# removes it.
+ETCD_JOINED=$HABUILD_STATE_DIR/firstboot.etcd-joined
 MEMBER_LEFT_HELP="remove it by hand (etcdctl member remove on a working control plane), then delete $MEMBER_LEFT"
 # This node's JoinConfiguration (a join's only input).
 JOIN_CONFIG=$HABUILD_KUBEADM_DIR/kubeadm.yaml
@@ -153,6 +157,44 @@ wait_for_cluster_before_reset() {
 # join reached it, and not to be run twice (preflight refuses a node that
 # has them).
 JOIN_PHASES_BEFORE_ETCD=preflight,control-plane-prepare,check-etcd,kubelet-start
+# kubeadm writes a joiner's API server, controller-manager and scheduler
+# manifests before its etcd member exists, and the kubelet runs them while
+# the member is added and catches up as a learner: an API server whose only
+# etcd is that learner fails and relists all the while. First boot writes
+# them once the member is promoted, so that the new member and the cluster
+# it joins have the node's cores to themselves (under emulation and on slow
+# boards that window is what fails). The phases after etcd-join follow.
+JOIN_CONTROL_PLANE=control-plane-prepare/control-plane
+JOIN_PHASES_AFTER_ETCD=kubelet-wait-bootstrap,control-plane-join,wait-control-plane
+
+# The join up to and with its etcd member: every phase but the control
+# plane's manifests and what comes after etcd-join.
+join_to_etcd() {
+    log "running: $HABUILD_KUBEADM join --config $JOIN_CONFIG --skip-phases=$JOIN_CONTROL_PLANE,$JOIN_PHASES_AFTER_ETCD (attempt $attempt/$HABUILD_ATTEMPTS)"
+    "$HABUILD_KUBEADM" join --config "$JOIN_CONFIG" --skip-phases="$JOIN_CONTROL_PLANE,$JOIN_PHASES_AFTER_ETCD" &&
+        touch "$ETCD_JOINED"
+}
+
+# kubeadm's etcd-join phase alone, unless it already succeeded: run again
+# on a member that is in, it still makes its single 2 s member lookup and
+# waits for the cluster, which is what a busy two-member cluster fails.
+etcd_join() {
+    if [ -f "$ETCD_JOINED" ]; then
+        log "this node's etcd member is in already (kubeadm's etcd-join phase succeeded)"
+        return 0
+    fi
+    log "running: $HABUILD_KUBEADM join phase etcd-join --config $JOIN_CONFIG"
+    "$HABUILD_KUBEADM" join phase etcd-join --config "$JOIN_CONFIG" && touch "$ETCD_JOINED"
+}
+
+# The rest of a join whose etcd member is in: the control plane's
+# manifests, then kubeadm's phases after etcd-join.
+join_after_etcd() {
+    log "running: $HABUILD_KUBEADM join phase control-plane-prepare control-plane --config $JOIN_CONFIG"
+    "$HABUILD_KUBEADM" join phase control-plane-prepare control-plane --config "$JOIN_CONFIG" || return 1
+    log "running: $HABUILD_KUBEADM join --config $JOIN_CONFIG --skip-phases=$JOIN_PHASES_BEFORE_ETCD,etcd-join"
+    "$HABUILD_KUBEADM" join --config "$JOIN_CONFIG" --skip-phases="$JOIN_PHASES_BEFORE_ETCD,etcd-join"
+}
 
 # This node's etcd member was announced: kubeadm writes the manifest
 # right after.
@@ -180,13 +222,9 @@ finish_join() {
     try=1
     while :; do
         log "finishing the join from its etcd-join phase (try $try/$HABUILD_FINISH_TRIES)"
-        log "running: $HABUILD_KUBEADM join phase etcd-join --config $JOIN_CONFIG"
-        if "$HABUILD_KUBEADM" join phase etcd-join --config "$JOIN_CONFIG"; then
-            log "running: $HABUILD_KUBEADM join --config $JOIN_CONFIG --skip-phases=$JOIN_PHASES_BEFORE_ETCD,etcd-join"
-            if "$HABUILD_KUBEADM" join --config "$JOIN_CONFIG" --skip-phases="$JOIN_PHASES_BEFORE_ETCD,etcd-join"; then
-                log "the join is finished"
-                return 0
-            fi
+        if etcd_join && join_after_etcd; then
+            log "the join is finished"
+            return 0
         fi
         if [ "$try" -ge "$HABUILD_FINISH_TRIES" ]; then
             log "could not finish the join in $try tries: resetting the node"
@@ -212,7 +250,7 @@ reset_node() {
         fail "kubeadm reset could not remove this node's etcd member (see above): $MEMBER_LEFT_HELP" 2
     fi
     restore_pki
-    rm -f "$PHASE"
+    rm -f "$PHASE" "$ETCD_JOINED"
 }
 
 wait_for_vip() {
@@ -252,21 +290,28 @@ init_config() {
     ) || fail "cannot write $config"
 }
 
+# One `kubeadm init`, or one join in first boot's order (join_to_etcd).
+kubeadm_once() {
+    if [ "$HABUILD_ACTION" = join ]; then
+        join_to_etcd && join_after_etcd
+    else
+        log "running: $HABUILD_KUBEADM init --config $config --skip-phases=addon (attempt $attempt/$HABUILD_ATTEMPTS)"
+        "$HABUILD_KUBEADM" init --config "$config" --skip-phases=addon
+    fi
+}
+
 run_kubeadm() {
     attempt=1
     while :; do
         if [ "$HABUILD_ACTION" = join ]; then
             wait_for_vip
             status joining
-            set -- join --config "$JOIN_CONFIG"
         else
             status initialising
             init_config
-            set -- init --config "$config" --skip-phases=addon
         fi
         phase kubeadm-started
-        log "running: $HABUILD_KUBEADM $* (attempt $attempt/$HABUILD_ATTEMPTS)"
-        if "$HABUILD_KUBEADM" "$@"; then
+        if kubeadm_once; then
             phase kubeadm-done
             log "kubeadm $HABUILD_ACTION succeeded"
             return 0
@@ -274,6 +319,7 @@ run_kubeadm() {
         log "kubeadm $HABUILD_ACTION failed (attempt $attempt/$HABUILD_ATTEMPTS)"
         if finish_join; then
             phase kubeadm-done
+            log "kubeadm $HABUILD_ACTION succeeded (finished from its etcd-join phase)"
             return 0
         fi
         reset_node
