@@ -71,17 +71,23 @@ SAVED_PKI=$HABUILD_STATE_DIR/firstboot-pki
 # again would bring back, with empty data, a member the cluster still
 # counts. A person removes the member, then this file.
 MEMBER_LEFT=$HABUILD_STATE_DIR/firstboot.etcd-member-left
+MEMBER_LEFT_HELP="remove it by hand (etcdctl member remove on a working control plane), then delete $MEMBER_LEFT"
 # Present once this node's etcd member is in (kubeadm's etcd-join phase
 # succeeded: added, caught up, promoted, the cluster available); a reset
 # removes it.
 ETCD_JOINED=$HABUILD_STATE_DIR/firstboot.etcd-joined
-MEMBER_LEFT_HELP="remove it by hand (etcdctl member remove on a working control plane), then delete $MEMBER_LEFT"
 # This node's JoinConfiguration (a join's only input).
 JOIN_CONFIG=$HABUILD_KUBEADM_DIR/kubeadm.yaml
 PKI_FILES="ca.crt ca.key sa.key sa.pub front-proxy-ca.crt front-proxy-ca.key etcd/ca.crt etcd/ca.key"
 
 log() {
     echo "habuild-firstboot: $*"
+}
+
+# kubeadm ARGS...: logged, then run (the journal says which step failed).
+kubeadm_logged() {
+    log "running: $HABUILD_KUBEADM $*"
+    "$HABUILD_KUBEADM" "$@"
 }
 
 status() {
@@ -183,17 +189,14 @@ etcd_join() {
         log "this node's etcd member is in already (kubeadm's etcd-join phase succeeded)"
         return 0
     fi
-    log "running: $HABUILD_KUBEADM join phase etcd-join --config $JOIN_CONFIG"
-    "$HABUILD_KUBEADM" join phase etcd-join --config "$JOIN_CONFIG" && touch "$ETCD_JOINED"
+    kubeadm_logged join phase etcd-join --config "$JOIN_CONFIG" && touch "$ETCD_JOINED"
 }
 
 # The rest of a join whose etcd member is in: the control plane's
 # manifests, then kubeadm's phases after etcd-join.
 join_after_etcd() {
-    log "running: $HABUILD_KUBEADM join phase control-plane-prepare control-plane --config $JOIN_CONFIG"
-    "$HABUILD_KUBEADM" join phase control-plane-prepare control-plane --config "$JOIN_CONFIG" || return 1
-    log "running: $HABUILD_KUBEADM join --config $JOIN_CONFIG --skip-phases=$JOIN_PHASES_BEFORE_ETCD,etcd-join"
-    "$HABUILD_KUBEADM" join --config "$JOIN_CONFIG" --skip-phases="$JOIN_PHASES_BEFORE_ETCD,etcd-join"
+    kubeadm_logged join phase control-plane-prepare control-plane --config "$JOIN_CONFIG" || return 1
+    kubeadm_logged join --config "$JOIN_CONFIG" --skip-phases="$JOIN_PHASES_BEFORE_ETCD,etcd-join"
 }
 
 # This node's etcd member was announced: kubeadm writes the manifest
@@ -340,11 +343,9 @@ run_kubeadm() {
 # Every step is idempotent, so a failed try is run again whole.
 install_addons() {
     for addon in $HABUILD_ADDONS; do
-        log "running: $HABUILD_KUBEADM init phase addon $addon --config $config"
-        "$HABUILD_KUBEADM" init phase addon "$addon" --config "$config" || return 1
+        kubeadm_logged init phase addon "$addon" --config "$config" || return 1
     done
-    log "running: $HABUILD_KUBEADM init phase upload-config kubeadm --config $config"
-    "$HABUILD_KUBEADM" init phase upload-config kubeadm --config "$config"
+    kubeadm_logged init phase upload-config kubeadm --config "$config"
 }
 
 run_addons() {
