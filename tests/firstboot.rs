@@ -63,6 +63,14 @@ case $* in
         # The join up to its etcd member: the control plane's manifests
         # and the phases after etcd-join come apart.
         echo "$*" | grep -q -- '--skip-phases=control-plane-prepare/control-plane,kubelet-wait-bootstrap,control-plane-join,wait-control-plane$' || exit 3
+        if [ -n "${TD_CHECK_FROM_NETNS:-}" ]; then
+            # What a director's TCP check finds during the join.
+            if ip netns exec "$TD_CHECK_FROM_NETNS" timeout 3 bash -c "exec 3<>/dev/tcp/$TD_CHECK_ADDRESS/6443" 2>/dev/null; then
+                echo answered >"$TD_DIR/check-during-join"
+            else
+                echo unanswered >"$TD_DIR/check-during-join"
+            fi
+        fi
         ;;
 esac
 case $1 in
@@ -134,6 +142,30 @@ const SLEEP_DOUBLE: &str = r#"#!/bin/sh
 echo "sleep $*" >>"$TD_DIR/calls"
 "#;
 
+/// TEST DOUBLE of ip, `ip -4 rule add|del RULE` only: keeps the rules in a
+/// file as the kernel would (`del` removes one and fails when none
+/// matches) and logs each call in `ip-calls` with the number of the other
+/// doubles' calls before it, which places it among them.
+const IP_DOUBLE: &str = r#"#!/bin/sh
+# TEST DOUBLE of ip (habuild tests/firstboot.rs).
+before=$(cat "$TD_DIR/calls" 2>/dev/null | wc -l)
+echo "after $before: ip $*" >>"$TD_DIR/ip-calls"
+[ "$1 $2" = "-4 rule" ] || exit 2
+op=$3
+shift 3
+rules=$TD_DIR/rules
+touch "$rules"
+case $op in
+    add) echo "$*" >>"$rules" ;;
+    del)
+        grep -qxF -- "$*" "$rules" || exit 2
+        awk -v r="$*" '!gone && $0 == r { gone = 1; next } { print }' "$rules" >"$rules.new"
+        mv "$rules.new" "$rules"
+        ;;
+    *) exit 2 ;;
+esac
+"#;
+
 const PKI_FILES: &[&str] = &[
     "ca.crt",
     "ca.key",
@@ -169,6 +201,7 @@ impl Node {
         write_exec(&td.join("vip-probe-test-double"), PROBE_DOUBLE);
         write_exec(&td.join("sleep-test-double"), SLEEP_DOUBLE);
         write_exec(&td.join("kubectl-test-double"), KUBECTL_DOUBLE);
+        write_exec(&td.join("ip-test-double"), IP_DOUBLE);
         let kdir = root.join("etc/habuild/kubeadm");
         fs::create_dir_all(&kdir).unwrap();
         let kind = if action == "init" {
@@ -239,6 +272,24 @@ impl Node {
         out
     }
 
+    /// One boot inside the network namespace `netns`.
+    fn boot_in(&self, netns: &str) -> Output {
+        let out = Command::new("ip")
+            .args(["netns", "exec", netns, "sh"])
+            .arg(repo_root().join(SCRIPT))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("running firstboot.sh in a network namespace");
+        eprintln!(
+            "--- firstboot.sh ({}, netns {netns}) exit {:?}\n{}{}",
+            self.action,
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     /// The doubles' calls so far, with the temporary root shown as `/`.
     fn calls(&self) -> Vec<String> {
         let root = self.root.to_str().unwrap();
@@ -246,6 +297,31 @@ impl Node {
             .unwrap_or_default()
             .lines()
             .map(|l| l.replace(root, ""))
+            .collect()
+    }
+
+    /// Gives the node two directors and the `ip` double.
+    fn with_directors(&mut self) -> &mut Node {
+        let ip = self.root.join("td/ip-test-double");
+        self.set("HABUILD_DIRECTORS", "10.10.197.96 10.10.197.95")
+            .set("HABUILD_IP", ip.to_str().unwrap())
+    }
+
+    /// The `ip` double's calls, each with the number of other calls before it.
+    fn ip_calls(&self) -> Vec<String> {
+        fs::read_to_string(self.root.join("td/ip-calls"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The policy rules in place (the `ip` double's state).
+    fn rules(&self) -> Vec<String> {
+        fs::read_to_string(self.root.join("td/rules"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
             .collect()
     }
 
@@ -436,6 +512,173 @@ fn a_join_that_keeps_failing_ends_in_failed_status() {
     assert!(node.boot().status.success());
     assert!(!node.calls().contains(&"kubeadm reset -f".to_string()));
     assert_eq!(node.status(), "joined");
+}
+
+/// The rule that keeps the API port (6443) from answering a director.
+fn hold_rule(director: &str) -> String {
+    format!("to {director} ipproto tcp sport 6443 prohibit")
+}
+
+#[test]
+fn a_joiner_answers_the_directors_checks_only_once_the_vip_is_on_lo() {
+    let mut node = Node::new("join");
+    node.with_directors();
+    assert!(node.boot().status.success());
+    let calls = node.calls();
+    assert_eq!(calls[0], "systemctl stop realServer.service");
+    assert_eq!(calls[1], "probe 10.10.197.101 6443");
+    assert_eq!(
+        calls.last().unwrap(),
+        "systemctl enable --now realServer.service"
+    );
+    let (a, b) = (hold_rule("10.10.197.96"), hold_rule("10.10.197.95"));
+    let done = calls.len();
+    assert_eq!(
+        node.ip_calls(),
+        [
+            // Before the VIP probe and the join: none to remove, then held.
+            format!("after 1: ip -4 rule del {a}"),
+            format!("after 1: ip -4 rule del {b}"),
+            format!("after 1: ip -4 rule add {a}"),
+            format!("after 1: ip -4 rule add {b}"),
+            // After realServer put the VIP on lo: every one removed.
+            format!("after {done}: ip -4 rule del {a}"),
+            format!("after {done}: ip -4 rule del {a}"),
+            format!("after {done}: ip -4 rule del {b}"),
+            format!("after {done}: ip -4 rule del {b}"),
+        ]
+    );
+    assert!(node.rules().is_empty(), "{:?}", node.rules());
+}
+
+#[test]
+fn a_joiner_that_failed_stays_out_of_the_pool_and_holds_each_director_once() {
+    let mut node = Node::new("join");
+    node.with_directors()
+        .set("TD_FAIL_join", "100")
+        .set("HABUILD_ATTEMPTS", "1");
+    assert_eq!(node.boot().status.code(), Some(1));
+    let held = [hold_rule("10.10.197.96"), hold_rule("10.10.197.95")];
+    assert_eq!(node.rules(), held, "it does not hold the VIP");
+    // The unit's restart holds them again, without a second copy.
+    node.clear_calls();
+    assert_eq!(node.boot().status.code(), Some(1));
+    assert_eq!(node.rules(), held);
+}
+
+/// Two network namespaces joined by a veth pair, removed on drop.
+struct Segment {
+    joiner: String,
+    director: String,
+    listener: Option<std::process::Child>,
+}
+
+impl Segment {
+    const JOINER: &'static str = "10.231.0.2";
+    const DIRECTOR: &'static str = "10.231.0.1";
+
+    fn new() -> Segment {
+        let id = std::process::id();
+        let seg = Segment {
+            joiner: format!("hbfb-j{id}"),
+            director: format!("hbfb-d{id}"),
+            listener: None,
+        };
+        let (j, d) = (seg.joiner.as_str(), seg.director.as_str());
+        for args in [
+            vec!["netns", "add", j],
+            vec!["netns", "add", d],
+            vec![
+                "link", "add", "vj", "netns", j, "type", "veth", "peer", "name", "vd", "netns", d,
+            ],
+            vec!["-n", j, "addr", "add", "10.231.0.2/24", "dev", "vj"],
+            vec!["-n", d, "addr", "add", "10.231.0.1/24", "dev", "vd"],
+            vec!["-n", j, "link", "set", "vj", "up"],
+            vec!["-n", d, "link", "set", "vd", "up"],
+            vec!["-n", j, "link", "set", "lo", "up"],
+        ] {
+            let st = Command::new("ip").args(&args).status().unwrap();
+            assert!(st.success(), "ip {args:?} (this test needs root)");
+        }
+        seg
+    }
+
+    /// Something listening on the joiner's API port, as its API server.
+    fn listen(&mut self) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.joiner, "python3", "-c"])
+            .arg("import socket, time\ns = socket.socket()\ns.bind(('0.0.0.0', 6443))\ns.listen(16)\ntime.sleep(120)")
+            .spawn()
+            .unwrap();
+        self.listener = Some(child);
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+
+    /// Whether a TCP connection from the director to the joiner's API port
+    /// is answered (keepalived's TCP_CHECK).
+    fn director_reaches_api_port(&self) -> bool {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.director,
+                "timeout",
+                "3",
+                "bash",
+                "-c",
+            ])
+            .arg(format!("exec 3<>/dev/tcp/{}/6443", Self::JOINER))
+            .status()
+            .unwrap()
+            .success()
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.listener.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in [&self.joiner, &self.director] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// The real `ip` and kernel (root): while the join runs, a director's TCP
+/// check of the API port goes unanswered; once joined, it is answered.
+#[test]
+fn with_the_real_ip_a_directors_check_is_unanswered_only_during_the_join() {
+    let mut seg = Segment::new();
+    seg.listen();
+    assert!(
+        seg.director_reaches_api_port(),
+        "the port answers before first boot"
+    );
+    let mut node = Node::new("join");
+    node.set("HABUILD_DIRECTORS", Segment::DIRECTOR)
+        .set("TD_CHECK_FROM_NETNS", &seg.director.clone())
+        .set("TD_CHECK_ADDRESS", Segment::JOINER);
+    assert!(node.boot_in(&seg.joiner.clone()).status.success());
+    assert_eq!(
+        fs::read_to_string(node.root.join("td/check-during-join")).unwrap(),
+        "unanswered\n"
+    );
+    assert!(seg.director_reaches_api_port(), "answered once joined");
+    let rules = Command::new("ip")
+        .args(["-n", &seg.joiner, "-4", "rule", "show"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&rules.stdout).contains("prohibit"));
+}
+
+#[test]
+fn the_init_node_never_holds_its_api_port_from_the_directors() {
+    let mut node = Node::new("init");
+    node.with_directors();
+    assert!(node.boot().status.success());
+    assert!(node.ip_calls().is_empty(), "{:?}", node.ip_calls());
 }
 
 const ASK_CLUSTER: &str = "kubectl --kubeconfig /etc/kubernetes/admin.conf --request-timeout=20s -n kube-system get configmap kubeadm-config -o name";

@@ -175,6 +175,19 @@ fn firstboot_env_names_the_action() {
     }
     let env = render(ENV, &plan("master-arm-3", None), kubeadm(&s));
     assert!(env.lines().any(|l| l == "HABUILD_ACTION=join"), "{env}");
+    assert!(
+        env.lines()
+            .any(|l| l == "HABUILD_DIRECTORS=\"10.10.197.96\""),
+        "{env}"
+    );
+    // Every director, in manifest order, space-separated.
+    let two = test_support::plan("tests/fixtures/two-directors.toml", "master-arm-2", |_| {});
+    let env = render(ENV, &two, kubeadm(&s));
+    assert!(
+        env.lines()
+            .any(|l| l == "HABUILD_DIRECTORS=\"10.10.197.96 10.10.197.95\""),
+        "{env}"
+    );
 }
 
 #[test]

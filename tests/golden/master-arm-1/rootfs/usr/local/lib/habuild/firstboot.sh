@@ -37,6 +37,10 @@ set -u
 : "${HABUILD_KUBELET_DIR:=/var/lib/kubelet}"
 : "${HABUILD_VIP_PROBE:=/usr/local/lib/habuild/vip-probe}"
 : "${HABUILD_SLEEP:=sleep}"
+: "${HABUILD_IP:=ip}"
+# The directors' addresses (space-separated): a joiner's API port does not
+# answer them until it is joined (hold_out_of_pool).
+: "${HABUILD_DIRECTORS=}"
 # VIP probes: bounded, with a delay doubling from VIP_DELAY up to
 # VIP_MAX_DELAY seconds (90 tries: about 40 minutes, time for the init node
 # to pull its images). The unit restarts the script after a failure.
@@ -256,6 +260,38 @@ reset_node() {
     rm -f "$PHASE" "$ETCD_JOINED"
 }
 
+# LVS direct routing hands a connection to a control plane that holds the
+# VIP on lo, and a joiner puts it there only once joined. Its API server,
+# though, starts listening part-way through the join: the directors' TCP
+# check then finds the port open and adds the node to the VIP's pool, and
+# from then on about one in two of the join's own requests to the VIP is
+# handed back to this node, which drops it (it does not hold the VIP).
+# kubeadm's single 10 s fetch of the kubelet's configuration failed that
+# way. So until the VIP is on lo, the API port does not answer the
+# directors: a policy rule per director prohibits the port's replies to it
+# (nothing else of this node's traffic to the director is touched), and
+# their checks keep the node out of the pool. The rules live until the
+# join is done or the next boot.
+release_to_pool() {
+    for director in $HABUILD_DIRECTORS; do
+        while "$HABUILD_IP" -4 rule del to "$director" ipproto tcp sport "$HABUILD_API_PORT" prohibit 2>/dev/null; do
+            :
+        done
+    done
+}
+
+hold_out_of_pool() {
+    [ -n "$HABUILD_DIRECTORS" ] || return 0
+    release_to_pool
+    for director in $HABUILD_DIRECTORS; do
+        if "$HABUILD_IP" -4 rule add to "$director" ipproto tcp sport "$HABUILD_API_PORT" prohibit; then
+            log "until joined, the API port does not answer the director $director: it keeps this node out of the VIP's pool"
+        else
+            log "cannot keep the API port from answering the director $director (ip rule add failed); going on: the join's requests to the VIP may be handed back to this node"
+        fi
+    done
+}
+
 wait_for_vip() {
     status waiting-for-vip
     try=1
@@ -393,6 +429,7 @@ main() {
         # Never joined with the VIP on lo (a unit enabled by hand, a retry).
         "$HABUILD_SYSTEMCTL" stop realServer.service ||
             log "systemctl stop realServer.service failed; going on"
+        hold_out_of_pool
     fi
 
     case $last in
@@ -423,6 +460,9 @@ main() {
         log "joined: starting realServer (the VIP on lo) now"
         "$HABUILD_SYSTEMCTL" enable --now realServer.service ||
             fail "systemctl enable --now realServer.service failed"
+        # The VIP is on lo: the directors may hand this node connections.
+        release_to_pool
+        [ -z "$HABUILD_DIRECTORS" ] || log "the API port answers the directors again: they add this node to the VIP's pool"
         final=joined
     fi
     touch "$DONE" || fail "cannot write $DONE"
