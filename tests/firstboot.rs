@@ -50,12 +50,18 @@ if [ "$1 $2 $3" = "join phase etcd-join" ]; then
     exit
 fi
 if [ "$1 $2 $3 ${4:-}" = "join phase control-plane-prepare control-plane" ]; then
+    # As kubeadm: the three manifests, written together.
+    mkdir -p "$HABUILD_KUBE_DIR/manifests"
+    for c in kube-apiserver kube-controller-manager kube-scheduler; do
+        echo "$c" >"$HABUILD_KUBE_DIR/manifests/$c.yaml"
+    done
     counted control-plane "${TD_FAIL_control_plane:-0}"
     exit
 fi
 case $* in
     join*--skip-phases=preflight,*)
         echo "$*" | grep -q -- '--skip-phases=preflight,control-plane-prepare,check-etcd,kubelet-start,etcd-join$' || exit 3
+        ls "$HABUILD_KUBE_DIR/manifests" 2>/dev/null | tr '\n' ' ' >"$TD_DIR/manifests-at-rest"
         counted rest "${TD_FAIL_rest:-0}"
         exit
         ;;
@@ -123,6 +129,12 @@ n=$(cat "$TD_DIR/count-kubectl" 2>/dev/null || echo 0)
 n=$((n + 1))
 echo "$n" >"$TD_DIR/count-kubectl"
 echo "kubectl $*" >>"$TD_DIR/calls"
+case $* in
+    *"get --raw /readyz")
+        ls "$HABUILD_KUBE_DIR/manifests" 2>/dev/null | tr '\n' ' ' >>"$TD_DIR/manifests-at-readyz"
+        echo >>"$TD_DIR/manifests-at-readyz"
+        ;;
+esac
 [ "$n" -gt "${TD_CLUSTER_DOWN_FOR:-0}" ]
 "#;
 
@@ -512,6 +524,86 @@ fn a_join_that_keeps_failing_ends_in_failed_status() {
     assert!(node.boot().status.success());
     assert!(!node.calls().contains(&"kubeadm reset -f".to_string()));
     assert_eq!(node.status(), "joined");
+}
+
+const LOCAL_READYZ: &str = "kubectl --kubeconfig /etc/kubernetes/admin.conf --server https://10.10.197.97:6443 --request-timeout=20s get --raw /readyz";
+
+fn read_td(node: &Node, file: &str) -> String {
+    fs::read_to_string(node.root.join("td").join(file)).unwrap_or_default()
+}
+
+#[test]
+fn a_joiners_api_server_starts_alone_until_it_is_ready() {
+    let mut node = Node::new("join");
+    node.set("HABUILD_NODE_ADDRESS", "10.10.197.97")
+        .set("TD_CLUSTER_DOWN_FOR", "2");
+    assert!(node.boot().status.success());
+    assert_eq!(
+        node.calls(),
+        [
+            "systemctl stop realServer.service",
+            "probe 10.10.197.101 6443",
+            JOIN_TO_ETCD,
+            CONTROL_PLANE,
+            LOCAL_READYZ,
+            "sleep 15",
+            LOCAL_READYZ,
+            "sleep 15",
+            LOCAL_READYZ,
+            JOIN_REST,
+            "systemctl enable --now realServer.service",
+        ]
+    );
+    // While the API server was asked, it was the only manifest of the three;
+    // kubeadm's remaining phases found all three.
+    assert_eq!(
+        read_td(&node, "manifests-at-readyz"),
+        "kube-apiserver.yaml \n".repeat(3)
+    );
+    assert_eq!(
+        read_td(&node, "manifests-at-rest"),
+        "kube-apiserver.yaml kube-controller-manager.yaml kube-scheduler.yaml "
+    );
+    assert!(!node
+        .root
+        .join("var/lib/habuild/firstboot-held-manifests")
+        .exists());
+}
+
+#[test]
+fn an_api_server_that_never_gets_ready_gets_the_other_components_anyway() {
+    let mut node = Node::new("join");
+    node.set("HABUILD_NODE_ADDRESS", "10.10.197.97")
+        .set("TD_CLUSTER_DOWN_FOR", "100")
+        .set("HABUILD_LOCAL_API_TRIES", "2");
+    let out = node.boot();
+    assert!(out.status.success());
+    let calls = node.calls();
+    assert_eq!(calls.iter().filter(|c| *c == LOCAL_READYZ).count(), 2);
+    assert!(stdout(&out).contains(
+        "not ready after 2 tries: starting kube-controller-manager kube-scheduler anyway"
+    ));
+    assert_eq!(
+        read_td(&node, "manifests-at-rest"),
+        "kube-apiserver.yaml kube-controller-manager.yaml kube-scheduler.yaml "
+    );
+}
+
+#[test]
+fn a_finishing_try_starts_the_api_server_alone_too() {
+    let mut node = Node::new("join");
+    node.set("HABUILD_NODE_ADDRESS", "10.10.197.97")
+        .set("TD_FAIL_rest", "1");
+    assert!(node.boot().status.success());
+    let calls = node.calls();
+    let rest: Vec<usize> = (0..calls.len())
+        .filter(|&i| calls[i] == JOIN_REST)
+        .collect();
+    assert_eq!(rest.len(), 2, "{calls:#?}");
+    for i in rest {
+        assert_eq!(calls[i - 1], LOCAL_READYZ, "{calls:#?}");
+        assert_eq!(calls[i - 2], CONTROL_PLANE, "{calls:#?}");
+    }
 }
 
 /// The rule that keeps the API port (6443) from answering a director.

@@ -60,6 +60,12 @@ set -u
 # A join that failed from its etcd-join phase on: tries (RETRY_DELAY
 # apart) to finish it from that phase; after adding this node to etcd,
 # then tries (about 10 minutes) for the cluster to answer before the reset.
+# The node's own API server, asked for /readyz (LOCAL_API_TRIES times,
+# LOCAL_API_DELAY seconds apart) before its controller-manager and
+# scheduler start (join_after_etcd).
+: "${HABUILD_NODE_ADDRESS:=}"
+: "${HABUILD_LOCAL_API_TRIES:=60}"
+: "${HABUILD_LOCAL_API_DELAY:=15}"
 : "${HABUILD_FINISH_TRIES:=5}"
 : "${HABUILD_MEMBER_TRIES:=20}"
 
@@ -80,6 +86,10 @@ MEMBER_LEFT_HELP="remove it by hand (etcdctl member remove on a working control 
 # succeeded: added, caught up, promoted, the cluster available); a reset
 # removes it.
 ETCD_JOINED=$HABUILD_STATE_DIR/firstboot.etcd-joined
+# Where first boot keeps the controller-manager's and scheduler's manifests
+# while the node's new API server starts alone.
+HELD_MANIFESTS=$HABUILD_STATE_DIR/firstboot-held-manifests
+LATER_COMPONENTS="kube-controller-manager kube-scheduler"
 # This node's JoinConfiguration (a join's only input).
 JOIN_CONFIG=$HABUILD_KUBEADM_DIR/kubeadm.yaml
 PKI_FILES="ca.crt ca.key sa.key sa.pub front-proxy-ca.crt front-proxy-ca.key etcd/ca.crt etcd/ca.key"
@@ -196,10 +206,59 @@ etcd_join() {
     kubeadm_logged join phase etcd-join --config "$JOIN_CONFIG" && touch "$ETCD_JOINED"
 }
 
+# kubeadm writes the API server's, controller-manager's and scheduler's
+# manifests together. The new API server's start is the join's heaviest
+# step (it exits when its post-start hooks take over a minute), and the
+# other two, started beside it, only retry against it meanwhile: under
+# emulation a joiner's scheduler took 5 minutes of CPU in 30 that way
+# while its API server restarted four times (benchmarks/README.md). So
+# they wait, kept aside, until the API server answers /readyz, or until
+# LOCAL_API_TRIES have passed.
+hold_back_later_components() {
+    mkdir -p "$HELD_MANIFESTS" || return 1
+    for c in $LATER_COMPONENTS; do
+        if [ -f "$HABUILD_KUBE_DIR/manifests/$c.yaml" ]; then
+            mv -f "$HABUILD_KUBE_DIR/manifests/$c.yaml" "$HELD_MANIFESTS/$c.yaml" || return 1
+        fi
+    done
+    log "the API server starts alone: $LATER_COMPONENTS wait until it is ready"
+}
+
+release_later_components() {
+    for c in $LATER_COMPONENTS; do
+        if [ -f "$HELD_MANIFESTS/$c.yaml" ]; then
+            mv -f "$HELD_MANIFESTS/$c.yaml" "$HABUILD_KUBE_DIR/manifests/$c.yaml" || return 1
+        fi
+    done
+}
+
+wait_for_local_api() {
+    try=1
+    while :; do
+        if "$HABUILD_KUBECTL" --kubeconfig "$HABUILD_KUBE_DIR/admin.conf" \
+            --server "https://$HABUILD_NODE_ADDRESS:$HABUILD_API_PORT" --request-timeout=20s \
+            get --raw /readyz >/dev/null; then
+            log "this node's API server is ready (try $try): starting $LATER_COMPONENTS"
+            return 0
+        fi
+        if [ "$try" -ge "$HABUILD_LOCAL_API_TRIES" ]; then
+            log "this node's API server is not ready after $try tries: starting $LATER_COMPONENTS anyway"
+            return 0
+        fi
+        try=$((try + 1))
+        "$HABUILD_SLEEP" "$HABUILD_LOCAL_API_DELAY"
+    done
+}
+
 # The rest of a join whose etcd member is in: the control plane's
-# manifests, then kubeadm's phases after etcd-join.
+# manifests (the API server's first), then kubeadm's phases after
+# etcd-join.
 join_after_etcd() {
     kubeadm_logged join phase control-plane-prepare control-plane --config "$JOIN_CONFIG" || return 1
+    if [ -n "$HABUILD_NODE_ADDRESS" ] && hold_back_later_components; then
+        wait_for_local_api
+    fi
+    release_later_components || return 1
     kubeadm_logged join --config "$JOIN_CONFIG" --skip-phases="$JOIN_PHASES_BEFORE_ETCD,etcd-join"
 }
 
@@ -257,7 +316,7 @@ reset_node() {
         fail "kubeadm reset could not remove this node's etcd member (see above): $MEMBER_LEFT_HELP" 2
     fi
     restore_pki
-    rm -f "$PHASE" "$ETCD_JOINED"
+    rm -rf "$PHASE" "$ETCD_JOINED" "$HELD_MANIFESTS"
 }
 
 # LVS direct routing hands a connection to a control plane that holds the
@@ -466,7 +525,7 @@ main() {
         final=joined
     fi
     touch "$DONE" || fail "cannot write $DONE"
-    rm -rf "$SAVED_PKI" "$PHASE"
+    rm -rf "$SAVED_PKI" "$PHASE" "$HELD_MANIFESTS"
     status "$final"
 }
 
