@@ -87,6 +87,15 @@ fn init_node_gets_init_and_cluster_configuration() {
     assert_eq!(cluster["certificatesDir"], "/etc/kubernetes/pki");
     assert_eq!(cluster["encryptionAlgorithm"], "ECDSA-P256");
     assert!(cluster.get("imageRepository").is_none(), "{yaml}");
+    // The API server gives etcd 10 s in its health and readiness checks.
+    let api_args = &cluster["apiServer"]["extraArgs"];
+    for (i, name) in ["etcd-healthcheck-timeout", "etcd-readycheck-timeout"]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(api_args[i]["name"], name, "{yaml}");
+        assert_eq!(api_args[i]["value"], "10s", "{yaml}");
+    }
 
     // The seed's private registry, when the manifest names one.
     let yaml = render(
