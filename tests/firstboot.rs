@@ -269,31 +269,26 @@ impl Node {
 
     /// One boot: runs the script as the unit would.
     fn boot(&self) -> Output {
-        let out = Command::new("sh")
+        self.run_script(&[])
+    }
+
+    /// One boot inside the network namespace `netns`.
+    fn boot_in(&self, netns: &str) -> Output {
+        self.run_script(&["ip", "netns", "exec", netns])
+    }
+
+    /// Runs `sh firstboot.sh` behind `prefix` (a command that runs another).
+    fn run_script(&self, prefix: &[&str]) -> Output {
+        let mut argv: Vec<&str> = prefix.to_vec();
+        argv.push("sh");
+        let out = Command::new(argv[0])
+            .args(&argv[1..])
             .arg(repo_root().join(SCRIPT))
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("running firstboot.sh");
         eprintln!(
-            "--- firstboot.sh ({}) exit {:?}\n{}{}",
-            self.action,
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    /// One boot inside the network namespace `netns`.
-    fn boot_in(&self, netns: &str) -> Output {
-        let out = Command::new("ip")
-            .args(["netns", "exec", netns, "sh"])
-            .arg(repo_root().join(SCRIPT))
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .output()
-            .expect("running firstboot.sh in a network namespace");
-        eprintln!(
-            "--- firstboot.sh ({}, netns {netns}) exit {:?}\n{}{}",
+            "--- firstboot.sh ({}) {prefix:?} exit {:?}\n{}{}",
             self.action,
             out.status.code(),
             String::from_utf8_lossy(&out.stdout),
