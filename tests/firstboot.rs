@@ -601,6 +601,25 @@ fn a_finishing_try_starts_the_api_server_alone_too() {
     }
 }
 
+#[test]
+fn waiting_for_the_api_server_does_not_use_up_the_finishing_tries() {
+    let mut node = Node::new("join");
+    node.set("HABUILD_NODE_ADDRESS", "10.10.197.97")
+        .set("TD_CLUSTER_DOWN_FOR", "1000")
+        .set("HABUILD_LOCAL_API_TRIES", "6")
+        .set("TD_JOIN_STARTS_KUBELET", "1")
+        .set("TD_FAIL_rest", "2");
+    let out = node.boot();
+    assert!(out.status.success());
+    let log = stdout(&out);
+    assert!(
+        log.contains("finishing the join from its etcd-join phase (try 2/5)"),
+        "{log}"
+    );
+    assert!(!node.calls().contains(&"kubeadm reset -f".to_string()));
+    assert_eq!(node.status(), "joined");
+}
+
 /// The rule that keeps the API port (6443) from answering a director.
 fn hold_rule(director: &str) -> String {
     format!("to {director} ipproto tcp sport 6443 prohibit")

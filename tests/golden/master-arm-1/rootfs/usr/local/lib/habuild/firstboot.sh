@@ -232,20 +232,21 @@ release_later_components() {
     done
 }
 
+# Its own counter: it runs inside finish_join, whose $try it must not change.
 wait_for_local_api() {
-    try=1
+    api_try=1
     while :; do
         if "$HABUILD_KUBECTL" --kubeconfig "$HABUILD_KUBE_DIR/admin.conf" \
             --server "https://$HABUILD_NODE_ADDRESS:$HABUILD_API_PORT" --request-timeout=20s \
             get --raw /readyz >/dev/null; then
-            log "this node's API server is ready (try $try): starting $LATER_COMPONENTS"
+            log "this node's API server is ready (try $api_try): starting $LATER_COMPONENTS"
             return 0
         fi
-        if [ "$try" -ge "$HABUILD_LOCAL_API_TRIES" ]; then
-            log "this node's API server is not ready after $try tries: starting $LATER_COMPONENTS anyway"
+        if [ "$api_try" -ge "$HABUILD_LOCAL_API_TRIES" ]; then
+            log "this node's API server is not ready after $api_try tries: starting $LATER_COMPONENTS anyway"
             return 0
         fi
-        try=$((try + 1))
+        api_try=$((api_try + 1))
         "$HABUILD_SLEEP" "$HABUILD_LOCAL_API_DELAY"
     done
 }
