@@ -54,6 +54,8 @@ if [ "$1 $2 $3 ${4:-}" = "join phase control-plane-prepare control-plane" ]; the
     mkdir -p "$HABUILD_KUBE_DIR/manifests"
     for c in kube-apiserver kube-controller-manager kube-scheduler; do
         echo "$c" >"$HABUILD_KUBE_DIR/manifests/$c.yaml"
+        # A running kubelet starts the pod at once (the systemctl double).
+        [ -f "$TD_DIR/kubelet-stopped" ] || echo "$c.yaml" >>"$TD_DIR/started-pods"
     done
     counted control-plane "${TD_FAIL_control_plane:-0}"
     exit
@@ -115,10 +117,23 @@ esac
 exit 0
 "#;
 
-/// TEST DOUBLE of systemctl: logs its call.
+/// TEST DOUBLE of systemctl: logs its call. For the kubelet it also keeps
+/// a model of what the real one does with static pods: while running it
+/// starts each manifest that appears (`kubelet_sees`, also called by the
+/// kubeadm double), and on `start` each manifest there; it never stops
+/// one, as a kubelet that has not reached the API server does not. The
+/// pods so started are listed in `started-pods`.
 const SYSTEMCTL_DOUBLE: &str = r#"#!/bin/sh
 # TEST DOUBLE of systemctl (habuild tests/firstboot.rs).
 echo "systemctl $*" >>"$TD_DIR/calls"
+case $* in
+    "stop kubelet.service") touch "$TD_DIR/kubelet-stopped" ;;
+    "start kubelet.service")
+        rm -f "$TD_DIR/kubelet-stopped"
+        ls "$HABUILD_KUBE_DIR/manifests" 2>/dev/null >>"$TD_DIR/started-pods"
+        ;;
+esac
+exit 0
 "#;
 
 /// TEST DOUBLE of kubectl: logs its call; fails the first
@@ -133,6 +148,8 @@ case $* in
     *"get --raw /readyz")
         ls "$HABUILD_KUBE_DIR/manifests" 2>/dev/null | tr '\n' ' ' >>"$TD_DIR/manifests-at-readyz"
         echo >>"$TD_DIR/manifests-at-readyz"
+        sort -u "$TD_DIR/started-pods" 2>/dev/null | tr '\n' ' ' >>"$TD_DIR/pods-at-readyz"
+        echo >>"$TD_DIR/pods-at-readyz"
         ;;
 esac
 [ "$n" -gt "${TD_CLUSTER_DOWN_FOR:-0}" ]
@@ -539,7 +556,9 @@ fn a_joiners_api_server_starts_alone_until_it_is_ready() {
             "systemctl stop realServer.service",
             "probe 10.10.197.101 6443",
             JOIN_TO_ETCD,
+            "systemctl stop kubelet.service",
             CONTROL_PLANE,
+            "systemctl start kubelet.service",
             LOCAL_READYZ,
             "sleep 15",
             LOCAL_READYZ,
@@ -549,10 +568,15 @@ fn a_joiners_api_server_starts_alone_until_it_is_ready() {
             "systemctl enable --now realServer.service",
         ]
     );
-    // While the API server was asked, it was the only manifest of the three;
-    // kubeadm's remaining phases found all three.
+    // While the API server was asked, it was the only manifest of the three
+    // and the only pod of the three the kubelet had started; kubeadm's
+    // remaining phases found all three.
     assert_eq!(
         read_td(&node, "manifests-at-readyz"),
+        "kube-apiserver.yaml \n".repeat(3)
+    );
+    assert_eq!(
+        read_td(&node, "pods-at-readyz"),
         "kube-apiserver.yaml \n".repeat(3)
     );
     assert_eq!(
@@ -597,8 +621,40 @@ fn a_finishing_try_starts_the_api_server_alone_too() {
     assert_eq!(rest.len(), 2, "{calls:#?}");
     for i in rest {
         assert_eq!(calls[i - 1], LOCAL_READYZ, "{calls:#?}");
-        assert_eq!(calls[i - 2], CONTROL_PLANE, "{calls:#?}");
+        assert_eq!(
+            calls[i - 4..i - 1],
+            [
+                "systemctl stop kubelet.service",
+                CONTROL_PLANE,
+                "systemctl start kubelet.service"
+            ],
+            "{calls:#?}"
+        );
     }
+}
+
+#[test]
+fn a_failed_manifest_phase_still_starts_the_kubelet_again() {
+    let mut node = Node::new("join");
+    node.set("HABUILD_NODE_ADDRESS", "10.10.197.97")
+        .set("TD_JOIN_STARTS_KUBELET", "1")
+        .set("TD_FAIL_control_plane", "1");
+    assert!(node.boot().status.success());
+    let calls = node.calls();
+    let at = calls.iter().position(|c| c == CONTROL_PLANE).unwrap();
+    assert_eq!(
+        calls[at - 1..at + 3],
+        [
+            "systemctl stop kubelet.service",
+            CONTROL_PLANE,
+            "systemctl start kubelet.service",
+            // The finishing try, without asking /readyz first.
+            "systemctl stop kubelet.service"
+        ],
+        "{calls:#?}"
+    );
+    assert_eq!(node.status(), "joined");
+    assert!(!node.root.join("td/kubelet-stopped").exists());
 }
 
 #[test]

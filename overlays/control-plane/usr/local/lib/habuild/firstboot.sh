@@ -214,6 +214,34 @@ etcd_join() {
 # while its API server restarted four times (benchmarks/README.md). So
 # they wait, kept aside, until the API server answers /readyz, or until
 # LOCAL_API_TRIES have passed.
+#
+# The kubelet must not see them meanwhile: it starts a static pod as soon
+# as the manifest appears, and until it has reached the API server (a
+# joiner's has not yet) it skips deletions ("sources aren't ready"), so a
+# manifest moved away then leaves its pod running. So the kubelet is
+# stopped while kubeadm writes them and started once the two are aside;
+# the pods it runs (etcd's) go on running meanwhile.
+api_server_first() {
+    "$HABUILD_SYSTEMCTL" stop kubelet.service ||
+        log "systemctl stop kubelet.service failed; going on (the kubelet may start the controller-manager and scheduler at once)"
+    written=no
+    held=no
+    if kubeadm_logged join phase control-plane-prepare control-plane --config "$JOIN_CONFIG"; then
+        written=yes
+        if hold_back_later_components; then
+            held=yes
+        fi
+    fi
+    if ! "$HABUILD_SYSTEMCTL" start kubelet.service; then
+        log "systemctl start kubelet.service failed"
+        return 1
+    fi
+    [ "$written" = yes ] || return 1
+    if [ "$held" = yes ]; then
+        wait_for_local_api
+    fi
+}
+
 hold_back_later_components() {
     mkdir -p "$HELD_MANIFESTS" || return 1
     for c in $LATER_COMPONENTS; do
@@ -255,9 +283,10 @@ wait_for_local_api() {
 # manifests (the API server's first), then kubeadm's phases after
 # etcd-join.
 join_after_etcd() {
-    kubeadm_logged join phase control-plane-prepare control-plane --config "$JOIN_CONFIG" || return 1
-    if [ -n "$HABUILD_NODE_ADDRESS" ] && hold_back_later_components; then
-        wait_for_local_api
+    if [ -n "$HABUILD_NODE_ADDRESS" ]; then
+        api_server_first || return 1
+    else
+        kubeadm_logged join phase control-plane-prepare control-plane --config "$JOIN_CONFIG" || return 1
     fi
     release_later_components || return 1
     kubeadm_logged join --config "$JOIN_CONFIG" --skip-phases="$JOIN_PHASES_BEFORE_ETCD,etcd-join"
