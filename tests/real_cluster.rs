@@ -183,7 +183,8 @@ fn the_real_bundle_from_pinned_source() {
     }
 
     // The static-pod patches apply: the real kubeadm's dry run writes the
-    // manifests with habuild's probes.
+    // manifests with habuild's probes (readiness every 10 s where kubeadm
+    // has a readiness probe; the controller-manager has none).
     let patches = repo_root().join("overlays/control-plane/etc/habuild/kubeadm/patches");
     let dry = tempfile::tempdir().unwrap();
     let config = dry.path().join("init.yaml");
@@ -194,23 +195,51 @@ fn the_real_bundle_from_pinned_source() {
             .replace("/etc/habuild/kubeadm/patches", patches.to_str().unwrap()),
     )
     .unwrap();
-    for component in ["apiserver", "controller-manager", "scheduler"] {
+    for (phase, component, file, readiness) in [
+        (
+            "control-plane",
+            "apiserver",
+            "kube-apiserver.yaml",
+            Some(10),
+        ),
+        (
+            "control-plane",
+            "controller-manager",
+            "kube-controller-manager.yaml",
+            None,
+        ),
+        (
+            "control-plane",
+            "scheduler",
+            "kube-scheduler.yaml",
+            Some(10),
+        ),
+        ("etcd", "local", "etcd.yaml", Some(10)),
+    ] {
         let out = dry.path().join(component);
         sh(Command::new(&kubeadm)
             .env("KUBEADM_INIT_DRYRUN_DIR", &out)
-            .args([
-                "init",
-                "phase",
-                "control-plane",
-                component,
-                "--dry-run",
-                "--config",
-            ])
+            .args(["init", "phase", phase, component, "--dry-run", "--config"])
             .arg(&config));
-        let manifest = std::fs::read_to_string(out.join(format!("kube-{component}.yaml"))).unwrap();
-        assert!(
-            manifest.contains("failureThreshold: 20") && manifest.contains("timeoutSeconds: 60"),
-            "kube-{component}: {manifest}"
+        let text = std::fs::read_to_string(out.join(file)).unwrap();
+        let manifest: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+        let container = &manifest["spec"]["containers"][0];
+        for probe in ["livenessProbe", "startupProbe"] {
+            assert_eq!(
+                container[probe]["failureThreshold"].as_u64(),
+                Some(if probe == "livenessProbe" { 20 } else { 60 }),
+                "{file} {probe}: {text}"
+            );
+            assert_eq!(
+                container[probe]["timeoutSeconds"].as_u64(),
+                Some(60),
+                "{file} {probe}: {text}"
+            );
+        }
+        assert_eq!(
+            container["readinessProbe"]["periodSeconds"].as_u64(),
+            readiness,
+            "{file}: {text}"
         );
     }
 }
