@@ -118,11 +118,12 @@ exit 0
 "#;
 
 /// TEST DOUBLE of systemctl: logs its call. For the kubelet it also keeps
-/// a model of what the real one does with static pods: while running it
-/// starts each manifest that appears (`kubelet_sees`, also called by the
-/// kubeadm double), and on `start` each manifest there; it never stops
-/// one, as a kubelet that has not reached the API server does not. The
-/// pods so started are listed in `started-pods`.
+/// a model of what the real one does with static pods: `stop` and `start`
+/// mark it stopped or running (`kubelet-stopped`), and `start` starts
+/// each manifest there; while it runs, the kubeadm double starts each
+/// manifest it writes. It never stops one, as a kubelet that has not
+/// reached the API server does not. The pods so started are listed in
+/// `started-pods`.
 const SYSTEMCTL_DOUBLE: &str = r#"#!/bin/sh
 # TEST DOUBLE of systemctl (habuild tests/firstboot.rs).
 echo "systemctl $*" >>"$TD_DIR/calls"
