@@ -64,7 +64,7 @@ pub fn run(
         name_for(std::process::id())
     ));
 
-    let mut ns = Netns::create(&name_for(std::process::id()), CLIENT_CIDR)?;
+    let mut ns = Netns::create_for_this_run(CLIENT_CIDR)?;
     // Directors first, then the control planes in manifest order.
     let mut order: Vec<_> = m.directors().collect();
     order.extend(m.control_planes());

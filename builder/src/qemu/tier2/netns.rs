@@ -26,12 +26,58 @@ pub fn name_for(pid: u32) -> String {
     format!("habuild-t2-{pid}")
 }
 
+/// The pid a tier-2 namespace was named for: `habuild-t2-PID`, with or
+/// without the `-suffix` of the unit tests' namespaces.
+fn owner_pid(name: &str) -> Option<u32> {
+    name.strip_prefix("habuild-t2-")?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The tier-2 namespaces in `ip netns list`'s output whose run is gone
+/// (pure): their owner pid is not `alive`. A run killed with SIGKILL (or a
+/// machine's session ending under it) never reaches its guard's drop.
+pub fn stale(list: &str, alive: impl Fn(u32) -> bool) -> Vec<String> {
+    list.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| owner_pid(name).is_some_and(|pid| !alive(pid)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Deletes the namespaces earlier runs left behind (see [`stale`]); a
+/// namespace whose run still lives is left alone, whoever started it.
+pub fn remove_stale() {
+    let Ok(list) = Command::new("ip").args(["netns", "list"]).output_checked() else {
+        return;
+    };
+    let alive = |pid: u32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    for name in stale(&list, alive) {
+        log::warn!("deleting the network namespace {name}: the run that made it is gone");
+        if let Err(e) = Command::new("ip")
+            .args(["netns", "delete", &name])
+            .run_checked()
+        {
+            log::warn!("could not delete network namespace {name}: {e:#}");
+        }
+    }
+}
+
 /// The tap device name of guest `index` (at most 15 bytes, as IFNAMSIZ asks).
 pub fn tap_name(index: usize) -> String {
     format!("t2tap{index}")
 }
 
 impl Netns {
+    /// Creates this process's run namespace ([`name_for`] its pid) after
+    /// removing the ones killed runs left behind.
+    pub fn create_for_this_run(client_cidr: &str) -> Result<Self> {
+        remove_stale();
+        Self::create(&name_for(std::process::id()), client_cidr)
+    }
+
     /// Creates the namespace, brings up its loopback and the bridge, and
     /// gives the bridge `client_cidr` (the test's client on the segment).
     pub fn create(name: &str, client_cidr: &str) -> Result<Self> {
@@ -137,6 +183,50 @@ mod tests {
     fn names_fit_ifnamsiz() {
         assert!(tap_name(99).len() <= 15);
         assert_eq!(name_for(42), "habuild-t2-42");
+    }
+
+    #[test]
+    fn only_namespaces_of_gone_runs_are_stale() {
+        let list = "habuild-t2-100 (id: 3)\nhabuild-t2-200\nhabuild-t2-300-guard\n\
+                    habuild-t2-x\nother-400\nhabuild-t2-500-unit (id: 1)\n";
+        let alive = |pid: u32| pid == 200 || pid == 500;
+        assert_eq!(
+            stale(list, alive),
+            ["habuild-t2-100", "habuild-t2-300-guard"]
+        );
+        assert!(stale("", alive).is_empty());
+    }
+
+    /// A namespace left by a run that is gone goes; a live run's stays.
+    #[test]
+    fn remove_stale_deletes_a_killed_runs_namespace() {
+        if !available() {
+            eprintln!("skipped: cannot create network namespaces here (not root?)");
+            return;
+        }
+        let mut gone = Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        let left = name_for(gone.id()) + "-killed";
+        let ours = name_for(std::process::id()) + "-live";
+        for n in [&left, &ours] {
+            Command::new("ip")
+                .args(["netns", "add", n])
+                .run_checked()
+                .unwrap();
+        }
+        remove_stale();
+        let list = Command::new("ip")
+            .args(["netns", "list"])
+            .output_checked()
+            .unwrap();
+        let _ = Command::new("ip").args(["netns", "delete", &ours]).status();
+        let _ = Command::new("ip").args(["netns", "delete", &left]).output();
+        let names: Vec<&str> = list
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert!(!names.contains(&left.as_str()), "{list}");
+        assert!(names.contains(&ours.as_str()), "{list}");
     }
 
     /// Needs root: creates a namespace with a bridge and a tap, checks that

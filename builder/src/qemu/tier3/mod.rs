@@ -325,7 +325,7 @@ pub fn run(
         .context("creating a work directory")?;
     // Ctrl-C removes it too (it holds full-size copies of the images).
     let _remove = crate::util::cleanup::remove_temporary_on_exit(work.path());
-    let mut ns = Netns::create(&name_for(std::process::id()), CLIENT_CIDR)?;
+    let mut ns = Netns::create_for_this_run(CLIENT_CIDR)?;
     // Control planes first: the init node needs no director (the VIP is on
     // its own lo during `kubeadm init`), and a director idling under TCG
     // would take CPU from the slowest step. The directors power on once the
