@@ -4,134 +4,202 @@
 # copy of the image only. Every few seconds it prints what the harness needs
 # between the sentinel lines of tier 2 (the harness reads both with
 # builder/src/qemu/tier2/facts.rs); it judges nothing itself. Lines: "<key> <value...>".
-# The real programs are slow under emulation, so the block is cheap: unit
-# states and files; kubectl only once the node has an admin kubeconfig.
+#
+# The observer must not starve what it observes: under TCG every program
+# started costs the guest tens of milliseconds, and the first version of
+# this loop (about 40 programs a block, a block every 5 s) took a director
+# about a quarter of a host core doing nothing else. So a block starts few
+# programs (one systemctl for all units, one awk per journal), the slow
+# questions (kubectl, crictl, container logs, ps) come every few blocks,
+# and a control plane's blocks are 15 s apart; a director's stay 5 s apart,
+# as the failover's timing reads its IPVS table (T3_FACT_PERIOD in
+# builder/src/qemu/tier3/failover.rs).
+#
+# A test runs it on the host against stand-in programs: HABUILD_T3_ROOT
+# prefixes the guest's files it reads, HABUILD_T3_RUN is where it keeps its
+# state (/run), HABUILD_T3_BLOCKS stops it after that many blocks and
+# HABUILD_T3_PERIOD replaces the seconds between two.
 # shellcheck source=seal.sh
 . "$(dirname "$0")/seal.sh"
+root=${HABUILD_T3_ROOT:-}
+run=${HABUILD_T3_RUN:-/run}
+blocks=${HABUILD_T3_BLOCKS:-0}
 dmesg -n 1 2>/dev/null || :
-vip=$(sed -n 's/^HABUILD_VIP=//p' /etc/habuild/firstboot.env 2>/dev/null)
-admin=/etc/kubernetes/admin.conf
+vip=$(sed -n 's/^HABUILD_VIP=//p' "$root/etc/habuild/firstboot.env" 2>/dev/null)
+read -r hostname <"$root/etc/hostname"
+admin=$root/etc/kubernetes/admin.conf
+if command -v ipvsadm >/dev/null 2>&1; then
+    director=yes
+    period=5
+    # the slow questions every this many blocks
+    every=12
+else
+    director=no
+    period=15
+    every=3
+fi
+period=${HABUILD_T3_PERIOD:-$period}
 # The journals are read from where the last block stopped (a cursor file),
-# not from the boot's start every time: under emulation, re-reading a
-# growing journal every few seconds took much of an idle guest's CPU.
-fblog=/run/habuild-t3-fblog
-fberr=/run/habuild-t3-fberr
-klog=/run/habuild-t3-klog
-fbtail=/run/habuild-t3-fbtail
-kubectl_said=/run/habuild-t3-kubectl
-ctr_said=/run/habuild-t3-containers
-ctr_log=/run/habuild-t3-container-logs
-kubelet_tail=/run/habuild-t3-kubelet-tail
-cpu_said=/run/habuild-t3-cpu
-rm -f "$fblog" "$fberr" "$fbtail" "$klog" "$kubectl_said".* "$ctr_said" "$ctr_log" "$kubelet_tail" "$cpu_said" /run/habuild-t3-*.cursor
-# kubectl is a Go program started under emulation and a request to an API
-# server that may still be starting: once every this many blocks.
-kubectl_every=6
+# not from the boot's start every time. Each keeps its last lines in a file.
+fblog=$run/habuild-t3-fblog
+fberr=$run/habuild-t3-fberr
+klog=$run/habuild-t3-klog
+fbtail=$run/habuild-t3-fbtail
+kubectl_said=$run/habuild-t3-kubectl
+ctr_said=$run/habuild-t3-containers
+ctr_log=$run/habuild-t3-container-logs
+kubelet_tail=$run/habuild-t3-kubelet-tail
+cpu_said=$run/habuild-t3-cpu
+rm -f "$fblog" "$fberr" "$fbtail" "$klog" "$kubectl_said".* "$ctr_said" "$ctr_log" "$kubelet_tail" "$cpu_said" "$run"/habuild-t3-*.cursor
+touch "$fblog" "$fberr" "$fbtail" "$klog" "$kubelet_tail"
+
+# first boot's new journal lines (short-unix) on stdin: keeps the last 8
+# kubeadm/VIP lines (with their times), the last 12 complaints and the last
+# 4 lines whatever they say, and prints the three.
+first_boot_lines() {
+    awk -v fblog="$fblog" -v fberr="$fberr" -v fbtail="$fbtail" '
+        function keep(file, n, pre,    i, m, line, kept) {
+            m = 0
+            while ((getline line < file) > 0) kept[++m] = line
+            close(file)
+            for (i = 1; i <= added[file]; i++) kept[++m] = new[file, i]
+            printf "" > file
+            for (i = (m > n ? m - n + 1 : 1); i <= m; i++) {
+                print kept[i] > file
+                print pre kept[i]
+            }
+            close(file)
+        }
+        function add(file, line) { new[file, ++added[file]] = line }
+        /^-- / { next }
+        {
+            text = $0
+            sub(/^[^ ]+ [^ ]+ [^ ]+ /, "", text)
+            if ($0 ~ /running: kubeadm|succeeded|failed|VIP/) add(fblog, $0)
+            if (tolower(text) ~ /error|timed out|unhealthy|could not/) add(fberr, substr(text, 1, 400))
+            add(fbtail, substr(text, 1, 300))
+        }
+        END {
+            keep(fblog, 8, "fblog ")
+            keep(fbtail, 4, "fbtail ")
+            keep(fberr, 12, "fberr ")
+        }'
+}
+
 seq=0
 while :; do
     seq=$((seq + 1))
+    slow=no
+    [ $((seq % every)) -eq 1 ] && slow=yes
+    read -r uptime _ </proc/uptime
     block=$(
-        echo "hostname $(cat /etc/hostname)"
+        echo "hostname $hostname"
         echo "state $(systemctl is-system-running)"
-        echo "uptime $(cut -d' ' -f1 /proc/uptime)"
-        if [ -f /var/lib/habuild/firstboot.status ]; then
-            echo "firstboot $(cat /var/lib/habuild/firstboot.status)"
+        echo "uptime $uptime"
+        if [ -f "$root/var/lib/habuild/firstboot.status" ]; then
+            read -r status <"$root/var/lib/habuild/firstboot.status"
+            echo "firstboot $status"
         fi
-        for u in habuild-load-images crio kubelet habuild-firstboot realServer keepalived; do
-            s=$(systemctl is-active "$u.service" 2>/dev/null)
-            [ "$s" = inactive ] && ! systemctl cat "$u.service" >/dev/null 2>&1 && continue
-            echo "unit $u $s"
-        done
+        # One systemctl for every unit: "unit NAME STATE" for the ones the
+        # image has, and realServer's start (epoch seconds) once it started.
+        systemctl show --timestamp=unix -p Id -p LoadState -p ActiveState -p ActiveEnterTimestamp \
+            habuild-load-images.service crio.service kubelet.service habuild-firstboot.service \
+            realServer.service keepalived.service 2>/dev/null |
+            awk -F= -v vip="$vip" '
+                function done() {
+                    if (id != "" && load != "not-found") {
+                        name = id; sub(/\.service$/, "", name)
+                        print "unit " name " " state
+                        if (name == "keepalived") print "keepalived " state
+                        if (name == "realServer" && vip != "" && since ~ /^@[0-9]+$/)
+                            print "realserver_since " substr(since, 2)
+                    }
+                    id = load = state = since = ""
+                }
+                /^$/ { done(); next }
+                $1 == "Id" { id = $2 }
+                $1 == "LoadState" { load = $2 }
+                $1 == "ActiveState" { state = $2 }
+                $1 == "ActiveEnterTimestamp" { since = $2 }
+                END { done() }'
         if [ -n "$vip" ]; then
             if [ -n "$(ip -4 -o addr show dev lo to "$vip/32")" ]; then
                 echo "vip_on_lo yes"
             else
                 echo "vip_on_lo no"
             fi
-            since=$(systemctl show -p ActiveEnterTimestamp --value realServer.service)
-            if [ -n "$since" ]; then
-                echo "realserver_since $(date -d "$since" +%s)"
+        fi
+        if [ "$director" = no ]; then
+            journalctl -b -u habuild-firstboot.service --no-pager -o short-unix \
+                --cursor-file="$run/habuild-t3-fb.cursor" 2>/dev/null | first_boot_lines
+        fi
+        # The slow questions: kubectl (a Go program, and a request to an API
+        # server that may still be starting), crictl, the containers' and
+        # the kubelet's last complaints, and where the guest's CPU goes.
+        # What they said is repeated in every block until they are asked again.
+        if [ "$slow" = yes ] && [ "$director" = no ]; then
+            if [ -f "$admin" ]; then
+                timeout 20 kubectl --kubeconfig "$admin" get nodes --no-headers 2>/dev/null |
+                    awk '{print "node " $1 " " $2}' >"$kubectl_said.nodes"
+                timeout 20 kubectl --kubeconfig "$admin" get pods -n kube-system --no-headers 2>/dev/null |
+                    awk '{print "pod " $1 " " $2 " " $3 " " $4}' >"$kubectl_said.pods.new"
+                # A busy API server that gave no list keeps the last one it gave.
+                if [ -s "$kubectl_said.pods.new" ]; then
+                    mv "$kubectl_said.pods.new" "$kubectl_said.pods"
+                fi
             fi
-        fi
-        # When first boot ran kubeadm: its start and end, and kubeadm's own
-        # complaints for a failed attempt's report, from the journal.
-        journalctl -b -u habuild-firstboot.service --no-pager -o short-unix \
-            --cursor-file=/run/habuild-t3-fb.cursor 2>/dev/null |
-            grep -v '^-- ' >/run/habuild-t3-fb.new
-        grep -E 'running: kubeadm|succeeded|failed|VIP' /run/habuild-t3-fb.new >>"$fblog"
-        cut -d' ' -f4- /run/habuild-t3-fb.new | grep -iE 'error|timed out|unhealthy|could not' |
-            cut -c1-400 >>"$fberr"
-        tail -n 8 "$fblog" | sed 's/^/fblog /'
-        # Where a long kubeadm step stands: the last lines, whatever they say.
-        cut -d' ' -f4- /run/habuild-t3-fb.new | cat "$fbtail" - 2>/dev/null | tail -n 4 | cut -c1-300 >"$fbtail.new"
-        mv "$fbtail.new" "$fbtail"
-        sed 's/^/fbtail /' "$fbtail"
-        tail -n 12 "$fberr" | sed 's/^/fberr /'
-        # What kubectl last said is repeated in every block until it is asked again.
-        if [ -f "$admin" ] && [ $((seq % kubectl_every)) -eq 1 ]; then
-            timeout 20 kubectl --kubeconfig "$admin" get nodes --no-headers 2>/dev/null |
-                awk '{print "node " $1 " " $2}' >"$kubectl_said.nodes"
-            timeout 20 kubectl --kubeconfig "$admin" get pods -n kube-system --no-headers 2>/dev/null |
-                awk '{print "pod " $1 " " $2 " " $3 " " $4}' >"$kubectl_said.pods.new"
-            # A busy API server that gave no list keeps the last one it gave.
-            if [ -s "$kubectl_said.pods.new" ]; then
-                mv "$kubectl_said.pods.new" "$kubectl_said.pods"
+            if [ "$(systemctl is-active crio.service)" = active ]; then
+                # The table's CREATED column has spaces ("2 minutes ago"): the
+                # state is found by its value, and NAME and ATTEMPT follow it.
+                timeout 20 crictl --runtime-endpoint unix:///var/run/crio/crio.sock ps -a 2>/dev/null |
+                    awk 'NR > 1 { for (i = 1; i <= NF; i++) if ($i ~ /^(Running|Exited|Created|Unknown)$/) { print "ctr " $(i + 1) " " $i " " $(i + 2); break } }' \
+                        >"$ctr_said"
+                # Why etcd or the API server last stopped or stalls: the last
+                # complaints of its newest container, from the kubelet's log
+                # files. etcd logs JSON with a level.
+                for c in etcd kube-apiserver; do
+                    # shellcheck disable=SC2012 # kubelet-made names, no odd characters
+                    log=$(ls -t "$root"/var/log/pods/kube-system_"$c"-*/"$c"/*.log 2>/dev/null | head -n 1)
+                    [ -n "$log" ] || continue
+                    tail -n 60 "$log" | awk -v c="$c" '
+                        { sub(/^[^ ]+ [^ ]+ [^ ]+ /, "") }
+                        /"level":"(warn|error|fatal|panic)"|^[EF][0-9]/ { l[++n] = substr($0, 1, 300) }
+                        END { for (i = (n > 3 ? n - 2 : 1); i <= n; i++) print "ctr_log " c " " l[i] }'
+                done >"$ctr_log"
             fi
-        fi
-        cat "$kubectl_said.nodes" "$kubectl_said.pods" 2>/dev/null
-        # The containers the kubelet started (name, state, restarts) and
-        # the kubelet's last complaints: where a join that waits on its own
-        # local API server (kubeadm 1.36 bootstraps a joining control
-        # plane's kubelet against it) stands.
-        if [ $((seq % kubectl_every)) -eq 1 ] && [ "$(systemctl is-active crio.service)" = active ]; then
-            # The table's CREATED column has spaces ("2 minutes ago"): the
-            # state is found by its value, and NAME and ATTEMPT follow it.
-            timeout 20 crictl --runtime-endpoint unix:///var/run/crio/crio.sock ps -a 2>/dev/null |
-                awk 'NR > 1 { for (i = 1; i <= NF; i++) if ($i ~ /^(Running|Exited|Created|Unknown)$/) { print "ctr " $(i + 1) " " $i " " $(i + 2); break } }' \
-                >"$ctr_said.new"
-            mv "$ctr_said.new" "$ctr_said"
-            # Why etcd or the API server last stopped or stalls: the last
-            # complaints of its newest container, read from the kubelet's
-            # log files (no crictl call: every Go program started costs an
-            # emulated guest a second or more). etcd logs JSON with a level.
-            for c in etcd kube-apiserver; do
-                # shellcheck disable=SC2012 # kubelet-made names, no odd characters
-                log=$(ls -t /var/log/pods/kube-system_"$c"-*/"$c"/*.log 2>/dev/null | head -n 1)
-                [ -n "$log" ] || continue
-                tail -n 60 "$log" | cut -d' ' -f4- |
-                    grep -E '"level":"(warn|error|fatal|panic)"|^[EF][0-9]' | tail -n 3 | cut -c1-300 |
-                    sed "s/^/ctr_log $c /"
-            done >"$ctr_log.new"
-            mv "$ctr_log.new" "$ctr_log"
-        fi
-        # Where the guest's CPU goes (under emulation the control plane
-        # alone can fill the host's cores): the load and the processes with
-        # the most CPU time so far. ps is not a Go program: cheap.
-        if [ $((seq % kubectl_every)) -eq 1 ]; then
             {
                 echo "cpu load $(cut -d' ' -f1-3 /proc/loadavg)"
-                ps -eo comm=,time= --sort=-time 2>/dev/null | head -n 6 |
-                    awk '{print "cpu " $1 " " $2}'
+                ps -eo comm=,time= --sort=-time 2>/dev/null | awk 'NR <= 6 {print "cpu " $1 " " $2}'
             } >"$cpu_said"
+            journalctl -b -u kubelet.service --no-pager -o cat \
+                --cursor-file="$run/habuild-t3-kubelet.cursor" 2>/dev/null |
+                awk -v f="$kubelet_tail" '
+                    !/^-- / && (/^E[0-9]/ || /error|failed/) { l[++n] = substr($0, 1, 300) }
+                    END {
+                        while ((getline line < f) > 0) old[++m] = line
+                        close(f)
+                        for (i = 1; i <= n; i++) old[++m] = l[i]
+                        printf "" > f
+                        for (i = (m > 4 ? m - 3 : 1); i <= m; i++) print old[i] > f
+                    }'
         fi
-        cat "$ctr_said" "$ctr_log" "$cpu_said" 2>/dev/null
-        journalctl -b -u kubelet.service --no-pager -o cat \
-            --cursor-file=/run/habuild-t3-kubelet.cursor 2>/dev/null | grep -v '^-- ' |
-            grep -E '^E[0-9]|error|failed' | cut -c1-300 | cat "$kubelet_tail" - 2>/dev/null |
-            tail -n 4 >"$kubelet_tail.new"
-        mv "$kubelet_tail.new" "$kubelet_tail"
-        sed 's/^/kubelet_tail /' "$kubelet_tail"
-        if command -v ipvsadm >/dev/null 2>&1; then
+        if [ "$director" = no ]; then
+            cat "$kubectl_said.nodes" "$kubectl_said.pods" "$ctr_said" "$ctr_log" "$cpu_said" 2>/dev/null
+            sed 's/^/kubelet_tail /' "$kubelet_tail"
+        else
             ipvsadm -L -n 2>&1 | sed 's/^/ipvs /'
-            echo "keepalived $(systemctl is-active keepalived.service)"
             ip -4 -o addr show | awk '{print "addr " $2 " " $4}'
             journalctl -b -u keepalived.service --no-pager -o short-unix \
-                --cursor-file=/run/habuild-t3-klog.cursor 2>/dev/null |
-                grep -E 'TCP_CHECK|Removing service|Adding service|Entering (MASTER|BACKUP)|TCP connection' |
-                sed 's/^/klog /' >>"$klog"
-            cat "$klog"
+                --cursor-file="$run/habuild-t3-klog.cursor" 2>/dev/null |
+                awk -v f="$klog" '
+                    /TCP_CHECK|Removing service|Adding service|Entering (MASTER|BACKUP)|TCP connection/ { l[++n] = $0 }
+                    END {
+                        for (i = 1; i <= n; i++) print l[i] >> f
+                        close(f)
+                        while ((getline line < f) > 0) print "klog " line
+                    }'
         fi
-        case $(cat /var/lib/habuild/firstboot.status 2>/dev/null) in
+        case $status in
             failed*)
                 journalctl -b --no-pager -n 40 -u habuild-firstboot -u kubelet -u crio -u habuild-load-images 2>/dev/null |
                     cut -c1-300 | sed 's/^/journal /'
@@ -139,5 +207,6 @@ while :; do
         esac
     )
     printf '%s\n' "$block" | seal_block HABUILD-T2-BEGIN HABUILD-T2-END "$seq"
-    sleep 5
+    [ "$seq" = "$blocks" ] && exit 0
+    sleep "$period"
 done

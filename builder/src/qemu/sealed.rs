@@ -206,10 +206,15 @@ mod tests {
             return;
         }
         let dir = qemu_dir();
-        let scripts: Vec<_> = ["seal.sh", "guest-check.sh", "tier2-facts.sh"]
-            .iter()
-            .map(|s| dir.join(s))
-            .collect();
+        let scripts: Vec<_> = [
+            "seal.sh",
+            "guest-check.sh",
+            "tier2-facts.sh",
+            "tier3-facts.sh",
+        ]
+        .iter()
+        .map(|s| dir.join(s))
+        .collect();
         let out = std::process::Command::new("shellcheck")
             .arg("--norc")
             .arg("-x")

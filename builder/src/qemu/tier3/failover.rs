@@ -22,8 +22,9 @@ use crate::qemu::tier2::session::{holds_vip, listed, power_off, wait_active_dire
 use crate::qemu::tier2::watch::{VipWatch, WATCH_LEAD};
 use crate::status::{Observed, Seen, Verdict};
 
-/// The seconds between two tier-3 fact blocks (qemu/tier3-facts.sh), at
-/// least: a block under emulation takes a while to gather.
+/// The seconds between two of a director's tier-3 fact blocks
+/// (qemu/tier3-facts.sh; a control plane's are 15 s apart), at least: a
+/// block under emulation takes a while to gather.
 const T3_FACT_PERIOD: u64 = 5;
 
 /// How long the survivors may take to settle after the power-off (etcd

@@ -585,6 +585,9 @@ fn status_lines(s: &failover::StatusJson) -> Vec<String> {
 }
 
 #[cfg(test)]
+mod facts_script_tests;
+
+#[cfg(test)]
 mod tests {
 
     #[test]

@@ -1,0 +1,241 @@
+//! qemu/tier3-facts.sh run on the host against stand-in systemctl,
+//! journalctl, kubectl and crictl, its blocks read by the harness's own
+//! parser: what the tier judges a guest by is what the script prints.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use crate::qemu::tier2::facts::{last_block, Facts};
+
+/// Host programs the script runs that need no stand-in.
+const HOST_TOOLS: &[&str] = &[
+    "sh",
+    "awk",
+    "sed",
+    "cut",
+    "ps",
+    "ip",
+    "timeout",
+    "sha256sum",
+    "cat",
+    "ls",
+    "head",
+    "tail",
+    "mv",
+    "rm",
+    "touch",
+    "dirname",
+    "sleep",
+];
+
+fn write_exe(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// systemctl: the units of a control plane whose realServer started at
+/// 1796598788, keepalived not installed (or, for a director, the reverse).
+const SYSTEMCTL: &str = r#"#!/bin/sh
+case "$1" in
+is-system-running) echo running ;;
+is-active) echo active ;;
+show)
+    printf 'Id=crio.service\nLoadState=loaded\nActiveState=active\nActiveEnterTimestamp=@1796598700\n\n'
+    printf 'Id=habuild-load-images.service\nActiveState=inactive\nLoadState=loaded\nActiveEnterTimestamp=\n\n'
+    if [ -n "$DIRECTOR" ]; then
+        printf 'Id=realServer.service\nLoadState=not-found\nActiveState=inactive\nActiveEnterTimestamp=\n\n'
+        printf 'Id=keepalived.service\nLoadState=loaded\nActiveState=active\nActiveEnterTimestamp=@1796598600\n'
+    else
+        printf 'Id=realServer.service\nLoadState=loaded\nActiveState=active\nActiveEnterTimestamp=@1796598788\n\n'
+        printf 'Id=keepalived.service\nLoadState=not-found\nActiveState=inactive\nActiveEnterTimestamp=\n'
+    fi ;;
+esac
+"#;
+
+/// journalctl: each unit's lines once, as a cursor file makes a real
+/// journalctl do (the next call starts after them).
+const JOURNALCTL: &str = r#"#!/bin/sh
+cursor=
+for a in "$@"; do
+    case "$a" in --cursor-file=*) cursor=${a#--cursor-file=} ;; esac
+done
+[ -n "$cursor" ] && [ -e "$cursor" ] && exit 0
+[ -n "$cursor" ] && : >"$cursor"
+case "$*" in
+*habuild-firstboot*)
+    echo '-- No entries --'
+    for i in 11 12 13 14 15 16 17 18 19 20; do
+        echo "17965986$i.5 cp1 habuild-firstboot[704]: habuild-firstboot: the VIP answers (attempt $i/90)"
+    done
+    echo '1796598784.0 cp1 habuild-firstboot[704]: habuild-firstboot: running: kubeadm init (attempt 1/3)'
+    echo '1796598790.0 cp1 habuild-firstboot[704]: [etcd] Error: could not reach the member'
+    echo '1796598911.8 cp1 habuild-firstboot[704]: habuild-firstboot: kubeadm init succeeded' ;;
+*kubelet*) printf 'I1206 fine\nE1206 the lease failed\nW1206 slow\n' ;;
+*keepalived*)
+    echo '1796598801.0 d keepalived_healthcheckers[9]: TCP connection to [10.10.197.98]:tcp:6443 success.'
+    echo '1796598802.0 d keepalived_healthcheckers[9]: Adding service [10.10.197.98]:tcp:6443 to VS'
+    echo '1796598803.0 d keepalived_healthcheckers[9]: nothing of interest' ;;
+esac
+"#;
+
+const KUBECTL: &str = r#"#!/bin/sh
+case "$*" in
+*nodes*) echo 'cp1 Ready control-plane 5m v1.36.3' ;;
+*pods*) echo 'etcd-cp1 1/1 Running 0 5m' ;;
+esac
+"#;
+
+const CRICTL: &str = r#"#!/bin/sh
+echo 'CONTAINER IMAGE CREATED STATE NAME ATTEMPT POD ID POD'
+echo 'abc img 2 minutes ago Running etcd 0 def etcd-cp1'
+echo 'abd img 3 minutes ago Exited kube-apiserver 1 deg kube-apiserver-cp1'
+"#;
+
+const IPVSADM: &str = r#"#!/bin/sh
+echo 'TCP  10.10.197.101:6443 wrr   '
+echo '  -> 10.10.197.98:6443   Route   1   0   0   '
+"#;
+
+/// Two blocks of the script in a sandbox; the output and the last block.
+fn two_blocks(director: bool) -> (String, Facts) {
+    let t = tempfile::tempdir().unwrap();
+    let bin = t.path().join("bin");
+    let root = t.path().join("root");
+    let run = t.path().join("run");
+    for d in [
+        &bin,
+        &run,
+        &root.join("etc/habuild"),
+        &root.join("etc/kubernetes"),
+        &root.join("var/lib/habuild"),
+        &root.join("var/log/pods/kube-system_etcd-cp1_x/etcd"),
+    ] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    for tool in HOST_TOOLS {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap();
+        let path = String::from_utf8_lossy(&found.stdout).trim().to_string();
+        assert!(!path.is_empty(), "{tool} not on this host");
+        std::os::unix::fs::symlink(path, bin.join(tool)).unwrap();
+    }
+    write_exe(&bin.join("systemctl"), SYSTEMCTL);
+    write_exe(&bin.join("journalctl"), JOURNALCTL);
+    write_exe(&bin.join("kubectl"), KUBECTL);
+    write_exe(&bin.join("crictl"), CRICTL);
+    if director {
+        write_exe(&bin.join("ipvsadm"), IPVSADM);
+    }
+    std::fs::write(root.join("etc/hostname"), "cp1\n").unwrap();
+    std::fs::write(
+        root.join("etc/habuild/firstboot.env"),
+        "HABUILD_VIP=192.0.2.101\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/kubernetes/admin.conf"), "").unwrap();
+    std::fs::write(
+        root.join("var/lib/habuild/firstboot.status"),
+        "initialised\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("var/log/pods/kube-system_etcd-cp1_x/etcd/0.log"),
+        "2026-12-06T23:25:49Z stderr F {\"level\":\"info\",\"msg\":\"fine\"}\n\
+         2026-12-06T23:25:50Z stderr F {\"level\":\"warn\",\"msg\":\"waiting for ReadIndex response took too long\"}\n",
+    )
+    .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../qemu/tier3-facts.sh");
+    let out = Command::new(bin.join("sh"))
+        .arg(&script)
+        .env_clear()
+        .env("PATH", &bin)
+        .env("HABUILD_T3_ROOT", &root)
+        .env("HABUILD_T3_RUN", &run)
+        .env("HABUILD_T3_BLOCKS", "2")
+        .env("HABUILD_T3_PERIOD", "0")
+        .env("DIRECTOR", if director { "yes" } else { "" })
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // As the console shows it: journald's prefix on every line.
+    let console: String = text
+        .lines()
+        .map(|l| format!("[   40.1] sh[429]: {l}\n"))
+        .collect();
+    let facts = last_block(&console).unwrap_or_else(|| panic!("no intact block:\n{text}"));
+    (text, facts)
+}
+
+#[test]
+fn a_control_planes_block_carries_what_tier_3_reads() {
+    let (text, f) = two_blocks(false);
+    assert_eq!(f.seq, 2, "{text}");
+    assert_eq!(f.hostname, "cp1");
+    assert_eq!(f.state, "running");
+    assert_eq!(f.firstboot, "initialised");
+    // Units the image has, with their state; keepalived is not installed.
+    assert_eq!(
+        f.units,
+        [
+            ("crio".to_string(), "active".to_string()),
+            ("habuild-load-images".into(), "inactive".into()),
+            ("realServer".into(), "active".into()),
+        ]
+    );
+    assert_eq!(f.realserver_since, Some(1796598788));
+    assert_eq!(f.vip_on_lo, Some(false));
+    // The second block repeats the first one's journal lines, kept in the
+    // state files, not read twice: the last 8 kubeadm/VIP lines.
+    assert_eq!(f.fblog.len(), 8, "{:?}", f.fblog);
+    assert!(
+        f.fblog[7].ends_with("kubeadm init succeeded"),
+        "{:?}",
+        f.fblog
+    );
+    assert!(f.fblog[0].starts_with("1796598615.5 "), "{:?}", f.fblog);
+    assert!(f.fblog[0].ends_with("(attempt 15/90)"), "{:?}", f.fblog);
+    assert_eq!(f.fberr, ["[etcd] Error: could not reach the member"]);
+    assert_eq!(f.fbtail.len(), 4);
+    assert_eq!(f.fbtail[3], "habuild-firstboot: kubeadm init succeeded");
+    // The slow questions of block 1, repeated in block 2.
+    assert_eq!(f.nodes, [("cp1".to_string(), "Ready".to_string())]);
+    assert_eq!(f.pods, ["etcd-cp1 1/1 Running 0"]);
+    assert_eq!(f.containers, ["etcd Running 0", "kube-apiserver Exited 1"]);
+    assert_eq!(
+        f.container_logs,
+        [r#"etcd {"level":"warn","msg":"waiting for ReadIndex response took too long"}"#]
+    );
+    assert_eq!(f.kubelet_tail, ["E1206 the lease failed"]);
+    assert!(f.cpu[0].starts_with("load "), "{:?}", f.cpu);
+    assert!(f.ipvs.is_empty() && f.klog.is_empty());
+    // Block 1 asked the slow questions; block 2 did not ask again.
+    assert_eq!(text.matches("HABUILD-T2-END").count(), 2);
+}
+
+#[test]
+fn a_directors_block_carries_its_ipvs_table_and_keepalived_journal() {
+    let (text, f) = two_blocks(true);
+    assert_eq!(f.seq, 2, "{text}");
+    assert_eq!(f.keepalived, "active");
+    assert_eq!(
+        f.ipvs,
+        [
+            "TCP  10.10.197.101:6443 wrr",
+            "-> 10.10.197.98:6443   Route   1   0   0"
+        ]
+    );
+    assert_eq!(f.klog.len(), 2, "{:?}", f.klog);
+    assert!(f.klog[1].contains("Adding service"), "{:?}", f.klog);
+    assert!(f.addrs.iter().any(|(i, _)| i == "lo"), "{:?}", f.addrs);
+    // A director runs no first boot and no kubectl.
+    assert!(f.fblog.is_empty() && f.nodes.is_empty() && f.cpu.is_empty());
+    assert!(f.realserver_since.is_none());
+}
