@@ -120,6 +120,13 @@ fn the_by_hand_tier3_fixtures_validate() {
         assert_eq!(cps.len(), control_planes, "{}", c.name);
         assert!(cps.iter().all(|n| n.board == board), "{}", c.name);
         assert_eq!(c.directors().count(), directors, "{}", c.name);
+        // The two-node joins run one vCPU per control plane on 2 cores.
+        assert_eq!(
+            c.tuning.kubeadm.ignores_preflight("NumCPU"),
+            control_planes == 2,
+            "{}",
+            c.name
+        );
     }
 }
 

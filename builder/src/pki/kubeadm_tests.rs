@@ -133,6 +133,28 @@ fn init_config_with_the_kubelet_document_as_firstboot_composes_it() {
     assert_eq!(d[2]["cgroupDriver"], "systemd");
 }
 
+/// `[kubeadm] ignore_preflight_errors` reaches both kinds of node; left
+/// out, the key is not written at all (kubeadm's own default).
+#[test]
+fn ignored_preflight_checks_reach_init_and_join() {
+    let s = secrets();
+    for node in ["master-arm-1", "master-arm-2"] {
+        let default = render(TEMPLATE, &plan(node, None), kubeadm(&s));
+        assert!(!default.contains("ignorePreflightErrors"), "{default}");
+        let p = test_support::plan(SEED, node, |c| {
+            c.distro = "debian-13".into();
+            c.tuning.kubeadm.ignore_preflight_errors = vec!["NumCPU".into(), "Mem".into()];
+        });
+        let yaml = render(TEMPLATE, &p, kubeadm(&s));
+        let first = &docs(&yaml)[0];
+        assert_eq!(
+            first["nodeRegistration"]["ignorePreflightErrors"],
+            Value::from(vec!["NumCPU", "Mem"]),
+            "{node}: {yaml}"
+        );
+    }
+}
+
 #[test]
 fn joining_nodes_get_a_join_configuration_pinned_to_the_ca() {
     let s = secrets();

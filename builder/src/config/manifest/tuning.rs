@@ -26,6 +26,21 @@ pub struct KubeadmTuning {
     pub etcd_api_call: String,
     pub discovery: String,
     pub tls_bootstrap: String,
+    /// kubeadm preflight checks to report as warnings instead of errors,
+    /// by the names kubeadm prints (`[ERROR NumCPU]`), or "all". Empty by
+    /// default: a Pi 4 passes them all. For boards kubeadm's floors refuse
+    /// (a 1 GB Pi 4: `Mem`) and for emulation on few host cores (`NumCPU`).
+    pub ignore_preflight_errors: Vec<String>,
+}
+
+impl KubeadmTuning {
+    /// Whether kubeadm's preflight check `check` only warns (kubeadm
+    /// compares the names without case).
+    pub fn ignores_preflight(&self, check: &str) -> bool {
+        self.ignore_preflight_errors
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(check) || c.eq_ignore_ascii_case("all"))
+    }
 }
 
 impl Default for KubeadmTuning {
@@ -37,6 +52,7 @@ impl Default for KubeadmTuning {
             etcd_api_call: "5m".into(),
             discovery: "30m".into(),
             tls_bootstrap: "15m".into(),
+            ignore_preflight_errors: Vec::new(),
         }
     }
 }
@@ -109,6 +125,11 @@ pub fn validate(t: &Tuning) -> Vec<(String, String)> {
             Ok(_) => {}
         }
     }
+    problems.extend(
+        preflight_problems(&k.ignore_preflight_errors)
+            .into_iter()
+            .map(|m| ("kubeadm.ignore_preflight_errors".to_string(), m)),
+    );
     let e = &t.etcd;
     if !(10..=10_000).contains(&e.heartbeat_interval_ms) {
         problems.push((
@@ -133,6 +154,37 @@ pub fn validate(t: &Tuning) -> Vec<(String, String)> {
                 e.election_timeout_ms, e.heartbeat_interval_ms
             ),
         ));
+    }
+    problems
+}
+
+/// The names' problems: kubeadm's check names are letters, digits, `.`,
+/// `_` and `-` (`Port-6443`, `FileAvailable--etc-kubernetes-manifests-etcd.yaml`);
+/// kubeadm itself refuses "all" beside other names, and a name twice is a
+/// mistake.
+fn preflight_problems(names: &[String]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    for n in names {
+        let well_formed = n.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !well_formed {
+            problems.push(format!(
+                "{n:?} is not a kubeadm preflight check name (as kubeadm prints them, e.g. \"NumCPU\", \"Mem\", \"Port-6443\")"
+            ));
+        }
+        let lower = n.to_ascii_lowercase();
+        if seen.contains(&lower) {
+            problems.push(format!("{n:?} is listed twice"));
+        }
+        seen.push(lower);
+    }
+    if seen.iter().any(|n| n == "all") && seen.len() > 1 {
+        problems.push(
+            "\"all\" ignores every check: list it alone (kubeadm refuses it beside other names)"
+                .into(),
+        );
     }
     problems
 }
@@ -166,6 +218,31 @@ mod tests {
         let mut t = Tuning::default();
         t.etcd.heartbeat_interval_ms = 5;
         assert_eq!(validate(&t)[0].0, "etcd.heartbeat_interval_ms");
+    }
+
+    #[test]
+    fn preflight_names_are_checked_and_matched_without_case() {
+        let mut t = Tuning::default();
+        assert!(!t.kubeadm.ignores_preflight("NumCPU"));
+        t.kubeadm.ignore_preflight_errors = vec!["numcpu".into(), "Port-6443".into()];
+        assert!(validate(&t).is_empty(), "{:?}", validate(&t));
+        assert!(t.kubeadm.ignores_preflight("NumCPU"));
+        assert!(!t.kubeadm.ignores_preflight("Mem"));
+        t.kubeadm.ignore_preflight_errors = vec!["all".into()];
+        assert!(validate(&t).is_empty());
+        assert!(t.kubeadm.ignores_preflight("Mem"));
+        for bad in [
+            vec!["NumCPU".to_string(), "NUMCPU".into()],
+            vec!["all".into(), "Mem".into()],
+            vec!["".into()],
+            vec!["Num CPU".into()],
+            vec!["--all".into()],
+        ] {
+            t.kubeadm.ignore_preflight_errors = bad.clone();
+            let problems = validate(&t);
+            assert_eq!(problems.len(), 1, "{bad:?}: {problems:?}");
+            assert_eq!(problems[0].0, "kubeadm.ignore_preflight_errors");
+        }
     }
 
     #[test]
