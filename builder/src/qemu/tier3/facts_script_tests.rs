@@ -80,6 +80,7 @@ esac
 "#;
 
 const KUBECTL: &str = r#"#!/bin/sh
+echo "$*" >>"$HABUILD_T3_RUN/kubectl-calls"
 case "$*" in
 *nodes*) echo 'cp1 Ready control-plane 5m v1.36.3' ;;
 *pods*) echo 'etcd-cp1 1/1 Running 0 5m' ;;
@@ -97,8 +98,9 @@ echo 'TCP  10.10.197.101:6443 wrr   '
 echo '  -> 10.10.197.98:6443   Route   1   0   0   '
 "#;
 
-/// Two blocks of the script in a sandbox; the output and the last block.
-fn two_blocks(director: bool) -> (String, Facts) {
+/// Two blocks of the script in a sandbox: the output, the last block, and
+/// the stand-in kubectl's calls.
+fn two_blocks(director: bool) -> (String, Facts, usize) {
     let t = tempfile::tempdir().unwrap();
     let bin = t.path().join("bin");
     let root = t.path().join("root");
@@ -171,12 +173,16 @@ fn two_blocks(director: bool) -> (String, Facts) {
         .map(|l| format!("[   40.1] sh[429]: {l}\n"))
         .collect();
     let facts = last_block(&console).unwrap_or_else(|| panic!("no intact block:\n{text}"));
-    (text, facts)
+    let kubectl_calls = std::fs::read_to_string(run.join("kubectl-calls"))
+        .unwrap_or_default()
+        .lines()
+        .count();
+    (text, facts, kubectl_calls)
 }
 
 #[test]
 fn a_control_planes_block_carries_what_tier_3_reads() {
-    let (text, f) = two_blocks(false);
+    let (text, f, kubectl_calls) = two_blocks(false);
     assert_eq!(f.seq, 2, "{text}");
     assert_eq!(f.hostname, "cp1");
     assert_eq!(f.state, "running");
@@ -216,13 +222,14 @@ fn a_control_planes_block_carries_what_tier_3_reads() {
     assert_eq!(f.kubelet_tail, ["E1206 the lease failed"]);
     assert!(f.cpu[0].starts_with("load "), "{:?}", f.cpu);
     assert!(f.ipvs.is_empty() && f.klog.is_empty());
-    // Block 1 asked the slow questions; block 2 did not ask again.
+    // Block 1 asked kubectl (nodes, pods); block 2 repeated its answers.
     assert_eq!(text.matches("HABUILD-T2-END").count(), 2);
+    assert_eq!(kubectl_calls, 2);
 }
 
 #[test]
 fn a_directors_block_carries_its_ipvs_table_and_keepalived_journal() {
-    let (text, f) = two_blocks(true);
+    let (text, f, kubectl_calls) = two_blocks(true);
     assert_eq!(f.seq, 2, "{text}");
     assert_eq!(f.keepalived, "active");
     assert_eq!(
@@ -238,4 +245,5 @@ fn a_directors_block_carries_its_ipvs_table_and_keepalived_journal() {
     // A director runs no first boot and no kubectl.
     assert!(f.fblog.is_empty() && f.nodes.is_empty() && f.cpu.is_empty());
     assert!(f.realserver_since.is_none());
+    assert_eq!(kubectl_calls, 0);
 }
