@@ -227,9 +227,10 @@ pub fn judge_addons(
 /// manifest lets `NumCPU` only warn: then one. More vCPUs than the host
 /// can run at once lose time under TCG: a guest kernel's vCPU spins on a
 /// lock or waits on an IPI while the vCPU that would answer is not
-/// running. On 2 host cores, two control planes of 2 vCPUs never got a
-/// joiner's API server ready; of 1 vCPU each, the real join finished
-/// (benchmarks/README.md, stop 29).
+/// running. On 2 host cores, two amd64 control planes of 2 vCPUs never
+/// got a joiner's API server ready; of 1 vCPU each, the real join finished
+/// (stop 29). One arm64 vCPU is too slow for the API server's start
+/// (stop 30, benchmarks/README.md).
 pub fn control_plane_cpus(host_cpus: usize, control_planes: usize, num_cpu_ignored: bool) -> usize {
     let floor = if num_cpu_ignored { 1 } else { 2 };
     (host_cpus / control_planes.max(1)).clamp(floor, 4)
