@@ -42,6 +42,18 @@ pub struct TestArgs {
     /// Tier 3: memory of each control-plane guest.
     #[arg(long, default_value = "3G")]
     pub control_plane_memory: String,
+    /// Tier 3: how the control planes are powered on. together: all at
+    /// once, as a site does. one-at-a-time: each joiner only once the
+    /// control plane before it has finished its first boot, so that each
+    /// join has the host to itself (for hosts with too few cores for the
+    /// guests; the report names it).
+    #[arg(long, value_enum, default_value = "together")]
+    pub power_on: crate::qemu::tier3::PowerOn,
+    /// Tier 3: vCPUs of the init node (default: the same share as every
+    /// control plane). With --power-on one-at-a-time the init node runs
+    /// `kubeadm init` alone, and more vCPUs can help it there.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4))]
+    pub init_node_cpus: Option<u16>,
     /// Print one JSON document (each tier's verdict; tier 1: every check
     /// of every node) on stdout; the reports stay on stderr.
     #[arg(long)]
@@ -191,6 +203,8 @@ fn tier3(
             secrets_path: &secrets,
             timeout: std::time::Duration::from_secs(args.boot_timeout.unwrap_or(3600)),
             control_plane_memory: &args.control_plane_memory,
+            power_on: args.power_on,
+            init_node_cpus: args.init_node_cpus.map(usize::from),
         },
     )?;
     eprint!("{}", r.text);

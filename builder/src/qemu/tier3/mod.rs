@@ -40,6 +40,38 @@ pub struct Tier3Options<'a> {
     pub timeout: Duration,
     /// Memory per control plane (kubeadm's preflight wants 1.7 GB).
     pub control_plane_memory: &'a str,
+    pub power_on: PowerOn,
+    /// vCPUs of the init node instead of the control planes' share.
+    pub init_node_cpus: Option<usize>,
+}
+
+/// When tier 3 powers the control planes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PowerOn {
+    /// All at once, as a site powers its nodes on: the joiners boot and
+    /// wait for the VIP while `kubeadm init` runs.
+    Together,
+    /// The init node first, then each joiner once the control plane before
+    /// it has finished its first boot: on a host with fewer cores than the
+    /// guests' vCPUs, each step has the host to itself. Not what a site
+    /// does, so the report says so.
+    OneAtATime,
+}
+
+/// The order tier 3 powers `m`'s nodes on in, which is also the order of
+/// the guests in its cluster: the init node, then the directors (once
+/// `kubeadm init` is done; no join needs the VIP before), then the joiners,
+/// or, all together, every control plane first.
+fn power_on_order(m: &Manifest, power_on: PowerOn) -> Vec<&Node> {
+    let mut order: Vec<&Node> = match power_on {
+        PowerOn::Together => m.control_planes().collect(),
+        PowerOn::OneAtATime => vec![m.init_node()],
+    };
+    order.extend(m.directors());
+    if power_on == PowerOn::OneAtATime {
+        order.extend(m.control_planes().filter(|n| n.name != m.init_node().name));
+    }
+    order
 }
 
 #[derive(Debug)]
@@ -337,8 +369,10 @@ pub fn run(
     // its own lo during `kubeadm init`), and a director idling under TCG
     // would take CPU from the slowest step. The directors power on once the
     // init node is done, before any join needs the VIP.
-    let mut order: Vec<&Node> = m.control_planes().collect();
-    order.extend(m.directors());
+    let order = power_on_order(m, opts.power_on);
+    if opts.power_on == PowerOn::OneAtATime {
+        lines.push("  control planes powered on ONE AT A TIME (each joiner once the control plane before it finished its first boot), not all together as a site does".into());
+    }
     let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let num_cpu_ignored = m.tuning.kubeadm.ignores_preflight("NumCPU");
     let cpus = control_plane_cpus(host_cpus, m.control_planes().count(), num_cpu_ignored);
@@ -350,6 +384,12 @@ pub fn run(
             ""
         }
     ));
+    let init_name = m.init_node().name.clone();
+    if let Some(n) = opts.init_node_cpus {
+        lines.push(format!(
+            "  {init_name}: {n} vCPU(s), as --init-node-cpus asks"
+        ));
+    }
     let mut prepared = Vec::new();
     for (i, node) in order.iter().enumerate() {
         let mut p = prepare(
@@ -362,7 +402,11 @@ pub fn run(
             opts.control_plane_memory,
         )?;
         if p.role == Role::ControlPlane {
-            set_arg(&mut p.spec.args, "-smp", &cpus.to_string());
+            let n = match opts.init_node_cpus {
+                Some(n) if node.name == init_name => n,
+                _ => cpus,
+            };
+            set_arg(&mut p.spec.args, "-smp", &n.to_string());
         }
         prepared.push(p);
     }
@@ -371,11 +415,21 @@ pub fn run(
     let cps: Vec<usize> = (0..prepared.len())
         .filter(|&i| prepared[i].role == Role::ControlPlane)
         .collect();
-    for &i in &cps {
-        c.start(prepared[i].spec.clone())?;
+    let init_index = prepared
+        .iter()
+        .position(|p| p.spec.name == init_name)
+        .context("the init node is not among the guests")?;
+    match opts.power_on {
+        PowerOn::Together => {
+            for &i in &cps {
+                c.start(prepared[i].spec.clone())?;
+            }
+        }
+        PowerOn::OneAtATime => {
+            c.start(prepared[init_index].spec.clone())?;
+        }
     }
     let left = |t0: Instant| opts.timeout.saturating_sub(t0.elapsed());
-    let init_name = m.init_node().name.clone();
     let want = |i: usize| {
         if prepared[i].spec.name == init_name {
             "initialised"
@@ -383,7 +437,6 @@ pub fn run(
             "joined"
         }
     };
-    let init_index = cps[0];
     let init_done = wait_all_facts(
         &mut c,
         &[init_index],
@@ -402,14 +455,45 @@ pub fn run(
         c.start(p.spec.clone())?;
     }
     let mut passed = true;
-    let formed = wait_all_facts(
-        &mut c,
-        &cps,
-        "first boot (the real kubeadm init or join) finished",
-        t0,
-        left(t0),
-        |i, f| f.firstboot == want(i) || f.firstboot.starts_with("failed"),
-    );
+    let finished =
+        |i: usize, f: &Facts| f.firstboot == want(i) || f.firstboot.starts_with("failed");
+    let formed = match opts.power_on {
+        PowerOn::Together => wait_all_facts(
+            &mut c,
+            &cps,
+            "first boot (the real kubeadm init or join) finished",
+            t0,
+            left(t0),
+            finished,
+        ),
+        PowerOn::OneAtATime => init_done.and_then(|mut times| {
+            let mut previous = init_index;
+            for &i in cps.iter().filter(|&&i| i != init_index) {
+                let before = c.guests[previous].facts().unwrap_or_default();
+                if before.firstboot != want(previous) {
+                    bail!(
+                        "{} not powered on: {}'s first boot ended {:?}",
+                        prepared[i].spec.name,
+                        prepared[previous].spec.name,
+                        before.firstboot
+                    );
+                }
+                c.start(prepared[i].spec.clone())?;
+                lines.push(format!(
+                    "  {}: powered on {:.0}s after the first power-on",
+                    prepared[i].spec.name,
+                    t0.elapsed().as_secs_f64()
+                ));
+                let what = format!(
+                    "{}'s first boot (the real kubeadm join) finished",
+                    prepared[i].spec.name
+                );
+                times.extend(wait_all_facts(&mut c, &[i], &what, t0, left(t0), finished)?);
+                previous = i;
+            }
+            Ok(times)
+        }),
+    };
     match formed {
         Ok(times) => {
             for (&i, took) in cps.iter().zip(&times) {
@@ -443,7 +527,8 @@ pub fn run(
         Err(e) => {
             passed = false;
             lines.push(format!("  [FAIL] {e:#}"));
-            for &i in &cps {
+            // A guest never powered on (one at a time) has nothing to say.
+            for &i in cps.iter().filter(|&&i| i < c.guests.len()) {
                 let f = c.guests[i].facts().unwrap_or_default();
                 lines.push(format!(
                     "  {}: first boot {:?}, its last journal lines:",
@@ -636,6 +721,30 @@ mod tests {
             fblog: lines.iter().map(|s| s.to_string()).collect(),
             ..Facts::default()
         }
+    }
+
+    #[test]
+    fn one_at_a_time_powers_the_directors_on_before_the_joiners() {
+        let root = crate::test_support::repo_root();
+        let project = Project::at(&root).unwrap();
+        let m = project
+            .manifest(Some(&root.join("tests/fixtures/real-ha-amd64.toml")))
+            .unwrap();
+        let names = |p| -> Vec<String> {
+            power_on_order(&m, p)
+                .iter()
+                .map(|n| n.name.clone())
+                .collect()
+        };
+        let (cps, directors) = (
+            ["master-amd64-1", "master-amd64-2", "master-amd64-3"],
+            ["master-x86-1", "master-x86-2"],
+        );
+        assert_eq!(names(PowerOn::Together), [&cps[..], &directors].concat());
+        assert_eq!(
+            names(PowerOn::OneAtATime),
+            [&cps[..1], &directors, &cps[1..]].concat()
+        );
     }
 
     #[test]
