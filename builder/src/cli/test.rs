@@ -44,9 +44,9 @@ pub struct TestArgs {
     pub control_plane_memory: String,
     /// Tier 3: how the control planes are powered on. together: all at
     /// once, as a site does. one-at-a-time: each joiner only once the
-    /// control plane before it has finished its first boot, so that each
-    /// join has the host to itself (for hosts with too few cores for the
-    /// guests; the report names it).
+    /// control plane before it has finished its first boot, so that no two
+    /// control planes boot or join at once (for hosts with too few cores
+    /// for the guests; the report names it).
     #[arg(long, value_enum, default_value = "together")]
     pub power_on: crate::qemu::tier3::PowerOn,
     /// Tier 3: vCPUs of the init node (default: the same share as every

@@ -53,8 +53,8 @@ pub enum PowerOn {
     Together,
     /// The init node first, then each joiner once the control plane before
     /// it has finished its first boot: on a host with fewer cores than the
-    /// guests' vCPUs, each step has the host to itself. Not what a site
-    /// does, so the report says so.
+    /// guests' vCPUs, no two control planes boot or join at once. Not what
+    /// a site does, so the report says so.
     OneAtATime,
 }
 
@@ -365,10 +365,9 @@ pub fn run(
     // Ctrl-C removes it too (it holds full-size copies of the images).
     let _remove = crate::util::cleanup::remove_temporary_on_exit(work.path());
     let mut ns = Netns::create_for_this_run(CLIENT_CIDR)?;
-    // Control planes first: the init node needs no director (the VIP is on
-    // its own lo during `kubeadm init`), and a director idling under TCG
-    // would take CPU from the slowest step. The directors power on once the
-    // init node is done, before any join needs the VIP.
+    // The directors power on once the init node is done: it needs none
+    // (the VIP is on its own lo during `kubeadm init`), and a director
+    // idling under TCG would take CPU from the slowest step.
     let order = power_on_order(m, opts.power_on);
     if opts.power_on == PowerOn::OneAtATime {
         lines.push("  control planes powered on ONE AT A TIME (each joiner once the control plane before it finished its first boot), not all together as a site does".into());
