@@ -19,6 +19,13 @@
 # prefixes the guest's files it reads, HABUILD_T3_RUN is where it keeps its
 # state (/run), HABUILD_T3_BLOCKS stops it after that many blocks and
 # HABUILD_T3_PERIOD replaces the seconds between two.
+#
+# The harness may give a control plane more vCPUs for its first boot than
+# for the rest of the run (habuild test --init-node-cpus): the kernel
+# command line's habuild.t3_cpus_after_first_boot=N. Once first boot is
+# done this script takes every vCPU from the N-th on offline, so that the
+# node leaves the host's cores to the joiners as a node of N vCPUs would
+# (an idle vCPU costs the host nothing, a busy one competes for a core).
 # shellcheck source=seal.sh
 . "$(dirname "$0")/seal.sh"
 root=${HABUILD_T3_ROOT:-}
@@ -39,6 +46,8 @@ else
     every=3
 fi
 period=${HABUILD_T3_PERIOD:-$period}
+cpus=$root/sys/devices/system/cpu
+cpus_after=$(sed -n 's/.*habuild\.t3_cpus_after_first_boot=\([0-9][0-9]*\).*/\1/p' "$root/proc/cmdline" 2>/dev/null)
 # The journals are read from where the last block stopped (a cursor file),
 # not from the boot's start every time. Each keeps its last lines in a file.
 fblog=$run/habuild-t3-fblog
@@ -86,9 +95,28 @@ first_boot_lines() {
         }'
 }
 
+# Takes vCPU $1 and every one after it offline.
+offline_cpus_from() {
+    for c in "$cpus"/cpu[0-9]*; do
+        n=${c##*/cpu}
+        if [ "$n" -ge "$1" ] && [ -e "$c/online" ]; then
+            echo 0 >"$c/online" || echo "could not take vCPU $n offline" >&2
+        fi
+    done
+}
+
 seq=0
 while :; do
     seq=$((seq + 1))
+    if [ -n "$cpus_after" ] && [ -f "$root/var/lib/habuild/firstboot.status" ]; then
+        read -r done_state <"$root/var/lib/habuild/firstboot.status"
+        case $done_state in
+            initialised | joined)
+                offline_cpus_from "$cpus_after"
+                cpus_after=
+                ;;
+        esac
+    fi
     slow=no
     [ $((seq % every)) -eq 1 ] && slow=yes
     read -r uptime _ </proc/uptime
@@ -122,6 +150,10 @@ while :; do
                 $1 == "ActiveState" { state = $2 }
                 $1 == "ActiveEnterTimestamp" { since = $2 }
                 END { done() }'
+        if [ -r "$cpus/online" ]; then
+            read -r online <"$cpus/online"
+            echo "cpus_online $online"
+        fi
         if [ -n "$vip" ]; then
             if [ -n "$(ip -4 -o addr show dev lo to "$vip/32")" ]; then
                 echo "vip_on_lo yes"

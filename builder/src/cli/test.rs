@@ -49,9 +49,11 @@ pub struct TestArgs {
     /// for the guests; the report names it).
     #[arg(long, value_enum, default_value = "together")]
     pub power_on: crate::qemu::tier3::PowerOn,
-    /// Tier 3: vCPUs of the init node (default: the same share as every
-    /// control plane). With --power-on one-at-a-time the init node runs
-    /// `kubeadm init` alone, and more vCPUs can help it there.
+    /// Tier 3: vCPUs of the init node for its first boot (default: the same
+    /// share as every control plane). With --power-on one-at-a-time the
+    /// init node runs `kubeadm init` alone, and more vCPUs can help it
+    /// there; once its first boot is done, the vCPUs above the share are
+    /// taken offline, so that it leaves the host's cores to the joiners.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4))]
     pub init_node_cpus: Option<u16>,
     /// Print one JSON document (each tier's verdict; tier 1: every check

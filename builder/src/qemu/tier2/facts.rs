@@ -53,6 +53,8 @@ pub struct Facts {
     /// Tier 3: the guest's load average and its processes with the most CPU
     /// time so far: "load 1.00 0.50 0.25", "kube-apiserver 00:12:34".
     pub cpu: Vec<String>,
+    /// Tier 3: the guest's online vCPUs as the kernel lists them ("0-1").
+    pub cpus_online: String,
 }
 
 /// The last intact block in a console log (sealed, see qemu/sealed.rs; a
@@ -118,6 +120,7 @@ pub fn last_block(log: &str) -> Option<Facts> {
             "kubelet_tail" => f.kubelet_tail.push(rest.into()),
             "ctr_log" => f.container_logs.push(rest.into()),
             "cpu" => f.cpu.push(rest.into()),
+            "cpus_online" => f.cpus_online = rest.into(),
             _ => {}
         }
     }

@@ -102,9 +102,15 @@ echo '  -> 10.10.197.98:6443   Route   1   0   0   '
 /// the stand-in kubectl's calls.
 fn two_blocks(director: bool) -> (String, Facts, usize) {
     let t = tempfile::tempdir().unwrap();
-    let bin = t.path().join("bin");
-    let root = t.path().join("root");
-    let run = t.path().join("run");
+    two_blocks_in(t.path(), director, "")
+}
+
+/// [`two_blocks`] in `t`, with `cmdline` as the guest's kernel command line
+/// and two vCPUs online.
+fn two_blocks_in(t: &Path, director: bool, cmdline: &str) -> (String, Facts, usize) {
+    let bin = t.join("bin");
+    let root = t.join("root");
+    let run = t.join("run");
     for d in [
         &bin,
         &run,
@@ -112,6 +118,9 @@ fn two_blocks(director: bool) -> (String, Facts, usize) {
         &root.join("etc/kubernetes"),
         &root.join("var/lib/habuild"),
         &root.join("var/log/pods/kube-system_etcd-cp1_x/etcd"),
+        &root.join("proc"),
+        &root.join("sys/devices/system/cpu/cpu0"),
+        &root.join("sys/devices/system/cpu/cpu1"),
     ] {
         std::fs::create_dir_all(d).unwrap();
     }
@@ -132,6 +141,9 @@ fn two_blocks(director: bool) -> (String, Facts, usize) {
         write_exe(&bin.join("ipvsadm"), IPVSADM);
     }
     std::fs::write(root.join("etc/hostname"), "cp1\n").unwrap();
+    std::fs::write(root.join("proc/cmdline"), format!("{cmdline}\n")).unwrap();
+    std::fs::write(root.join("sys/devices/system/cpu/cpu1/online"), "1\n").unwrap();
+    std::fs::write(root.join("sys/devices/system/cpu/online"), "0-1\n").unwrap();
     std::fs::write(
         root.join("etc/habuild/firstboot.env"),
         "HABUILD_VIP=192.0.2.101\n",
@@ -246,4 +258,28 @@ fn a_directors_block_carries_its_ipvs_table_and_keepalived_journal() {
     assert!(f.fblog.is_empty() && f.nodes.is_empty() && f.cpu.is_empty());
     assert!(f.realserver_since.is_none());
     assert_eq!(kubectl_calls, 0);
+}
+
+#[test]
+fn a_control_plane_asked_to_keeps_only_its_first_vcpus_once_first_boot_is_done() {
+    let t = tempfile::tempdir().unwrap();
+    let online = t.path().join("root/sys/devices/system/cpu/cpu1/online");
+    let (text, f, _) = two_blocks_in(
+        t.path(),
+        false,
+        "root=/dev/vda2 habuild.t3_cpus_after_first_boot=1 panic=-1",
+    );
+    assert_eq!(f.firstboot, "initialised", "{text}");
+    assert_eq!(std::fs::read_to_string(&online).unwrap(), "0\n");
+    // What the kernel lists is printed, whatever it is.
+    assert_eq!(f.cpus_online, "0-1");
+}
+
+#[test]
+fn a_control_plane_not_asked_to_keeps_its_vcpus() {
+    let t = tempfile::tempdir().unwrap();
+    let online = t.path().join("root/sys/devices/system/cpu/cpu1/online");
+    let (text, f, _) = two_blocks_in(t.path(), false, "root=/dev/vda2 panic=-1");
+    assert_eq!(f.firstboot, "initialised", "{text}");
+    assert_eq!(std::fs::read_to_string(&online).unwrap(), "1\n");
 }

@@ -41,7 +41,8 @@ pub struct Tier3Options<'a> {
     /// Memory per control plane (kubeadm's preflight wants 1.7 GB).
     pub control_plane_memory: &'a str,
     pub power_on: PowerOn,
-    /// vCPUs of the init node instead of the control planes' share.
+    /// vCPUs of the init node for its first boot (`kubeadm init`) instead
+    /// of the control planes' share; once it is done, it keeps the share.
     pub init_node_cpus: Option<usize>,
 }
 
@@ -148,6 +149,7 @@ fn prepare(
     index: usize,
     node: &Node,
     memory: &str,
+    kernel_args: &[String],
 ) -> Result<Prepared> {
     let (j, _) = node_json(out_dir, node)?;
     let disk = guest_disk(project, &j, out_dir, work, ns, index, node, &TIER3_FACTS)?;
@@ -197,7 +199,9 @@ fn prepare(
             } else {
                 text
             };
-            let append = qemu_cmdline(&cmdline, console, &["panic=-1".to_string()]);
+            let mut extra = vec!["panic=-1".to_string()];
+            extra.extend_from_slice(kernel_args);
+            let append = qemu_cmdline(&cmdline, console, &extra);
             let mut args = control_plane_args(&files[0], &files[1], &append, copy, tap, mac, qmp);
             set_arg(&mut args, "-m", memory);
             if amd64 {
@@ -266,6 +270,18 @@ pub fn judge_addons(
 pub fn control_plane_cpus(host_cpus: usize, control_planes: usize, num_cpu_ignored: bool) -> usize {
     let floor = if num_cpu_ignored { 1 } else { 2 };
     (host_cpus / control_planes.max(1)).clamp(floor, 4)
+}
+
+/// The init node's extra kernel arguments: with more vCPUs for its first
+/// boot than the control planes' `share`, its test unit (qemu/tier3-facts.sh)
+/// takes the extra ones offline once first boot is done. `kubeadm init` is
+/// the one step that runs alone; afterwards a busy extra vCPU would compete
+/// with the joiners for the host's cores.
+fn init_node_kernel_args(init_node_cpus: Option<usize>, share: usize) -> Vec<String> {
+    match init_node_cpus {
+        Some(n) if n > share => vec![format!("habuild.t3_cpus_after_first_boot={share}")],
+        _ => Vec::new(),
+    }
 }
 
 /// Replaces the value after `flag` in `args`.
@@ -384,13 +400,24 @@ pub fn run(
         }
     ));
     let init_name = m.init_node().name.clone();
+    let init_kernel_args = init_node_kernel_args(opts.init_node_cpus, cpus);
     if let Some(n) = opts.init_node_cpus {
         lines.push(format!(
-            "  {init_name}: {n} vCPU(s), as --init-node-cpus asks"
+            "  {init_name}: {n} vCPU(s) for its first boot, as --init-node-cpus asks{}",
+            if init_kernel_args.is_empty() {
+                String::new()
+            } else {
+                format!(", then {cpus} (the others taken offline by its test unit)")
+            }
         ));
     }
     let mut prepared = Vec::new();
     for (i, node) in order.iter().enumerate() {
+        let kernel_args: &[String] = if node.name == init_name {
+            &init_kernel_args
+        } else {
+            &[]
+        };
         let mut p = prepare(
             project,
             out_dir,
@@ -399,6 +426,7 @@ pub fn run(
             i,
             node,
             opts.control_plane_memory,
+            kernel_args,
         )?;
         if p.role == Role::ControlPlane {
             let n = match opts.init_node_cpus {
@@ -598,6 +626,17 @@ pub fn run(
             }
         }
     }
+    if !init_kernel_args.is_empty() {
+        let f = c.guests[init_index].facts().unwrap_or_default();
+        lines.push(format!(
+            "  {init_name}: vCPUs online at the end: {}",
+            if f.cpus_online.is_empty() {
+                "not reported"
+            } else {
+                &f.cpus_online
+            }
+        ));
+    }
     for p in &prepared {
         lines.push(format!("  console log: {}", p.spec.log.display()));
     }
@@ -720,6 +759,17 @@ mod tests {
             fblog: lines.iter().map(|s| s.to_string()).collect(),
             ..Facts::default()
         }
+    }
+
+    #[test]
+    fn only_an_init_node_given_more_than_the_share_drops_vcpus_after_first_boot() {
+        assert_eq!(
+            init_node_kernel_args(Some(2), 1),
+            ["habuild.t3_cpus_after_first_boot=1"]
+        );
+        assert!(init_node_kernel_args(Some(1), 1).is_empty());
+        assert!(init_node_kernel_args(Some(1), 2).is_empty());
+        assert!(init_node_kernel_args(None, 1).is_empty());
     }
 
     #[test]
