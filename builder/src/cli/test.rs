@@ -56,6 +56,12 @@ pub struct TestArgs {
     /// taken offline, so that it leaves the host's cores to the joiners.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4))]
     pub init_node_cpus: Option<u16>,
+    /// Tier 3: vCPUs of each joining control plane for its first boot (its
+    /// `kubeadm join`; default: the share), then the share, as
+    /// --init-node-cpus does for the init node. Meant for --power-on
+    /// one-at-a-time, where only one node joins at a time.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4))]
+    pub joiner_cpus: Option<u16>,
     /// Print one JSON document (each tier's verdict; tier 1: every check
     /// of every node) on stdout; the reports stay on stderr.
     #[arg(long)]
@@ -207,6 +213,7 @@ fn tier3(
             control_plane_memory: &args.control_plane_memory,
             power_on: args.power_on,
             init_node_cpus: args.init_node_cpus.map(usize::from),
+            joiner_cpus: args.joiner_cpus.map(usize::from),
         },
     )?;
     eprint!("{}", r.text);

@@ -44,6 +44,8 @@ pub struct Tier3Options<'a> {
     /// vCPUs of the init node for its first boot (`kubeadm init`) instead
     /// of the control planes' share; once it is done, it keeps the share.
     pub init_node_cpus: Option<usize>,
+    /// The same for each joining control plane's first boot (its join).
+    pub joiner_cpus: Option<usize>,
 }
 
 /// When tier 3 powers the control planes on.
@@ -135,6 +137,13 @@ pub fn check_real(node: &str, report: &serde_json::Value) -> Result<Vec<String>>
         .collect())
 }
 
+/// What tier 3 changes of a control plane's QEMU: its memory and the
+/// extra kernel arguments its test unit reads.
+struct ControlPlaneShape<'a> {
+    memory: &'a str,
+    kernel_args: Vec<String>,
+}
+
 struct Prepared {
     spec: GuestSpec,
     role: Role,
@@ -148,8 +157,7 @@ fn prepare(
     ns: &mut Netns,
     index: usize,
     node: &Node,
-    memory: &str,
-    kernel_args: &[String],
+    shape: &ControlPlaneShape,
 ) -> Result<Prepared> {
     let (j, _) = node_json(out_dir, node)?;
     let disk = guest_disk(project, &j, out_dir, work, ns, index, node, &TIER3_FACTS)?;
@@ -200,10 +208,10 @@ fn prepare(
                 text
             };
             let mut extra = vec!["panic=-1".to_string()];
-            extra.extend_from_slice(kernel_args);
+            extra.extend_from_slice(&shape.kernel_args);
             let append = qemu_cmdline(&cmdline, console, &extra);
             let mut args = control_plane_args(&files[0], &files[1], &append, copy, tap, mac, qmp);
-            set_arg(&mut args, "-m", memory);
+            set_arg(&mut args, "-m", shape.memory);
             if amd64 {
                 set_arg(&mut args, "-M", "q35");
                 set_arg(&mut args, "-cpu", "max");
@@ -272,13 +280,13 @@ pub fn control_plane_cpus(host_cpus: usize, control_planes: usize, num_cpu_ignor
     (host_cpus / control_planes.max(1)).clamp(floor, 4)
 }
 
-/// The init node's extra kernel arguments: with more vCPUs for its first
+/// A control plane's extra kernel arguments: with more vCPUs for its first
 /// boot than the control planes' `share`, its test unit (qemu/tier3-facts.sh)
-/// takes the extra ones offline once first boot is done. `kubeadm init` is
-/// the one step that runs alone; afterwards a busy extra vCPU would compete
-/// with the joiners for the host's cores.
-fn init_node_kernel_args(init_node_cpus: Option<usize>, share: usize) -> Vec<String> {
-    match init_node_cpus {
+/// takes the extra ones offline once first boot is done. One at a time,
+/// `kubeadm init` or a join is the one step that runs alone; afterwards a
+/// busy extra vCPU would compete with the next join for the host's cores.
+fn first_boot_kernel_args(first_boot_cpus: Option<usize>, share: usize) -> Vec<String> {
+    match first_boot_cpus {
         Some(n) if n > share => vec![format!("habuild.t3_cpus_after_first_boot={share}")],
         _ => Vec::new(),
     }
@@ -400,24 +408,31 @@ pub fn run(
         }
     ));
     let init_name = m.init_node().name.clone();
-    let init_kernel_args = init_node_kernel_args(opts.init_node_cpus, cpus);
-    if let Some(n) = opts.init_node_cpus {
-        lines.push(format!(
-            "  {init_name}: {n} vCPU(s) for its first boot, as --init-node-cpus asks{}",
-            if init_kernel_args.is_empty() {
-                String::new()
-            } else {
-                format!(", then {cpus} (the others taken offline by its test unit)")
-            }
-        ));
+    let first_boot_cpus = |name: &str| {
+        if name == init_name {
+            opts.init_node_cpus
+        } else {
+            opts.joiner_cpus
+        }
+    };
+    for (n, whose, flag) in [
+        (opts.init_node_cpus, init_name.as_str(), "--init-node-cpus"),
+        (opts.joiner_cpus, "each joiner", "--joiner-cpus"),
+    ] {
+        if let Some(n) = n {
+            lines.push(format!(
+                "  {whose}: {n} vCPU(s) for its first boot, as {flag} asks{}",
+                if first_boot_kernel_args(Some(n), cpus).is_empty() {
+                    String::new()
+                } else {
+                    format!(", then {cpus} (the others taken offline by its test unit)")
+                }
+            ));
+        }
     }
     let mut prepared = Vec::new();
     for (i, node) in order.iter().enumerate() {
-        let kernel_args: &[String] = if node.name == init_name {
-            &init_kernel_args
-        } else {
-            &[]
-        };
+        let wanted = first_boot_cpus(&node.name);
         let mut p = prepare(
             project,
             out_dir,
@@ -425,15 +440,17 @@ pub fn run(
             &mut ns,
             i,
             node,
-            opts.control_plane_memory,
-            kernel_args,
+            &ControlPlaneShape {
+                memory: opts.control_plane_memory,
+                kernel_args: first_boot_kernel_args(wanted, cpus),
+            },
         )?;
         if p.role == Role::ControlPlane {
-            let n = match opts.init_node_cpus {
-                Some(n) if node.name == init_name => n,
-                _ => cpus,
-            };
-            set_arg(&mut p.spec.args, "-smp", &n.to_string());
+            set_arg(
+                &mut p.spec.args,
+                "-smp",
+                &wanted.unwrap_or(cpus).to_string(),
+            );
         }
         prepared.push(p);
     }
@@ -626,10 +643,14 @@ pub fn run(
             }
         }
     }
-    if !init_kernel_args.is_empty() {
-        let f = c.guests[init_index].facts().unwrap_or_default();
+    for &i in cps.iter().filter(|&&i| i < c.guests.len()) {
+        let name = &prepared[i].spec.name;
+        if first_boot_kernel_args(first_boot_cpus(name), cpus).is_empty() {
+            continue;
+        }
+        let f = c.guests[i].facts().unwrap_or_default();
         lines.push(format!(
-            "  {init_name}: vCPUs online at the end: {}",
+            "  {name}: vCPUs online at the end: {}",
             if f.cpus_online.is_empty() {
                 "not reported"
             } else {
@@ -762,14 +783,14 @@ mod tests {
     }
 
     #[test]
-    fn only_an_init_node_given_more_than_the_share_drops_vcpus_after_first_boot() {
+    fn only_a_node_given_more_than_the_share_drops_vcpus_after_first_boot() {
         assert_eq!(
-            init_node_kernel_args(Some(2), 1),
+            first_boot_kernel_args(Some(2), 1),
             ["habuild.t3_cpus_after_first_boot=1"]
         );
-        assert!(init_node_kernel_args(Some(1), 1).is_empty());
-        assert!(init_node_kernel_args(Some(1), 2).is_empty());
-        assert!(init_node_kernel_args(None, 1).is_empty());
+        assert!(first_boot_kernel_args(Some(1), 1).is_empty());
+        assert!(first_boot_kernel_args(Some(1), 2).is_empty());
+        assert!(first_boot_kernel_args(None, 1).is_empty());
     }
 
     #[test]
