@@ -43,14 +43,19 @@ pub struct GuestSpec {
 pub struct Guest {
     pub spec: GuestSpec,
     child: Option<Child>,
-    console: Arc<Mutex<String>>,
+    /// The console's bytes as QEMU wrote them: decoded whole, so that a
+    /// character split between two reads is not lost (see [`pump`]).
+    console: Arc<Mutex<Vec<u8>>>,
     pub started: Instant,
 }
 
 impl Guest {
     /// The console text so far (of this power-on).
     pub fn console(&self) -> String {
-        self.console.lock().map(|s| s.clone()).unwrap_or_default()
+        self.console
+            .lock()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     /// The last complete fact block the guest printed.
@@ -149,7 +154,7 @@ impl Drop for Cluster {
     }
 }
 
-fn spawn(ns: &Netns, spec: &GuestSpec) -> Result<(Child, Arc<Mutex<String>>)> {
+fn spawn(ns: &Netns, spec: &GuestSpec) -> Result<(Child, Arc<Mutex<Vec<u8>>>)> {
     let mut cmd = ns.command(&spec.program);
     cmd.args(&spec.args);
     let shown = cmd.display();
@@ -169,21 +174,29 @@ fn spawn(ns: &Netns, spec: &GuestSpec) -> Result<(Child, Arc<Mutex<String>>)> {
     let mut child =
         crate::util::children::spawn(&mut cmd).with_context(|| format!("starting `{shown}`"))?;
     let mut stdout = child.stdout.take().expect("piped");
-    let console = Arc::new(Mutex::new(String::new()));
+    let console = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&console);
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            let _ = log_file.write_all(&buf[..n]);
-            if let Ok(mut s) = sink.lock() {
-                s.push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        }
-    });
+    std::thread::spawn(move || pump(&mut stdout, &mut log_file, &sink));
     Ok((child, console))
+}
+
+/// Copies a guest's console from `from` to its log file and to `sink` until
+/// QEMU closes it. The bytes are kept as they came: a read often ends inside
+/// a multi-byte character (systemd's "→" and "…"), and decoding each read
+/// on its own turned such a character into replacement characters, which
+/// broke the seal of the fact block it was in (stop 32: an arm64 init
+/// node's `initialised` was seen 2.5 minutes late).
+fn pump(from: &mut impl Read, log_file: &mut impl Write, sink: &Mutex<Vec<u8>>) {
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let _ = log_file.write_all(&buf[..n]);
+        if let Ok(mut s) = sink.lock() {
+            s.extend_from_slice(&buf[..n]);
+        }
+    }
 }
 
 /// Sends one QMP command (after the capabilities handshake) to the socket
@@ -464,6 +477,42 @@ fn common_args(disk: &Path, tap: &str, mac: &str, qmp: &Path) -> Vec<OsString> {
 mod tests {
     use super::*;
     use std::process::Command;
+
+    /// A console that hands out its bytes in fixed, small reads.
+    struct Chunks(Vec<Vec<u8>>);
+
+    impl Read for Chunks {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0.is_empty() {
+                return Ok(0);
+            }
+            let c = self.0.remove(0);
+            buf[..c.len()].copy_from_slice(&c);
+            Ok(c.len())
+        }
+    }
+
+    #[test]
+    fn a_character_split_between_two_reads_keeps_its_block_intact() {
+        let body = "firstboot initialised\nfbtail Created symlink a \u{2192} b\n";
+        let block = format!(
+            "HABUILD-T2-BEGIN 7\n{body}HABUILD-T2-END 7 {}\n",
+            crate::qemu::sealed::seal_of(&body.lines().collect::<Vec<_>>())
+        );
+        let bytes = block.as_bytes();
+        // Cut inside the arrow's three bytes.
+        let cut = block.find('\u{2192}').unwrap() + 1;
+        let mut console = Chunks(vec![bytes[..cut].to_vec(), bytes[cut..].to_vec()]);
+        let mut log = Vec::new();
+        let sink = Mutex::new(Vec::new());
+        pump(&mut console, &mut log, &sink);
+        assert_eq!(log, bytes);
+        let text = String::from_utf8_lossy(&sink.lock().unwrap()).into_owned();
+        let f = super::super::facts::last_block(&text).expect("the block is intact");
+        assert_eq!(f.seq, 7);
+        assert_eq!(f.firstboot, "initialised");
+        assert_eq!(f.fbtail, ["Created symlink a \u{2192} b"]);
+    }
 
     #[test]
     fn guests_use_only_taps_in_the_namespace() {
