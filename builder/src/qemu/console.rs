@@ -57,7 +57,11 @@ pub fn run_stages(mut cmd: Command, stages: &[Stage], log_path: &Path) -> Result
     let mut log_file = std::fs::File::create(log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
     let started = Instant::now();
+    // `log` is decoded read by read, for the stage markers (ASCII) only; the
+    // log returned is `raw` decoded whole, so that a character split between
+    // two reads does not break the seal of the block it is in.
     let mut log = String::new();
+    let mut raw = Vec::new();
     let mut reached = Vec::new();
     let mut stage_start = Instant::now();
     let mut scanned = 0;
@@ -76,6 +80,7 @@ pub fn run_stages(mut cmd: Command, stages: &[Stage], log_path: &Path) -> Result
                         .write_all(&chunk)
                         .with_context(|| format!("writing {}", log_path.display()))?;
                     log.push_str(&String::from_utf8_lossy(&chunk));
+                    raw.extend_from_slice(&chunk);
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) if stage_start.elapsed() < stage.timeout => {}
                 Err(e) => {
@@ -107,9 +112,12 @@ pub fn run_stages(mut cmd: Command, stages: &[Stage], log_path: &Path) -> Result
     // Drain what arrived before the kill, so the log on disk is complete.
     while let Ok(chunk) = rx.recv_timeout(Duration::from_millis(200)) {
         let _ = log_file.write_all(&chunk);
-        log.push_str(&String::from_utf8_lossy(&chunk));
+        raw.extend_from_slice(&chunk);
     }
-    Ok(ConsoleRun { log, reached })
+    Ok(ConsoleRun {
+        log: String::from_utf8_lossy(&raw).into_owned(),
+        reached,
+    })
 }
 
 pub fn tail(text: &str, lines: usize) -> String {
@@ -120,6 +128,24 @@ pub fn tail(text: &str, lines: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_character_split_between_two_reads_is_kept_whole_in_the_log() {
+        let t = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("sh");
+        // The arrow's three bytes in two writes, a pause between them.
+        cmd.args([
+            "-c",
+            "printf 'Booting Linux a \\342'; sleep 0.3; printf '\\206\\222 b\\nWelcome\\n'; sleep 30",
+        ]);
+        let stages = [Stage {
+            name: "userspace",
+            marker: "Welcome",
+            timeout: Duration::from_secs(5),
+        }];
+        let run = run_stages(cmd, &stages, &t.path().join("a.log")).unwrap();
+        assert!(run.log.contains("a \u{2192} b"), "{:?}", run.log);
+    }
 
     #[test]
     fn stages_in_order_and_hang_names_stage() {
