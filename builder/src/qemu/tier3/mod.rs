@@ -415,6 +415,8 @@ pub fn run(
             opts.joiner_cpus
         }
     };
+    // Whether a node's first boot has vCPUs that go offline afterwards.
+    let drops_vcpus = |first_boot: Option<usize>| first_boot.is_some_and(|n| n > cpus);
     for (n, whose, flag) in [
         (opts.init_node_cpus, init_name.as_str(), "--init-node-cpus"),
         (opts.joiner_cpus, "each joiner", "--joiner-cpus"),
@@ -422,10 +424,10 @@ pub fn run(
         if let Some(n) = n {
             lines.push(format!(
                 "  {whose}: {n} vCPU(s) for its first boot, as {flag} asks{}",
-                if first_boot_kernel_args(Some(n), cpus).is_empty() {
-                    String::new()
-                } else {
+                if drops_vcpus(Some(n)) {
                     format!(", then {cpus} (the others taken offline by its test unit)")
+                } else {
+                    String::new()
                 }
             ));
         }
@@ -645,7 +647,7 @@ pub fn run(
     }
     for &i in cps.iter().filter(|&&i| i < c.guests.len()) {
         let name = &prepared[i].spec.name;
-        if first_boot_kernel_args(first_boot_cpus(name), cpus).is_empty() {
+        if !drops_vcpus(first_boot_cpus(name)) {
             continue;
         }
         let f = c.guests[i].facts().unwrap_or_default();
