@@ -11,9 +11,9 @@
 # about a quarter of a host core doing nothing else. So a block starts few
 # programs (one systemctl for all units, one awk per journal), the slow
 # questions (kubectl, crictl, container logs, ps) come every few blocks,
-# and a control plane's blocks are 15 s apart; a director's stay 5 s apart,
-# as the failover's timing reads its IPVS table (T3_FACT_PERIOD in
-# builder/src/qemu/tier3/failover.rs).
+# and a control plane's blocks are 15 s apart; a director's are too until
+# the cluster has formed, then 5 s apart, as the failovers' timing reads
+# its IPVS table (T3_FACT_PERIOD in builder/src/qemu/tier3/failover.rs).
 #
 # A test runs it on the host against stand-in programs: HABUILD_T3_ROOT
 # prefixes the guest's files it reads, HABUILD_T3_RUN is where it keeps its
@@ -37,15 +37,20 @@ read -r hostname <"$root/etc/hostname"
 admin=$root/etc/kubernetes/admin.conf
 if command -v ipvsadm >/dev/null 2>&1; then
     director=yes
-    period=5
+    # 15 s until IPVS lists every real server keepalived.conf names, 5 s
+    # from then on (see fast_once_all_listed).
+    period=15
     # the slow questions every this many blocks
     every=12
+    real_servers=$(grep -c '^[[:space:]]*real_server ' "$root/etc/keepalived/keepalived.conf" 2>/dev/null)
 else
     director=no
     period=15
     every=3
 fi
-period=${HABUILD_T3_PERIOD:-$period}
+# This unit's own CPU time so far, from its cgroup (cgroup v2), so that the
+# report can say what observing cost the guest.
+observer_cgroup=$root/sys/fs/cgroup/system.slice/habuild-t3-facts.service
 cpus=$root/sys/devices/system/cpu
 cpus_after=$(sed -n 's/.*habuild\.t3_cpus_after_first_boot=\([0-9][0-9]*\).*/\1/p' "$root/proc/cmdline" 2>/dev/null)
 # The journals are read from where the last block stopped (a cursor file),
@@ -105,6 +110,19 @@ offline_cpus_from() {
     done
 }
 
+# A director's blocks come every 15 s while the control planes form (no
+# timing is read from them then, and a director idling under TCG takes CPU
+# from the joins) and every 5 s once IPVS lists every real server: the
+# failovers' timing reads its IPVS table and VRRP state. Once fast, it stays
+# fast (a failover takes a real server out).
+fast_once_all_listed() {
+    [ "$director" = yes ] && [ "$period" != 5 ] || return 0
+    listed=$(ipvsadm -L -n 2>/dev/null | grep -c -- '->.*Route')
+    if [ -n "$real_servers" ] && [ "$real_servers" -gt 0 ] && [ "$listed" -ge "$real_servers" ]; then
+        period=5
+    fi
+}
+
 seq=0
 while :; do
     seq=$((seq + 1))
@@ -150,6 +168,12 @@ while :; do
                 $1 == "ActiveState" { state = $2 }
                 $1 == "ActiveEnterTimestamp" { since = $2 }
                 END { done() }'
+        echo "fact_period $period"
+        if [ -r "$observer_cgroup/cpu.stat" ]; then
+            while read -r stat value; do
+                [ "$stat" = usage_usec ] && echo "observer_cpu_usec $value"
+            done <"$observer_cgroup/cpu.stat"
+        fi
         if [ -r "$cpus/online" ]; then
             read -r online <"$cpus/online"
             echo "cpus_online $online"
@@ -171,10 +195,14 @@ while :; do
         # What they said is repeated in every block until they are asked again.
         if [ "$slow" = yes ] && [ "$director" = no ]; then
             if [ -f "$admin" ]; then
-                timeout 20 kubectl --kubeconfig "$admin" get nodes --no-headers 2>/dev/null |
-                    awk '{print "node " $1 " " $2}' >"$kubectl_said.nodes"
-                timeout 20 kubectl --kubeconfig "$admin" get pods -n kube-system --no-headers 2>/dev/null |
-                    awk '{print "pod " $1 " " $2 " " $3 " " $4}' >"$kubectl_said.pods.new"
+                # One kubectl for both lists (each start costs a TCG guest
+                # about a second): asked for two kinds, it names each row
+                # "node/NAME" or "pod/NAME".
+                timeout 30 kubectl --kubeconfig "$admin" get nodes,pods -n kube-system --no-headers 2>/dev/null |
+                    awk -v nodes="$kubectl_said.nodes" -v pods="$kubectl_said.pods.new" '
+                        BEGIN { printf "" > nodes; printf "" > pods }
+                        $1 ~ /^node\// { sub(/^node\//, "", $1); print "node " $1 " " $2 > nodes }
+                        $1 ~ /^pod\// { sub(/^pod\//, "", $1); print "pod " $1 " " $2 " " $3 " " $4 > pods }'
                 # A busy API server that gave no list keeps the last one it gave.
                 if [ -s "$kubectl_said.pods.new" ]; then
                     mv "$kubectl_said.pods.new" "$kubectl_said.pods"
@@ -240,5 +268,6 @@ while :; do
     )
     printf '%s\n' "$block" | seal_block HABUILD-T2-BEGIN HABUILD-T2-END "$seq"
     [ "$seq" = "$blocks" ] && exit 0
-    sleep "$period"
+    fast_once_all_listed
+    sleep "${HABUILD_T3_PERIOD:-$period}"
 done

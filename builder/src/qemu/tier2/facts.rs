@@ -55,6 +55,11 @@ pub struct Facts {
     pub cpu: Vec<String>,
     /// Tier 3: the guest's online vCPUs as the kernel lists them ("0-1").
     pub cpus_online: String,
+    /// Tier 3: the CPU time the fact unit itself has used (its cgroup's
+    /// usage_usec), so that a report can say what observing cost.
+    pub observer_cpu_usec: Option<u64>,
+    /// Tier 3: the seconds until the guest's next block.
+    pub fact_period: Option<u64>,
 }
 
 /// The last intact block in a console log (sealed, see qemu/sealed.rs; a
@@ -121,6 +126,8 @@ pub fn last_block(log: &str) -> Option<Facts> {
             "ctr_log" => f.container_logs.push(rest.into()),
             "cpu" => f.cpu.push(rest.into()),
             "cpus_online" => f.cpus_online = rest.into(),
+            "observer_cpu_usec" => f.observer_cpu_usec = rest.parse().ok(),
+            "fact_period" => f.fact_period = rest.parse().ok(),
             _ => {}
         }
     }

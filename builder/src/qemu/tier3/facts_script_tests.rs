@@ -27,6 +27,7 @@ const HOST_TOOLS: &[&str] = &[
     "touch",
     "dirname",
     "sleep",
+    "grep",
 ];
 
 fn write_exe(path: &Path, text: &str) {
@@ -79,11 +80,15 @@ case "$*" in
 esac
 "#;
 
+/// kubectl asked for two kinds at once names each row by its kind, a
+/// table per kind.
 const KUBECTL: &str = r#"#!/bin/sh
 echo "$*" >>"$HABUILD_T3_RUN/kubectl-calls"
 case "$*" in
-*nodes*) echo 'cp1 Ready control-plane 5m v1.36.3' ;;
-*pods*) echo 'etcd-cp1 1/1 Running 0 5m' ;;
+*"get nodes,pods -n kube-system --no-headers"*)
+    echo 'node/cp1 Ready control-plane 5m v1.36.3'
+    echo
+    echo 'pod/etcd-cp1 1/1 Running 0 5m' ;;
 esac
 "#;
 
@@ -93,10 +98,16 @@ echo 'abc img 2 minutes ago Running etcd 0 def etcd-cp1'
 echo 'abd img 3 minutes ago Exited kube-apiserver 1 deg kube-apiserver-cp1'
 "#;
 
+/// ipvsadm: one real server, and those of `ipvs-more` in the sandbox.
 const IPVSADM: &str = r#"#!/bin/sh
 echo 'TCP  10.10.197.101:6443 wrr   '
 echo '  -> 10.10.197.98:6443   Route   1   0   0   '
+cat "$HABUILD_T3_ROOT/ipvs-more" 2>/dev/null
+exit 0
 "#;
+
+/// keepalived.conf's real servers, as habuild renders them.
+const KEEPALIVED_CONF: &str = "virtual_server 10.10.197.101 6443 {\n    lb_kind DR\n    real_server 10.10.197.98 6443 {\n        weight 1\n    }\n    real_server 10.10.197.97 6443 {\n        weight 1\n    }\n}\n";
 
 /// Two blocks of the script in a sandbox: the output, the last block, and
 /// the stand-in kubectl's calls.
@@ -121,6 +132,8 @@ fn two_blocks_in(t: &Path, director: bool, cmdline: &str) -> (String, Facts, usi
         &root.join("proc"),
         &root.join("sys/devices/system/cpu/cpu0"),
         &root.join("sys/devices/system/cpu/cpu1"),
+        &root.join("sys/fs/cgroup/system.slice/habuild-t3-facts.service"),
+        &root.join("etc/keepalived"),
     ] {
         std::fs::create_dir_all(d).unwrap();
     }
@@ -144,6 +157,12 @@ fn two_blocks_in(t: &Path, director: bool, cmdline: &str) -> (String, Facts, usi
     std::fs::write(root.join("proc/cmdline"), format!("{cmdline}\n")).unwrap();
     std::fs::write(root.join("sys/devices/system/cpu/cpu1/online"), "1\n").unwrap();
     std::fs::write(root.join("sys/devices/system/cpu/online"), "0-1\n").unwrap();
+    std::fs::write(
+        root.join("sys/fs/cgroup/system.slice/habuild-t3-facts.service/cpu.stat"),
+        "usage_usec 2345678\nuser_usec 1000000\nsystem_usec 1345678\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/keepalived/keepalived.conf"), KEEPALIVED_CONF).unwrap();
     std::fs::write(
         root.join("etc/habuild/firstboot.env"),
         "HABUILD_VIP=192.0.2.101\n",
@@ -234,9 +253,11 @@ fn a_control_planes_block_carries_what_tier_3_reads() {
     assert_eq!(f.kubelet_tail, ["E1206 the lease failed"]);
     assert!(f.cpu[0].starts_with("load "), "{:?}", f.cpu);
     assert!(f.ipvs.is_empty() && f.klog.is_empty());
-    // Block 1 asked kubectl (nodes, pods); block 2 repeated its answers.
+    // Block 1 asked kubectl once (nodes and pods); block 2 repeated its answers.
     assert_eq!(text.matches("HABUILD-T2-END").count(), 2);
-    assert_eq!(kubectl_calls, 2);
+    assert_eq!(kubectl_calls, 1);
+    assert_eq!(f.observer_cpu_usec, Some(2345678));
+    assert_eq!(f.fact_period, Some(15));
 }
 
 #[test]
@@ -258,6 +279,25 @@ fn a_directors_block_carries_its_ipvs_table_and_keepalived_journal() {
     assert!(f.fblog.is_empty() && f.nodes.is_empty() && f.cpu.is_empty());
     assert!(f.realserver_since.is_none());
     assert_eq!(kubectl_calls, 0);
+    // One of keepalived.conf's two real servers listed: the cluster is
+    // still forming, and the blocks stay 15 s apart.
+    assert_eq!(text.matches("fact_period 15").count(), 2, "{text}");
+}
+
+#[test]
+fn a_directors_blocks_come_every_5_s_once_ipvs_lists_every_real_server() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(t.path().join("root")).unwrap();
+    std::fs::write(
+        t.path().join("root/ipvs-more"),
+        "  -> 10.10.197.97:6443   Route   1   0   0\n",
+    )
+    .unwrap();
+    let (text, f, _) = two_blocks_in(t.path(), true, "");
+    // Block 1 is printed before the count; block 2 after it.
+    assert_eq!(text.matches("fact_period 15").count(), 1, "{text}");
+    assert_eq!(f.fact_period, Some(5), "{text}");
+    assert_eq!(f.ipvs.len(), 3);
 }
 
 #[test]

@@ -22,9 +22,9 @@ use crate::qemu::tier2::session::{holds_vip, listed, power_off, wait_active_dire
 use crate::qemu::tier2::watch::{VipWatch, WATCH_LEAD};
 use crate::status::{Observed, Seen, Verdict};
 
-/// The seconds between two of a director's tier-3 fact blocks
-/// (qemu/tier3-facts.sh; a control plane's are 15 s apart), at least: a
-/// block under emulation takes a while to gather.
+/// The seconds between two of a director's tier-3 fact blocks once IPVS
+/// lists every control plane (qemu/tier3-facts.sh; a control plane's are
+/// 15 s apart), at least: a block under emulation takes a while to gather.
 const T3_FACT_PERIOD: u64 = 5;
 
 /// How long the survivors may take to settle after the power-off (etcd
@@ -167,6 +167,53 @@ fn of_role(guests: &[Prepared], role: Role) -> Vec<usize> {
         .collect()
 }
 
+/// The directors powered on so far (one at a time, the BACKUPs wait for
+/// the director failover).
+fn running_directors(c: &Cluster, guests: &[Prepared]) -> Vec<usize> {
+    of_role(guests, Role::Director)
+        .into_iter()
+        .filter(|&d| d < c.guests.len())
+        .collect()
+}
+
+/// Powers on the guests not powered on yet (the BACKUP directors, one at a
+/// time) and waits until each lists every control plane in IPVS, as
+/// keepalived's checks find them: only then can it take the VIP over.
+fn power_on_the_rest(
+    c: &mut Cluster,
+    guests: &[Prepared],
+    vip: &str,
+    port: u16,
+    r: &mut Report,
+) -> Result<()> {
+    let mut all_rs: Vec<String> = of_role(guests, Role::ControlPlane)
+        .into_iter()
+        .map(|i| format!("{}:{port}", guests[i].address))
+        .collect();
+    all_rs.sort();
+    while c.guests.len() < guests.len() {
+        let i = c.start(guests[c.guests.len()].spec.clone())?;
+        let t = Instant::now();
+        let ready = wait_facts(
+            c,
+            i,
+            "keepalived lists every control plane",
+            Duration::from_secs(600),
+            |f| f.keepalived == "active" && listed(f, vip, port) == all_rs,
+        );
+        r.check(
+            ready.is_ok(),
+            format!(
+                "{} powered on now; keepalived up and every control plane in its IPVS table {:.0}s later",
+                guests[i].spec.name,
+                t.elapsed().as_secs_f64()
+            ),
+        );
+        ready?;
+    }
+    Ok(())
+}
+
 /// The failovers a healthy cluster can go through: a control plane's
 /// (from three control planes on) and a director's (from two directors on),
 /// each on its own, so that a small cluster still proves what it can.
@@ -211,7 +258,7 @@ fn node_failover(
 ) -> Result<()> {
     let (vip, port) = (m.vip.address.to_string(), m.vip.port);
     let lb = &m.loadbalancer;
-    let directors = of_role(guests, Role::Director);
+    let directors = running_directors(c, guests);
     let init = m.init_node();
     let victim = guests
         .iter()
@@ -354,6 +401,7 @@ fn director_failover(
     let vip = m.vip.address.to_string();
     let port = m.vip.port;
     let lb = &m.loadbalancer;
+    power_on_the_rest(c, guests, &vip, port, r)?;
     let directors = of_role(guests, Role::Director);
     let active = wait_active_director(c, &directors, &vip, Duration::from_secs(300))?;
     let backup = *directors

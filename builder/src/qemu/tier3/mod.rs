@@ -62,19 +62,31 @@ pub enum PowerOn {
 }
 
 /// The order tier 3 powers `m`'s nodes on in, which is also the order of
-/// the guests in its cluster: the init node, then the directors (once
-/// `kubeadm init` is done; no join needs the VIP before), then the joiners,
-/// or, all together, every control plane first.
+/// the guests in its cluster. All together: every control plane, then the
+/// directors (once `kubeadm init` is done; no join needs the VIP before).
+/// One at a time: the init node, the MASTER director (the highest
+/// priority), the joiners, and last the BACKUP directors, powered on only
+/// for the director failover: until then no VRRP takeover is tested, and
+/// an idle director under TCG takes CPU from the joins.
 fn power_on_order(m: &Manifest, power_on: PowerOn) -> Vec<&Node> {
-    let mut order: Vec<&Node> = match power_on {
-        PowerOn::Together => m.control_planes().collect(),
-        PowerOn::OneAtATime => vec![m.init_node()],
-    };
-    order.extend(m.directors());
-    if power_on == PowerOn::OneAtATime {
-        order.extend(m.control_planes().filter(|n| n.name != m.init_node().name));
+    match power_on {
+        PowerOn::Together => m.control_planes().chain(m.directors()).collect(),
+        PowerOn::OneAtATime => {
+            // The first of the highest priority, as keepalived elects it.
+            let master = m
+                .directors()
+                .reduce(|best, d| if d.priority > best.priority { d } else { best });
+            let init = m.init_node();
+            std::iter::once(init)
+                .chain(master)
+                .chain(m.control_planes().filter(|n| n.name != init.name))
+                .chain(
+                    m.directors()
+                        .filter(|d| master.is_some_and(|b| b.name != d.name)),
+                )
+                .collect()
+        }
     }
-    order
 }
 
 #[derive(Debug)]
@@ -395,6 +407,9 @@ pub fn run(
     let order = power_on_order(m, opts.power_on);
     if opts.power_on == PowerOn::OneAtATime {
         lines.push("  control planes powered on ONE AT A TIME (each joiner once the control plane before it finished its first boot), not all together as a site does".into());
+        if m.directors().count() > 1 {
+            lines.push("  BACKUP director(s) powered on only for the director failover, not with the cluster".into());
+        }
     }
     let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let num_cpu_ignored = m.tuning.kubeadm.ignores_preflight("NumCPU");
@@ -497,7 +512,12 @@ pub fn run(
             t[0].as_secs_f64()
         ));
     }
-    for p in prepared.iter().filter(|p| p.role == Role::Director) {
+    // The directors next in the order: all of them together, the MASTER
+    // one at a time (the BACKUPs come last, for the director failover).
+    while let Some(p) = prepared
+        .get(c.guests.len())
+        .filter(|p| p.role == Role::Director)
+    {
         c.start(p.spec.clone())?;
     }
     let mut passed = true;
@@ -524,7 +544,10 @@ pub fn run(
                         before.firstboot
                     );
                 }
-                c.start(prepared[i].spec.clone())?;
+                // A guest's index in the cluster is its place in the order.
+                if c.start(prepared[i].spec.clone())? != i {
+                    bail!("{} powered on out of order", prepared[i].spec.name);
+                }
                 lines.push(format!(
                     "  {}: powered on {:.0}s after the first power-on",
                     prepared[i].spec.name,
@@ -796,7 +819,7 @@ mod tests {
     }
 
     #[test]
-    fn one_at_a_time_powers_the_directors_on_before_the_joiners() {
+    fn one_at_a_time_powers_the_master_director_on_before_the_joiners_and_the_backup_last() {
         let root = crate::test_support::repo_root();
         let project = Project::at(&root).unwrap();
         let m = project
@@ -813,9 +836,10 @@ mod tests {
             ["master-x86-1", "master-x86-2"],
         );
         assert_eq!(names(PowerOn::Together), [&cps[..], &directors].concat());
+        // master-x86-1 has the higher priority (100 to 90): the MASTER.
         assert_eq!(
             names(PowerOn::OneAtATime),
-            [&cps[..1], &directors, &cps[1..]].concat()
+            [&cps[..1], &directors[..1], &cps[1..], &directors[1..]].concat()
         );
     }
 
