@@ -12,13 +12,15 @@
 # programs (one systemctl for all units, one awk per journal), the slow
 # questions (kubectl, crictl, container logs, ps) come every few blocks,
 # and a control plane's blocks are 15 s apart; a director's are too until
-# the cluster has formed, then 5 s apart, as the failovers' timing reads
-# its IPVS table (T3_FACT_PERIOD in builder/src/qemu/tier3/failover.rs).
+# IPVS has listed every control plane for 2 minutes, then 5 s apart, as the
+# failovers' timing reads its IPVS table (T3_FACT_PERIOD in
+# builder/src/qemu/tier3/failover.rs).
 #
 # A test runs it on the host against stand-in programs: HABUILD_T3_ROOT
 # prefixes the guest's files it reads, HABUILD_T3_RUN is where it keeps its
-# state (/run), HABUILD_T3_BLOCKS stops it after that many blocks and
-# HABUILD_T3_PERIOD replaces the seconds between two.
+# state (/run), HABUILD_T3_BLOCKS stops it after that many blocks,
+# HABUILD_T3_PERIOD replaces the seconds between two and HABUILD_T3_SETTLE
+# a director's 120 s of full IPVS listing before its blocks speed up.
 #
 # The harness may give a control plane more vCPUs for its first boot than
 # for the rest of the run (habuild test --init-node-cpus): the kernel
@@ -40,8 +42,9 @@ if command -v ipvsadm >/dev/null 2>&1; then
     # 15 s until IPVS lists every real server keepalived.conf names, 5 s
     # from then on (see fast_once_all_listed).
     period=15
-    # the slow questions every this many blocks
-    every=12
+    # the slow questions every this many blocks (for a director: its
+    # state and keepalived's journal)
+    every=6
     real_servers=$(grep -c '^[[:space:]]*real_server ' "$root/etc/keepalived/keepalived.conf" 2>/dev/null)
 else
     director=no
@@ -64,6 +67,8 @@ ctr_said=$run/habuild-t3-containers
 ctr_log=$run/habuild-t3-container-logs
 kubelet_tail=$run/habuild-t3-kubelet-tail
 cpu_said=$run/habuild-t3-cpu
+system_state=$run/habuild-t3-state
+rm -f "$system_state"
 rm -f "$fblog" "$fberr" "$fbtail" "$klog" "$kubectl_said".* "$ctr_said" "$ctr_log" "$kubelet_tail" "$cpu_said" "$run"/habuild-t3-*.cursor
 touch "$fblog" "$fberr" "$fbtail" "$klog" "$kubelet_tail"
 
@@ -112,35 +117,67 @@ offline_cpus_from() {
 
 # A director's blocks come every 15 s while the control planes form (no
 # timing is read from them then, and a director idling under TCG takes CPU
-# from the joins) and every 5 s once IPVS lists every real server: the
-# failovers' timing reads its IPVS table and VRRP state. Once fast, it stays
+# from the joins) and every 5 s once IPVS has listed every real server for
+# $settle seconds: the failovers' timing reads its IPVS table and VRRP
+# state. keepalived lists every real server when it starts, before its
+# first checks (no "alpha"), and takes a dead one out only after its
+# TCP_CHECK window (about a minute), hence the wait. Once fast, it stays
 # fast (a failover takes a real server out).
+settle=${HABUILD_T3_SETTLE:-120}
+all_listed_since=
 fast_once_all_listed() {
     [ "$director" = yes ] && [ "$period" != 5 ] || return 0
     listed=$(ipvsadm -L -n 2>/dev/null | grep -c -- '->.*Route')
+    read -r now _ </proc/uptime
+    now=${now%.*}
     if [ -n "$real_servers" ] && [ "$real_servers" -gt 0 ] && [ "$listed" -ge "$real_servers" ]; then
-        period=5
+        all_listed_since=${all_listed_since:-$now}
+        [ $((now - all_listed_since)) -ge "$settle" ] && period=5
+    else
+        all_listed_since=
     fi
 }
 
+# Once a control plane's first boot is done, its journal has nothing new
+# for the harness, which then reads the cluster through the VIP: the slow
+# questions come every 8th block instead of every 3rd, and first boot's
+# journal is read once more and then no longer (its kept lines are
+# repeated).
+first_boot_done=no
+fb_journal_read_after_done=no
+last_slow=-1000
 seq=0
 while :; do
     seq=$((seq + 1))
-    if [ -n "$cpus_after" ] && [ -f "$root/var/lib/habuild/firstboot.status" ]; then
+    done_state=
+    if [ -f "$root/var/lib/habuild/firstboot.status" ]; then
         read -r done_state <"$root/var/lib/habuild/firstboot.status"
-        case $done_state in
-            initialised | joined)
+    fi
+    case $done_state in
+        initialised | joined)
+            [ "$first_boot_done" = yes ] && fb_journal_read_after_done=yes
+            first_boot_done=yes
+            [ "$director" = no ] && every=8
+            if [ -n "$cpus_after" ]; then
                 offline_cpus_from "$cpus_after"
                 cpus_after=
-                ;;
-        esac
-    fi
+            fi
+            ;;
+    esac
     slow=no
-    [ $((seq % every)) -eq 1 ] && slow=yes
+    if [ $((seq - last_slow)) -ge "$every" ]; then
+        slow=yes
+        last_slow=$seq
+    fi
     read -r uptime _ </proc/uptime
     block=$(
         echo "hostname $hostname"
-        echo "state $(systemctl is-system-running)"
+        # The manager's state (a D-Bus round trip) with the slow questions.
+        if [ "$slow" = yes ] || [ ! -s "$system_state" ]; then
+            systemctl is-system-running >"$system_state" 2>/dev/null
+        fi
+        read -r state <"$system_state"
+        echo "state $state"
         echo "uptime $uptime"
         if [ -f "$root/var/lib/habuild/firstboot.status" ]; then
             read -r status <"$root/var/lib/habuild/firstboot.status"
@@ -185,7 +222,9 @@ while :; do
                 echo "vip_on_lo no"
             fi
         fi
-        if [ "$director" = no ]; then
+        if [ "$director" = no ] && [ "$fb_journal_read_after_done" = yes ]; then
+            first_boot_lines </dev/null
+        elif [ "$director" = no ]; then
             journalctl -b -u habuild-firstboot.service --no-pager -o short-unix \
                 --cursor-file="$run/habuild-t3-fb.cursor" 2>/dev/null | first_boot_lines
         fi
@@ -249,8 +288,12 @@ while :; do
         else
             ipvsadm -L -n 2>&1 | sed 's/^/ipvs /'
             ip -4 -o addr show | awk '{print "addr " $2 " " $4}'
-            journalctl -b -u keepalived.service --no-pager -o short-unix \
-                --cursor-file="$run/habuild-t3-klog.cursor" 2>/dev/null |
+            # keepalived's new journal lines with the slow questions; the
+            # kept ones in every block.
+            if [ "$slow" = yes ]; then
+                journalctl -b -u keepalived.service --no-pager -o short-unix \
+                    --cursor-file="$run/habuild-t3-klog.cursor" 2>/dev/null
+            fi </dev/null |
                 awk -v f="$klog" '
                     /TCP_CHECK|Removing service|Adding service|Entering (MASTER|BACKUP)|TCP connection/ { l[++n] = $0 }
                     END {

@@ -60,6 +60,8 @@ pub struct Facts {
     pub observer_cpu_usec: Option<u64>,
     /// Tier 3: the seconds until the guest's next block.
     pub fact_period: Option<u64>,
+    /// Tier 3: the guest's uptime in seconds when it printed the block.
+    pub uptime: Option<f64>,
 }
 
 /// The last intact block in a console log (sealed, see qemu/sealed.rs; a
@@ -128,6 +130,7 @@ pub fn last_block(log: &str) -> Option<Facts> {
             "cpus_online" => f.cpus_online = rest.into(),
             "observer_cpu_usec" => f.observer_cpu_usec = rest.parse().ok(),
             "fact_period" => f.fact_period = rest.parse().ok(),
+            "uptime" => f.uptime = rest.parse().ok(),
             _ => {}
         }
     }

@@ -109,16 +109,22 @@ exit 0
 /// keepalived.conf's real servers, as habuild renders them.
 const KEEPALIVED_CONF: &str = "virtual_server 10.10.197.101 6443 {\n    lb_kind DR\n    real_server 10.10.197.98 6443 {\n        weight 1\n    }\n    real_server 10.10.197.97 6443 {\n        weight 1\n    }\n}\n";
 
-/// Two blocks of the script in a sandbox: the output, the last block, and
-/// the stand-in kubectl's calls.
+/// Two blocks of the script in a sandbox (HABUILD_T3_BLOCKS in `env` asks
+/// for another number): the output, the last block, and the stand-in
+/// kubectl's calls.
 fn two_blocks(director: bool) -> (String, Facts, usize) {
     let t = tempfile::tempdir().unwrap();
-    two_blocks_in(t.path(), director, "")
+    two_blocks_in(t.path(), director, "", &[])
 }
 
-/// [`two_blocks`] in `t`, with `cmdline` as the guest's kernel command line
-/// and two vCPUs online.
-fn two_blocks_in(t: &Path, director: bool, cmdline: &str) -> (String, Facts, usize) {
+/// [`two_blocks`] in `t`, with `cmdline` as the guest's kernel command line,
+/// two vCPUs online and `env` for the script.
+fn two_blocks_in(
+    t: &Path,
+    director: bool,
+    cmdline: &str,
+    env: &[(&str, &str)],
+) -> (String, Facts, usize) {
     let bin = t.join("bin");
     let root = t.join("root");
     let run = t.join("run");
@@ -169,11 +175,11 @@ fn two_blocks_in(t: &Path, director: bool, cmdline: &str) -> (String, Facts, usi
     )
     .unwrap();
     std::fs::write(root.join("etc/kubernetes/admin.conf"), "").unwrap();
-    std::fs::write(
-        root.join("var/lib/habuild/firstboot.status"),
-        "initialised\n",
-    )
-    .unwrap();
+    // First boot done, unless the test said otherwise.
+    let status = root.join("var/lib/habuild/firstboot.status");
+    if !status.exists() {
+        std::fs::write(&status, "initialised\n").unwrap();
+    }
     std::fs::write(
         root.join("var/log/pods/kube-system_etcd-cp1_x/etcd/0.log"),
         "2026-12-06T23:25:49Z stderr F {\"level\":\"info\",\"msg\":\"fine\"}\n\
@@ -190,6 +196,7 @@ fn two_blocks_in(t: &Path, director: bool, cmdline: &str) -> (String, Facts, usi
         .env("HABUILD_T3_BLOCKS", "2")
         .env("HABUILD_T3_PERIOD", "0")
         .env("DIRECTOR", if director { "yes" } else { "" })
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -258,6 +265,7 @@ fn a_control_planes_block_carries_what_tier_3_reads() {
     assert_eq!(kubectl_calls, 1);
     assert_eq!(f.observer_cpu_usec, Some(2345678));
     assert_eq!(f.fact_period, Some(15));
+    assert!(f.uptime.is_some_and(|u| u > 0.0), "{text}");
 }
 
 #[test]
@@ -293,11 +301,23 @@ fn a_directors_blocks_come_every_5_s_once_ipvs_lists_every_real_server() {
         "  -> 10.10.197.97:6443   Route   1   0   0\n",
     )
     .unwrap();
-    let (text, f, _) = two_blocks_in(t.path(), true, "");
-    // Block 1 is printed before the count; block 2 after it.
+    // keepalived lists every real server as it starts, before any check:
+    // the blocks speed up only after a full listing has lasted (120 s).
+    let (text, f, _) = two_blocks_in(t.path(), true, "", &[]);
+    assert_eq!(text.matches("fact_period 15").count(), 2, "{text}");
+    assert_eq!(f.ipvs.len(), 3);
+    // With no wait asked, block 1 is printed before the count; block 2
+    // after it.
+    let t = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(t.path().join("root")).unwrap();
+    std::fs::write(
+        t.path().join("root/ipvs-more"),
+        "  -> 10.10.197.97:6443   Route   1   0   0\n",
+    )
+    .unwrap();
+    let (text, f, _) = two_blocks_in(t.path(), true, "", &[("HABUILD_T3_SETTLE", "0")]);
     assert_eq!(text.matches("fact_period 15").count(), 1, "{text}");
     assert_eq!(f.fact_period, Some(5), "{text}");
-    assert_eq!(f.ipvs.len(), 3);
 }
 
 #[test]
@@ -308,6 +328,7 @@ fn a_control_plane_asked_to_keeps_only_its_first_vcpus_once_first_boot_is_done()
         t.path(),
         false,
         "root=/dev/vda2 habuild.t3_cpus_after_first_boot=1 panic=-1",
+        &[],
     );
     assert_eq!(f.firstboot, "initialised", "{text}");
     assert_eq!(std::fs::read_to_string(&online).unwrap(), "0\n");
@@ -319,7 +340,26 @@ fn a_control_plane_asked_to_keeps_only_its_first_vcpus_once_first_boot_is_done()
 fn a_control_plane_not_asked_to_keeps_its_vcpus() {
     let t = tempfile::tempdir().unwrap();
     let online = t.path().join("root/sys/devices/system/cpu/cpu1/online");
-    let (text, f, _) = two_blocks_in(t.path(), false, "root=/dev/vda2 panic=-1");
+    let (text, f, _) = two_blocks_in(t.path(), false, "root=/dev/vda2 panic=-1", &[]);
     assert_eq!(f.firstboot, "initialised", "{text}");
     assert_eq!(std::fs::read_to_string(&online).unwrap(), "1\n");
+}
+
+#[test]
+fn once_first_boot_is_done_kubectl_is_asked_every_8th_block_instead_of_every_3rd() {
+    let kubectl_calls_in_9_blocks = |status: &str| {
+        let t = tempfile::tempdir().unwrap();
+        let state = t.path().join("root/var/lib/habuild");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(state.join("firstboot.status"), format!("{status}\n")).unwrap();
+        let (text, f, calls) = two_blocks_in(t.path(), false, "", &[("HABUILD_T3_BLOCKS", "9")]);
+        assert_eq!(f.seq, 9, "{text}");
+        assert_eq!(f.firstboot, status);
+        // What the journal said is kept and repeated either way.
+        assert_eq!(f.fblog.len(), 8, "{text}");
+        calls
+    };
+    // Blocks 1, 4 and 7 while joining; 1 and 9 once joined.
+    assert_eq!(kubectl_calls_in_9_blocks("joining"), 3);
+    assert_eq!(kubectl_calls_in_9_blocks("joined"), 2);
 }

@@ -683,6 +683,11 @@ pub fn run(
             }
         ));
     }
+    for (i, g) in c.guests.iter().enumerate() {
+        if let Some(line) = observer_cost(&prepared[i].spec.name, &g.facts().unwrap_or_default()) {
+            lines.push(line);
+        }
+    }
     for p in &prepared {
         lines.push(format!("  console log: {}", p.spec.log.display()));
     }
@@ -700,6 +705,17 @@ pub fn run(
         report,
         text,
     })
+}
+
+/// What the fact unit itself cost guest `name`, from its last block: the
+/// tier's observer must not be what starves a node.
+fn observer_cost(name: &str, f: &Facts) -> Option<String> {
+    let (usec, uptime) = (f.observer_cpu_usec?, f.uptime?);
+    let secs = usec as f64 / 1e6;
+    Some(format!(
+        "  {name}: its fact unit used {secs:.0}s of CPU in {uptime:.0}s up ({:.1} % of one vCPU)",
+        100.0 * secs / uptime.max(1.0)
+    ))
 }
 
 /// The interesting part of `habuild status --json`, one line each.
@@ -805,6 +821,21 @@ mod tests {
             fblog: lines.iter().map(|s| s.to_string()).collect(),
             ..Facts::default()
         }
+    }
+
+    #[test]
+    fn the_observers_cost_is_reported_when_the_block_carries_it() {
+        let mut f = Facts {
+            observer_cpu_usec: Some(30_000_000),
+            uptime: Some(1200.0),
+            ..Facts::default()
+        };
+        assert_eq!(
+            observer_cost("cp1", &f).unwrap(),
+            "  cp1: its fact unit used 30s of CPU in 1200s up (2.5 % of one vCPU)"
+        );
+        f.observer_cpu_usec = None;
+        assert_eq!(observer_cost("cp1", &f), None);
     }
 
     #[test]
