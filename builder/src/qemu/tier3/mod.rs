@@ -46,6 +46,8 @@ pub struct Tier3Options<'a> {
     pub init_node_cpus: Option<usize>,
     /// The same for each joining control plane's first boot (its join).
     pub joiner_cpus: Option<usize>,
+    /// The control planes' kernels with `highres=off` (timers on the tick).
+    pub coarse_timers: bool,
 }
 
 /// When tier 3 powers the control planes on.
@@ -101,6 +103,9 @@ const TIER3_FACTS: FactUnit = FactUnit {
     service: "habuild-t3-facts.service",
     tag: "tier3",
 };
+
+/// The kernel argument of --coarse-timers.
+const COARSE_TIMERS: &str = "highres=off";
 
 /// Disk size of a control plane's copy: first boot grows the root to it,
 /// and the images CRI-O unpacks need the room.
@@ -297,6 +302,20 @@ pub fn control_plane_cpus(host_cpus: usize, control_planes: usize, num_cpu_ignor
 /// takes the extra ones offline once first boot is done. One at a time,
 /// `kubeadm init` or a join is the one step that runs alone; afterwards a
 /// busy extra vCPU would compete with the next join for the host's cores.
+/// A control plane's extra kernel arguments: those of its first boot's
+/// vCPUs, and `highres=off` with --coarse-timers.
+fn control_plane_kernel_args(
+    first_boot_cpus: Option<usize>,
+    share: usize,
+    coarse_timers: bool,
+) -> Vec<String> {
+    let mut args = first_boot_kernel_args(first_boot_cpus, share);
+    if coarse_timers {
+        args.push(COARSE_TIMERS.into());
+    }
+    args
+}
+
 fn first_boot_kernel_args(first_boot_cpus: Option<usize>, share: usize) -> Vec<String> {
     match first_boot_cpus {
         Some(n) if n > share => vec![format!("habuild.t3_cpus_after_first_boot={share}")],
@@ -447,6 +466,11 @@ pub fn run(
             ));
         }
     }
+    if opts.coarse_timers {
+        lines.push(format!(
+            "  control planes' kernels booted with {COARSE_TIMERS} (timers on the tick, fewer QEMU wake-ups), as --coarse-timers asks; a board runs with high-resolution timers"
+        ));
+    }
     let mut prepared = Vec::new();
     for (i, node) in order.iter().enumerate() {
         let wanted = first_boot_cpus(&node.name);
@@ -459,7 +483,7 @@ pub fn run(
             node,
             &ControlPlaneShape {
                 memory: opts.control_plane_memory,
-                kernel_args: first_boot_kernel_args(wanted, cpus),
+                kernel_args: control_plane_kernel_args(wanted, cpus, opts.coarse_timers),
             },
         )?;
         if p.role == Role::ControlPlane {
@@ -847,6 +871,12 @@ mod tests {
         assert!(first_boot_kernel_args(Some(1), 1).is_empty());
         assert!(first_boot_kernel_args(Some(1), 2).is_empty());
         assert!(first_boot_kernel_args(None, 1).is_empty());
+        assert_eq!(
+            control_plane_kernel_args(Some(2), 1, true),
+            ["habuild.t3_cpus_after_first_boot=1", "highres=off"]
+        );
+        assert_eq!(control_plane_kernel_args(None, 1, true), ["highres=off"]);
+        assert!(control_plane_kernel_args(None, 1, false).is_empty());
     }
 
     #[test]
