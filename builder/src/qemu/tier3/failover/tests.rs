@@ -103,3 +103,14 @@ fn the_vip_moves_only_between_two_directors() {
     assert!(can_move_vip(&m).is_ok());
     assert!(can_fail_over(&m).is_err());
 }
+
+#[test]
+fn a_failover_is_timed_only_from_blocks_at_its_sampling_period() {
+    let at = |p| Facts {
+        fact_period: p,
+        ..Facts::default()
+    };
+    assert!(sampled_fast(&at(Some(5))));
+    assert!(!sampled_fast(&at(Some(15))), "a director still forming");
+    assert!(!sampled_fast(&at(None)), "a block that does not say");
+}
