@@ -127,7 +127,13 @@ settle=${HABUILD_T3_SETTLE:-120}
 all_listed_since=
 fast_once_all_listed() {
     [ "$director" = yes ] && [ "$period" != 5 ] || return 0
-    listed=$(ipvsadm -L -n 2>/dev/null | grep -c -- '->.*Route')
+    # Counted in the block just printed, not by asking ipvsadm again.
+    listed=0
+    while read -r key arrow _ method _; do
+        [ "$key $arrow $method" = "ipvs -> Route" ] && listed=$((listed + 1))
+    done <<EOF_BLOCK
+$block
+EOF_BLOCK
     read -r now _ </proc/uptime
     now=${now%.*}
     if [ -n "$real_servers" ] && [ "$real_servers" -gt 0 ] && [ "$listed" -ge "$real_servers" ]; then

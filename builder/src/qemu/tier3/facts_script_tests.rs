@@ -294,28 +294,25 @@ fn a_directors_block_carries_its_ipvs_table_and_keepalived_journal() {
 
 #[test]
 fn a_directors_blocks_come_every_5_s_once_ipvs_lists_every_real_server() {
-    let t = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(t.path().join("root")).unwrap();
-    std::fs::write(
-        t.path().join("root/ipvs-more"),
-        "  -> 10.10.197.97:6443   Route   1   0   0\n",
-    )
-    .unwrap();
+    // Both of keepalived.conf's real servers listed, with `env` for the script.
+    let both_listed = |env: &[(&str, &str)]| {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("root")).unwrap();
+        std::fs::write(
+            t.path().join("root/ipvs-more"),
+            "  -> 10.10.197.97:6443   Route   1   0   0\n",
+        )
+        .unwrap();
+        two_blocks_in(t.path(), true, "", env)
+    };
     // keepalived lists every real server as it starts, before any check:
     // the blocks speed up only after a full listing has lasted (120 s).
-    let (text, f, _) = two_blocks_in(t.path(), true, "", &[]);
+    let (text, f, _) = both_listed(&[]);
     assert_eq!(text.matches("fact_period 15").count(), 2, "{text}");
     assert_eq!(f.ipvs.len(), 3);
     // With no wait asked, block 1 is printed before the count; block 2
     // after it.
-    let t = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(t.path().join("root")).unwrap();
-    std::fs::write(
-        t.path().join("root/ipvs-more"),
-        "  -> 10.10.197.97:6443   Route   1   0   0\n",
-    )
-    .unwrap();
-    let (text, f, _) = two_blocks_in(t.path(), true, "", &[("HABUILD_T3_SETTLE", "0")]);
+    let (text, f, _) = both_listed(&[("HABUILD_T3_SETTLE", "0")]);
     assert_eq!(text.matches("fact_period 15").count(), 1, "{text}");
     assert_eq!(f.fact_period, Some(5), "{text}");
 }

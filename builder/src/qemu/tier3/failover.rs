@@ -160,6 +160,16 @@ pub(super) fn status_until(
     }
 }
 
+/// Every control plane as IPVS lists it ("address:port"), sorted.
+fn all_real_servers(guests: &[Prepared], port: u16) -> Vec<String> {
+    let mut all: Vec<String> = of_role(guests, Role::ControlPlane)
+        .into_iter()
+        .map(|i| format!("{}:{port}", guests[i].address))
+        .collect();
+    all.sort();
+    all
+}
+
 /// The guests of one role, by index.
 fn of_role(guests: &[Prepared], role: Role) -> Vec<usize> {
     (0..guests.len())
@@ -193,11 +203,7 @@ fn directors_ready(
     port: u16,
     r: &mut Report,
 ) -> Result<()> {
-    let mut all_rs: Vec<String> = of_role(guests, Role::ControlPlane)
-        .into_iter()
-        .map(|i| format!("{}:{port}", guests[i].address))
-        .collect();
-    all_rs.sort();
+    let all_rs = all_real_servers(guests, port);
     let mut powered_on_now = Vec::new();
     while c.guests.len() < guests.len() {
         powered_on_now.push(c.start(guests[c.guests.len()].spec.clone())?);
@@ -278,11 +284,7 @@ fn node_failover(
         .position(|g| g.spec.name == init.name)
         .expect("the init node is a guest");
     let victim_rs = format!("{}:{port}", init.address);
-    let mut all_rs: Vec<String> = of_role(guests, Role::ControlPlane)
-        .into_iter()
-        .map(|i| format!("{}:{port}", guests[i].address))
-        .collect();
-    all_rs.sort();
+    let all_rs = all_real_servers(guests, port);
 
     r.line(format!("failover 1: power off the init node {}", init.name));
     let active = wait_active_director(c, &directors, &vip, Duration::from_secs(300))?;
